@@ -1,0 +1,66 @@
+// Command setflow receives Kakao's webhooks and runs their reactions on
+// Temporal. Sub-commands: ingress, relay, worker, migrate, dev, send.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+type command struct {
+	name  string
+	short string
+	run   func(ctx context.Context, args []string) error
+}
+
+var commands = []command{
+	{"ingress", "serve the webhook endpoints (verify, store in the inbox, answer)", runIngress},
+	{"relay", "move inbox entries to Temporal", runRelay},
+	{"worker", "run the reaction workflows and activities", runWorker},
+	{"migrate", "apply the database migrations", runMigrate},
+	{"dev", "run ingress, relay and worker in one process with a local signing key", runDev},
+	{"send", "sign a test Security Event Token with the dev key and POST it", runSend},
+}
+
+func usage() {
+	fmt.Fprintf(os.Stderr, "usage: setflow <command> [flags]\n\ncommands:\n")
+	for _, c := range commands {
+		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.short)
+	}
+	fmt.Fprintf(os.Stderr, "\nRun 'setflow <command> -h' for a command's flags and environment variables.\n")
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+		os.Exit(2)
+	}
+	name := os.Args[1]
+	if name == "-h" || name == "--help" || name == "help" {
+		usage()
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands {
+		if c.name == name {
+			err := c.run(ctx, os.Args[2:])
+			if errors.Is(err, flag.ErrHelp) {
+				return
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				fmt.Fprintf(os.Stderr, "setflow %s: %v\n", name, err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
+	fmt.Fprintf(os.Stderr, "setflow: unknown command %q\n\n", name)
+	usage()
+	os.Exit(2)
+}

@@ -1,0 +1,85 @@
+# Shared helpers for the local scripts: make sure PostgreSQL, Redis and the
+# pinned tools are there, installing or starting what is missing.
+# shellcheck shell=bash
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+BIN="$ROOT/.bin"
+TEMPORAL_CLI_VERSION="v1.5.1"   # Temporal server 1.29.1 with the web UI
+MAILPIT_VERSION="v1.27.11"
+export PATH="$BIN:$PATH"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else die "need root for: $*"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and apt-get not found: install $* yourself (see README)"
+  log "installing $* with apt"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
+need_go() {
+  command -v go >/dev/null || die "Go 1.26 or newer is required (https://go.dev/doc/install)"
+}
+
+# PostgreSQL on 127.0.0.1:5432. A cluster we install ourselves gets the password
+# "postgres" so that the same URL works with trust and password authentication.
+ensure_postgres() {
+  if pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then return; fi
+  if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+    apt_install postgresql postgresql-client
+    fresh=1
+  fi
+  log "starting PostgreSQL"
+  local v; v="$(ls /etc/postgresql | sort -V | tail -1)"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$v" main start 2>/dev/null || as_root pg_ctlcluster "$v" main start
+  for _ in $(seq 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  pg_isready -q -h 127.0.0.1 -p 5432 || die "PostgreSQL did not come up on 127.0.0.1:5432"
+  if [ "${fresh:-}" = 1 ]; then
+    as_root su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+  fi
+}
+
+# Redis on 127.0.0.1:6379 (a session back end; nothing is kept on disk).
+ensure_redis() {
+  if command -v redis-cli >/dev/null && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then return; fi
+  command -v redis-server >/dev/null || apt_install redis-server
+  log "starting Redis"
+  mkdir -p /tmp/setflow-redis
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir /tmp/setflow-redis --logfile /tmp/setflow-redis/redis.log
+  for _ in $(seq 20); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && return; sleep 0.5; done
+  die "Redis did not come up on 127.0.0.1:6379"
+}
+
+# The Temporal CLI (dev server + UI) and Mailpit, built from source at pinned
+# versions into .bin: prebuilt downloads are not assumed to be reachable.
+# built_at BINARY MODULE VERSION: was BINARY built from MODULE at VERSION?
+built_at() {
+  [ -x "$1" ] && go version -m "$1" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+$2[[:space:]]+$3[[:space:]]"
+}
+
+ensure_tools() {
+  need_go
+  mkdir -p "$BIN"
+  if ! built_at "$BIN/temporal" github.com/temporalio/cli "$TEMPORAL_CLI_VERSION"; then
+    log "building Temporal CLI $TEMPORAL_CLI_VERSION from source (a few minutes the first time)"
+    GOBIN="$BIN" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
+  fi
+  if ! built_at "$BIN/mailpit" github.com/axllent/mailpit "$MAILPIT_VERSION"; then
+    log "building Mailpit $MAILPIT_VERSION from source"
+    GOBIN="$BIN" go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+  fi
+}
+
+ensure_database() { # name
+  local url="postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
+  if ! psql "$url" -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'" | grep -q 1; then
+    log "creating database $1"
+    psql "$url" -qc "CREATE DATABASE $1"
+  fi
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The full test suite, exactly as CI runs it: unit tests, integration tests
+# against real PostgreSQL and a real Temporal dev server, and short fuzz runs.
+# A missing component fails the run (SETFLOW_REQUIRE_INTEGRATION=1), never skips.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_postgres
+ensure_redis
+ensure_tools
+
+export SETFLOW_REQUIRE_INTEGRATION=1
+export SETFLOW_TEMPORAL_BIN="$BIN/temporal"
+export SETFLOW_MAILPIT_BIN="$BIN/mailpit"
+export SETFLOW_TEST_DATABASE_URL="${SETFLOW_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}"
+export SETFLOW_TEST_REDIS_ADDR="${SETFLOW_TEST_REDIS_ADDR:-127.0.0.1:6379}"
+
+log "gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.bin/*'))"
+[ -z "$unformatted" ] || die "gofmt needed on: $unformatted"
+log "go vet"
+go vet ./...
+log "go test (unit and integration, race detector on)"
+go test -race -count=1 -timeout 20m ./...
+log "fuzzing briefly"
+for target in $(go test -list '^Fuzz' ./secevent/ | grep '^Fuzz' || true); do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "${SETFLOW_FUZZTIME:-10s}" ./secevent/
+done
+log "all tests passed"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs all of setflow locally: PostgreSQL, a Temporal dev server with its web UI,
+# Mailpit, and `setflow dev` (migrations, ingress, relay, worker). Ctrl-C stops
+# everything this script started. Send test events from another terminal with
+#   go run ./cmd/setflow send account-disabled --user 1234 --field reason=hijacking
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+
+ensure_postgres
+ensure_redis
+ensure_tools
+ensure_database setflow
+
+STATE="$ROOT/.setflow-dev"
+mkdir -p "$STATE"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+if ! (exec 3<>/dev/tcp/127.0.0.1/7233) 2>/dev/null; then
+  log "starting Temporal dev server (gRPC 127.0.0.1:7233, UI http://localhost:8233)"
+  temporal server start-dev --ip 127.0.0.1 --port 7233 --ui-port 8233 \
+    --db-filename "$STATE/temporal.db" --log-level warn >"$STATE/temporal.log" 2>&1 &
+  pids+=($!)
+fi
+if ! (exec 3<>/dev/tcp/127.0.0.1/1025) 2>/dev/null; then
+  log "starting Mailpit (SMTP 127.0.0.1:1025, web http://localhost:8025)"
+  mailpit --smtp 127.0.0.1:1025 --listen 127.0.0.1:8025 --database "$STATE/mailpit.db" \
+    >"$STATE/mailpit.log" 2>&1 &
+  pids+=($!)
+fi
+
+export SETFLOW_DATABASE_URL="${SETFLOW_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/setflow?sslmode=disable}"
+export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
+export SETFLOW_SMTP_ADDR="${SETFLOW_SMTP_ADDR:-127.0.0.1:1025}"
+log "building setflow"
+go build -o "$BIN/setflow" ./cmd/setflow
+log "starting setflow dev (Ctrl-C to stop everything)"
+"$BIN/setflow" dev &
+pids+=($!)
+wait -n "${pids[@]}"

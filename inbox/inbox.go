@@ -1,0 +1,71 @@
+// Package inbox is the durable hand-off between the ingress and the relay. The
+// ingress acknowledges a delivery only after Put has committed it; the relay
+// claims due entries and hands them to the reaction engine.
+package inbox
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/setflow/setflow/event"
+)
+
+// Entry is one delivery as stored.
+type Entry struct {
+	ID       int64
+	Envelope event.Envelope
+	// Raw is the body exactly as received (the signed token for SETs), kept so that
+	// an operator can re-verify or re-process an event later.
+	Raw      []byte
+	Status   Status
+	Attempts int
+}
+
+// Status is an entry's place in the relay's life cycle.
+type Status string
+
+const (
+	StatusPending    Status = "pending"
+	StatusDispatched Status = "dispatched"
+	StatusParked     Status = "parked"
+)
+
+// ErrNotFound is returned by Get for an unknown key.
+var ErrNotFound = errors.New("inbox: no entry with that key")
+
+// Writer is all the ingress needs: store an envelope once.
+type Writer interface {
+	// Put stores the entry under its envelope key. It reports inserted=false,
+	// without error, when an entry with the same key already exists: the caller
+	// answers a duplicate exactly like the first delivery.
+	Put(ctx context.Context, e Entry) (inserted bool, err error)
+}
+
+// Deliver hands one entry to the reaction engine and returns the id of the work
+// it started (or found already started).
+type Deliver func(ctx context.Context, e Entry) (workflowID string, err error)
+
+// Backoff says how long to wait before the next attempt after `attempts` failures.
+type Backoff func(attempts int) time.Duration
+
+// Store is the full inbox: the ingress writes, the relay claims.
+type Store interface {
+	Writer
+	// Relay claims up to limit due pending entries so that no other relay sees
+	// them, calls deliver for each, and records each outcome: dispatched on
+	// success, or a later retry time on failure. It returns how many it claimed.
+	Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error)
+	// Get returns the entry stored under key.
+	Get(ctx context.Context, key string) (Entry, error)
+}
+
+// DefaultBackoff doubles from one second up to one minute: Temporal outages are
+// usually short, and a minute keeps the catch-up delay bounded when it returns.
+func DefaultBackoff(attempts int) time.Duration {
+	d := time.Second
+	for i := 1; i < attempts && d < time.Minute; i++ {
+		d *= 2
+	}
+	return min(d, time.Minute)
+}

@@ -1,0 +1,89 @@
+package inbox
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// Memory is an in-process Store for unit tests and for trying the ingress
+// without a database. It is not durable and must never back a real deployment.
+type Memory struct {
+	mu      sync.Mutex
+	entries []*memEntry
+	byKey   map[string]*memEntry
+	now     func() time.Time
+}
+
+type memEntry struct {
+	Entry
+	next    time.Time
+	claimed bool
+}
+
+// NewMemory returns an empty in-memory Store.
+func NewMemory() *Memory {
+	return &Memory{byKey: map[string]*memEntry{}, now: time.Now}
+}
+
+func (m *Memory) Put(_ context.Context, e Entry) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.byKey[e.Envelope.Key]; ok {
+		return false, nil
+	}
+	me := &memEntry{Entry: e, next: m.now()}
+	me.ID = int64(len(m.entries) + 1)
+	me.Status = StatusPending
+	me.Attempts = 0
+	me.Raw = append([]byte(nil), e.Raw...)
+	m.entries = append(m.entries, me)
+	m.byKey[e.Envelope.Key] = me
+	return true, nil
+}
+
+func (m *Memory) Get(_ context.Context, key string) (Entry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	me, ok := m.byKey[key]
+	if !ok {
+		return Entry{}, ErrNotFound
+	}
+	return me.Entry, nil
+}
+
+func (m *Memory) Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error) {
+	m.mu.Lock()
+	var batch []*memEntry
+	now := m.now()
+	for _, me := range m.entries {
+		if len(batch) == limit {
+			break
+		}
+		if me.Status == StatusPending && !me.claimed && !me.next.After(now) {
+			me.claimed = true
+			batch = append(batch, me)
+		}
+	}
+	m.mu.Unlock()
+	for _, me := range batch {
+		_, err := deliver(ctx, me.Entry)
+		m.mu.Lock()
+		me.claimed = false
+		me.Attempts++
+		if err == nil {
+			me.Status = StatusDispatched
+		} else {
+			me.next = m.now().Add(backoff(me.Attempts))
+		}
+		m.mu.Unlock()
+	}
+	return len(batch), nil
+}
+
+// Len reports how many entries are stored.
+func (m *Memory) Len() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.entries)
+}

@@ -1,0 +1,197 @@
+package inbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// NotifyChannel is the Postgres channel Put notifies so that relays wake at once
+// instead of waiting for their next poll.
+const NotifyChannel = "setflow_inbox"
+
+// Postgres is the Store on PostgreSQL.
+type Postgres struct {
+	db *sqlx.DB
+	// Concurrency bounds how many deliveries of one claimed batch run at once.
+	Concurrency int
+}
+
+// NewPostgres returns a Store on db (migrations must have been applied).
+func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, Concurrency: 8} }
+
+// Put inserts the entry and notifies relays in the same statement, so either
+// both happen or neither does.
+func (p *Postgres) Put(ctx context.Context, e Entry) (bool, error) {
+	env, err := json.Marshal(e.Envelope)
+	if err != nil {
+		return false, fmt.Errorf("inbox: encode envelope: %w", err)
+	}
+	if e.Envelope.Key == "" {
+		return false, errors.New("inbox: empty dedupe key")
+	}
+	var id int64
+	err = p.db.QueryRowContext(ctx, `
+		WITH ins AS (
+			INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (dedupe_key) DO NOTHING
+			RETURNING id
+		)
+		SELECT id FROM ins, pg_notify($5, '')`,
+		e.Envelope.Key, string(e.Envelope.Source), e.Raw, env, NotifyChannel).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("inbox: put: %w", err)
+	}
+	return true, nil
+}
+
+type row struct {
+	ID       int64           `db:"id"`
+	Raw      []byte          `db:"raw"`
+	Envelope json.RawMessage `db:"envelope"`
+	Status   string          `db:"status"`
+	Attempts int             `db:"attempts"`
+}
+
+func (r row) entry() (Entry, error) {
+	e := Entry{ID: r.ID, Raw: r.Raw, Status: Status(r.Status), Attempts: r.Attempts}
+	if err := json.Unmarshal(r.Envelope, &e.Envelope); err != nil {
+		return Entry{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, err)
+	}
+	return e, nil
+}
+
+// Get returns the entry stored under key.
+func (p *Postgres) Get(ctx context.Context, key string) (Entry, error) {
+	var r row
+	err := p.db.GetContext(ctx, &r,
+		`SELECT id, raw, envelope, status, attempts FROM setflow_inbox WHERE dedupe_key = $1`, key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("inbox: get: %w", err)
+	}
+	return r.entry()
+}
+
+// Relay claims due rows with FOR UPDATE SKIP LOCKED inside one transaction, so
+// replicas never hand the same row over twice at the same time; should a relay
+// die after delivering but before committing, the row is delivered again, which
+// is harmless because delivery is idempotent on the workflow id.
+func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error) {
+	tx, err := p.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("inbox: relay: begin: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck // no-op after commit
+	var rows []row
+	err = tx.SelectContext(ctx, &rows, `
+		SELECT id, raw, envelope, status, attempts FROM setflow_inbox
+		WHERE status = 'pending' AND next_attempt_at <= now()
+		ORDER BY next_attempt_at, id
+		LIMIT $1
+		FOR UPDATE SKIP LOCKED`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("inbox: relay: claim: %w", err)
+	}
+	if len(rows) == 0 {
+		return 0, tx.Commit()
+	}
+
+	type outcome struct {
+		workflowID string
+		err        error
+	}
+	outcomes := make([]outcome, len(rows))
+	sem := make(chan struct{}, max(1, p.Concurrency))
+	var wg sync.WaitGroup
+	for i, r := range rows {
+		e, err := r.entry()
+		if err != nil {
+			outcomes[i].err = err
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			outcomes[i].workflowID, outcomes[i].err = deliver(ctx, e)
+		}()
+	}
+	wg.Wait()
+
+	var done []int64
+	var ids []string
+	for i, o := range outcomes {
+		if o.err == nil {
+			done = append(done, rows[i].ID)
+			ids = append(ids, o.workflowID)
+			continue
+		}
+		attempts := rows[i].Attempts + 1
+		wait := backoff(attempts)
+		msg := o.err.Error()
+		if len(msg) > 500 {
+			msg = msg[:500]
+		}
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE setflow_inbox
+			SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond'
+			WHERE id = $1`, rows[i].ID, attempts, msg, wait.Milliseconds()); err != nil {
+			return 0, fmt.Errorf("inbox: relay: record failure: %w", err)
+		}
+	}
+	if len(done) > 0 {
+		if _, err := tx.ExecContext(ctx, `
+			UPDATE setflow_inbox AS i
+			SET status = 'dispatched', dispatched_at = now(), attempts = i.attempts + 1,
+			    workflow_id = d.workflow_id, last_error = NULL
+			FROM unnest($1::bigint[], $2::text[]) AS d(id, workflow_id)
+			WHERE i.id = d.id`, pq.Array(done), pq.Array(ids)); err != nil {
+			return 0, fmt.Errorf("inbox: relay: record success: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("inbox: relay: commit: %w", err)
+	}
+	return len(rows), nil
+}
+
+// Listen returns a channel that receives a value whenever Put commits a new
+// entry, and a stop function. Notifications are only a hint: relays still poll.
+func Listen(databaseURL string) (<-chan struct{}, func(), error) {
+	l := pq.NewListener(databaseURL, time.Second, time.Minute, nil)
+	if err := l.Listen(NotifyChannel); err != nil {
+		l.Close()
+		return nil, nil, fmt.Errorf("inbox: listen: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case <-l.Notify:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out, func() { close(done); l.Close() }, nil
+}

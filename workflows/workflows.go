@@ -1,0 +1,19 @@
+// Package workflows holds setflow's deterministic workflow code. It knows the
+// activities' names and types, never their dependencies.
+package workflows
+
+import "strings"
+
+// TaskQueue is where the reaction workflows and activities run.
+const TaskQueue = "setflow-reactions"
+
+// EventWorkflowID names the reaction workflow of one inbox entry. It is derived
+// from the dedupe key only, so a duplicate delivery can never start a second
+// reaction, and it carries no PII (the key is a jti or a derived hash).
+func EventWorkflowID(eventKey string) string { return "setflow-event/" + eventKey }
+
+// StepKey is the idempotency key of one step of one event: stable across
+// retries, worker crashes and workflow replays.
+func StepKey(eventKey, eventName, step string) string {
+	return strings.Join([]string{eventKey, eventName, step}, "/")
+}
