@@ -1,11 +1,16 @@
 // Package audit is setflow's append-only record of what happened to each event:
-// one row per event and per reaction step. Rows carry a hash of the subject,
+// one row per event and per reaction step. Rows are hash-chained so that
+// tampering is detectable (Verify), and carry a keyed hash of the subject,
 // never the user id in clear.
 package audit
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,13 +19,16 @@ import (
 
 // Record is one audit row.
 type Record struct {
-	EventKey    string         `json:"event_key" db:"event_key"`
-	EventType   string         `json:"event_type" db:"event_type"`
-	SubjectHash string         `json:"subject_hash" db:"subject_hash"`
-	Step        string         `json:"step" db:"step"`
-	Outcome     string         `json:"outcome" db:"outcome"`
-	Detail      map[string]any `json:"detail,omitempty" db:"-"`
-	CreatedAt   time.Time      `json:"created_at" db:"created_at"`
+	ID          int64          `json:"id,omitempty"`
+	EventKey    string         `json:"event_key"`
+	EventType   string         `json:"event_type"`
+	SubjectHash string         `json:"subject_hash"`
+	Step        string         `json:"step"`
+	Outcome     string         `json:"outcome"`
+	Detail      map[string]any `json:"detail,omitempty"`
+	CreatedAt   time.Time      `json:"created_at"`
+	PrevHash    string         `json:"prev_hash,omitempty"`
+	Hash        string         `json:"hash,omitempty"`
 }
 
 // Log appends records.
@@ -32,36 +40,104 @@ type Log interface {
 	ForEvent(ctx context.Context, eventKey string) ([]Record, error)
 }
 
+// SubjectHasher turns a user into an audit handle. Kakao user ids are short
+// numbers, so a plain hash could be reversed by enumeration: the hash is keyed.
+type SubjectHasher struct{ Key []byte }
+
+// Hash returns the keyed handle of (issuer, user id); "" for no user.
+func (h SubjectHasher) Hash(issuer, userID string) string {
+	if userID == "" {
+		return ""
+	}
+	m := hmac.New(sha256.New, h.Key)
+	m.Write([]byte(issuer))
+	m.Write([]byte{0})
+	m.Write([]byte(userID))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// canonicalDetail renders detail the way it reads back from jsonb (sorted keys,
+// numbers as float64), so that the hash computed now verifies later.
+func canonicalDetail(d map[string]any) ([]byte, error) {
+	if d == nil {
+		d = map[string]any{}
+	}
+	b, err := json.Marshal(d)
+	if err != nil {
+		return nil, err
+	}
+	var back map[string]any
+	if err := json.Unmarshal(b, &back); err != nil {
+		return nil, err
+	}
+	return json.Marshal(back)
+}
+
+// rowHash chains a row to its predecessor.
+func rowHash(prev string, r Record, detail []byte) string {
+	h := sha256.New()
+	for _, part := range []string{prev, r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome,
+		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano)} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
 // Postgres is the Log on the setflow_audit table.
-type Postgres struct{ db *sqlx.DB }
+type Postgres struct {
+	db  *sqlx.DB
+	now func() time.Time
+}
 
 // NewPostgres returns a Log on db.
-func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db} }
+func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, now: time.Now} }
 
+// chainLock serialises appends: each row needs its predecessor's hash.
+const chainLock = 0x5e7f1a
+
+// Append writes the record at the end of the chain.
 func (p *Postgres) Append(ctx context.Context, r Record) (bool, error) {
-	detail, err := json.Marshal(r.Detail)
+	detail, err := canonicalDetail(r.Detail)
 	if err != nil {
 		return false, fmt.Errorf("audit: encode detail: %w", err)
 	}
-	if r.Detail == nil {
-		detail = []byte("{}")
-	}
-	res, err := p.db.ExecContext(ctx, `
-		INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail)
-		VALUES ($1, $2, $3, $4, $5, $6)
-		ON CONFLICT (event_key, step) DO NOTHING`,
-		r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail)
+	// Postgres keeps microseconds; hash what will be read back.
+	r.CreatedAt = p.now().UTC().Truncate(time.Microsecond)
+	tx, err := p.db.BeginTxx(ctx, nil)
 	if err != nil {
+		return false, fmt.Errorf("audit: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, chainLock); err != nil {
+		return false, fmt.Errorf("audit: lock: %w", err)
+	}
+	var exists bool
+	if err := tx.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM setflow_audit WHERE event_key = $1 AND step = $2)`,
+		r.EventKey, r.Step); err != nil {
+		return false, fmt.Errorf("audit: %w", err)
+	}
+	if exists {
+		return false, nil
+	}
+	var prev string
+	if err := tx.GetContext(ctx, &prev, `SELECT COALESCE((SELECT hash FROM setflow_audit ORDER BY id DESC LIMIT 1), '')`); err != nil {
+		return false, fmt.Errorf("audit: %w", err)
+	}
+	hash := rowHash(prev, r, detail)
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail, r.CreatedAt, prev, hash); err != nil {
 		return false, fmt.Errorf("audit: append: %w", err)
 	}
-	n, err := res.RowsAffected()
-	return n == 1, err
+	return true, tx.Commit()
 }
 
-func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, error) {
-	rows, err := p.db.QueryxContext(ctx, `
-		SELECT event_key, event_type, subject_hash, step, outcome, detail, created_at
-		FROM setflow_audit WHERE event_key = $1 ORDER BY id`, eventKey)
+const selectRecords = `SELECT id, event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash FROM setflow_audit`
+
+func (p *Postgres) query(ctx context.Context, q string, args ...any) ([]Record, error) {
+	rows, err := p.db.QueryxContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list: %w", err)
 	}
@@ -70,7 +146,8 @@ func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, err
 	for rows.Next() {
 		var r Record
 		var detail []byte
-		if err := rows.Scan(&r.EventKey, &r.EventType, &r.SubjectHash, &r.Step, &r.Outcome, &detail, &r.CreatedAt); err != nil {
+		if err := rows.Scan(&r.ID, &r.EventKey, &r.EventType, &r.SubjectHash, &r.Step, &r.Outcome, &detail,
+			&r.CreatedAt, &r.PrevHash, &r.Hash); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal(detail, &r.Detail); err != nil {
@@ -79,4 +156,56 @@ func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, err
 		out = append(out, r)
 	}
 	return out, rows.Err()
+}
+
+// ForEvent lists an event's records in the order they were written.
+func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, error) {
+	return p.query(ctx, selectRecords+` WHERE event_key = $1 ORDER BY id`, eventKey)
+}
+
+// ForSubject lists a user's records (by subject hash), oldest first.
+func (p *Postgres) ForSubject(ctx context.Context, subjectHash string, limit int) ([]Record, error) {
+	return p.query(ctx, selectRecords+` WHERE subject_hash = $1 ORDER BY id LIMIT $2`, subjectHash, limit)
+}
+
+// ErrTampered reports a broken chain.
+var ErrTampered = errors.New("audit chain broken")
+
+// VerifyResult summarises a chain check.
+type VerifyResult struct {
+	Rows   int64
+	LastID int64
+}
+
+// Verify walks the whole chain in id order and fails at the first row whose
+// hash or link does not match: an edited, inserted or deleted row.
+func (p *Postgres) Verify(ctx context.Context) (VerifyResult, error) {
+	var res VerifyResult
+	prev := ""
+	after := int64(0)
+	for {
+		batch, err := p.query(ctx, selectRecords+` WHERE id > $1 ORDER BY id LIMIT 1000`, after)
+		if err != nil {
+			return res, err
+		}
+		if len(batch) == 0 {
+			return res, nil
+		}
+		for _, r := range batch {
+			if r.PrevHash != prev {
+				return res, fmt.Errorf("%w at row %d: it does not link to the row before it (a row was deleted or inserted)", ErrTampered, r.ID)
+			}
+			detail, err := canonicalDetail(r.Detail)
+			if err != nil {
+				return res, err
+			}
+			if got := rowHash(prev, r, detail); got != r.Hash {
+				return res, fmt.Errorf("%w at row %d: its content does not match its hash (the row was edited)", ErrTampered, r.ID)
+			}
+			prev = r.Hash
+			res.Rows++
+			res.LastID = r.ID
+		}
+		after = res.LastID
+	}
 }

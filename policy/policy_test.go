@@ -1,0 +1,120 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+func names(r Reaction) string {
+	var out []string
+	for _, s := range r.Steps {
+		out = append(out, s.Name)
+	}
+	return strings.Join(out, ",")
+}
+
+// The default follows product.md's reaction table.
+func TestDefaultFollowsReactionTable(t *testing.T) {
+	p := Default()
+	cases := map[string]string{
+		"user-linked":          "mark_linked,cancel_purge,crm_upsert",
+		"user-unlinked":        "revoke_sessions,mark_unlinked,schedule_purge,crm_upsert",
+		"user-scope-withdraw":  "update_consents,crm_delete_fields",
+		"account-disabled":     "revoke_sessions,lock_account,send_notice",
+		"account-enabled":      "unlock_account",
+		"account-purged":       "revoke_sessions,purge_data,crm_delete",
+		"credential-change":    "revoke_sessions,send_notice",
+		"user-profile-changed": "refresh_profile,crm_upsert",
+		"channel-blocked":      "record_channel,crm_marketing",
+		"verification":         "",
+		"no-such-event":        "",
+	}
+	for name, want := range cases {
+		if got := names(p.For("urn:x:"+name, name)); got != want {
+			t.Errorf("%s: steps %q, want %q", name, got, want)
+		}
+	}
+	hijack := p.For("", "account-disabled").Steps[2]
+	if hijack.Params["notice"] != "account-hijacked" || hijack.When["reason"] != "hijacking" {
+		t.Fatalf("account-disabled notice step %+v", hijack)
+	}
+}
+
+func TestParseOverridesPerTypeAndKeepsTheRest(t *testing.T) {
+	p, err := Parse([]byte(`
+version: 1
+events:
+  account-disabled:
+    steps:
+      - revoke_sessions
+      - send_notice: {notice: account-hijacked, when: {reason: bulk-account}}
+  https://schemas.openid.net/secevent/caep/event-type/credential-change:
+    shadow: true
+    steps: [revoke_sessions]
+  user-unlinked:
+    steps:
+      - schedule_purge: {after: 720h}
+  "*":
+    steps: [my_custom_step]
+`), "my_custom_step")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(p.For("x", "account-disabled")); got != "revoke_sessions,send_notice" {
+		t.Fatalf("override: %s", got)
+	}
+	if w := p.For("x", "account-disabled").Steps[1].When["reason"]; w != "bulk-account" {
+		t.Fatalf("when: %q", w)
+	}
+	cc := p.For("https://schemas.openid.net/secevent/caep/event-type/credential-change", "credential-change")
+	if !cc.Shadow || names(cc) != "revoke_sessions" {
+		t.Fatalf("URI entry must win and be shadow: %+v", cc)
+	}
+	if got := p.For("https://schemas.openid.net/secevent/risc/event-type/credential-change", "credential-change"); got.Shadow {
+		t.Fatal("a URI entry must not apply to another URI with the same short name")
+	}
+	if got := p.For("x", "user-unlinked").Steps[0].Params["after"]; got != "720h" {
+		t.Fatalf("after = %q", got)
+	}
+	if got := names(p.For("x", "account-purged")); got != "revoke_sessions,purge_data,crm_delete" {
+		t.Fatalf("types not in the file keep the default, got %s", got)
+	}
+	if got := names(p.For("x", "totally-unknown")); got != "my_custom_step" {
+		t.Fatalf("* entry: %s", got)
+	}
+}
+
+func TestParseErrorsAreSpecific(t *testing.T) {
+	cases := map[string]struct{ doc, want string }{
+		"unknown step":   {"version: 1\nevents:\n  user-linked:\n    steps: [revoke_everything]\n", `unknown step "revoke_everything"`},
+		"bad notice":     {"version: 1\nevents:\n  x:\n    steps:\n      - send_notice: {notice: hello}\n", "notice must be one of"},
+		"bad duration":   {"version: 1\nevents:\n  x:\n    steps:\n      - schedule_purge: {after: soon}\n", "after must be a duration"},
+		"negative":       {"version: 1\nevents:\n  x:\n    steps:\n      - schedule_purge: {after: -1h}\n", "must not be negative"},
+		"unknown param":  {"version: 1\nevents:\n  x:\n    steps:\n      - revoke_sessions: {scope: all}\n", `has no parameter "scope"`},
+		"wrong version":  {"version: 2\nevents: {}\n", "version must be 1"},
+		"unknown field":  {"version: 1\nevents:\n  x:\n    stepz: []\n", "field stepz not found"},
+		"two keys":       {"version: 1\nevents:\n  x:\n    steps:\n      - {a: {}, b: {}}\n", "single `name: {params}`"},
+		"line reported":  {"version: 1\nevents:\n  x:\n    steps:\n      - nope\n", "(line 5)"},
+		"not yaml":       {"{{{", "not a valid policy document"},
+		"nested param":   {"version: 1\nevents:\n  x:\n    steps:\n      - send_notice: {notice: [a]}\n", "must be a scalar"},
+		"bad when shape": {"version: 1\nevents:\n  x:\n    steps:\n      - send_notice: {when: hijacking}\n", "when must map"},
+	}
+	for name, c := range cases {
+		_, err := Parse([]byte(c.doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to contain %q", name, err, c.want)
+		}
+	}
+}
+
+func TestEveryDefaultStepIsInTheCatalogue(t *testing.T) {
+	known := catalogue(nil)
+	p := Default()
+	for _, typ := range p.Types() {
+		for _, st := range p.For(typ, typ).Steps {
+			if err := validate(st, known); err != nil {
+				t.Errorf("%s: %v", typ, err)
+			}
+		}
+	}
+}

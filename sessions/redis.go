@@ -1,0 +1,92 @@
+package sessions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RedisLayout says where a service keeps sessions in Redis: an index per user
+// (a sorted set of session ids scored by creation time in Unix milliseconds)
+// and one key per session that the service checks on each request.
+type RedisLayout struct {
+	// UserIndex contains {user_id}, e.g. "sessions:user:{user_id}".
+	UserIndex string
+	// SessionKey contains {session_id}, e.g. "session:{session_id}".
+	SessionKey string
+}
+
+// DefaultRedisLayout is used when nothing is configured.
+func DefaultRedisLayout() RedisLayout {
+	return RedisLayout{UserIndex: "setflow:user-sessions:{user_id}", SessionKey: "setflow:session:{session_id}"}
+}
+
+// Validate checks that each pattern names its placeholder exactly once.
+func (l RedisLayout) Validate() error {
+	if strings.Count(l.UserIndex, "{user_id}") != 1 {
+		return fmt.Errorf("sessions: redis user index pattern %q must contain {user_id} once", l.UserIndex)
+	}
+	if strings.Count(l.SessionKey, "{session_id}") != 1 {
+		return fmt.Errorf("sessions: redis session key pattern %q must contain {session_id} once", l.SessionKey)
+	}
+	return nil
+}
+
+// revokeScript deletes, in one atomic step, the session keys of the sessions in
+// the user's index created at or before the cut-off, and removes them from the
+// index. Re-running it finds nothing left to delete.
+var revokeScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, id in ipairs(ids) do
+  redis.call('DEL', ARGV[2] .. id .. ARGV[3])
+end
+if #ids > 0 then
+  redis.call('ZREM', KEYS[1], unpack(ids))
+end
+return #ids
+`)
+
+// Redis revokes sessions kept in Redis.
+type Redis struct {
+	rdb    redis.UniversalClient
+	layout RedisLayout
+}
+
+// NewRedis validates the layout.
+func NewRedis(rdb redis.UniversalClient, l RedisLayout) (*Redis, error) {
+	if err := l.Validate(); err != nil {
+		return nil, err
+	}
+	return &Redis{rdb: rdb, layout: l}, nil
+}
+
+// Revoke ends the user's sessions created at or before createdBefore.
+func (r *Redis) Revoke(ctx context.Context, userID string, createdBefore time.Time) (int64, error) {
+	if userID == "" {
+		return 0, errors.New("sessions: empty user id")
+	}
+	index := strings.Replace(r.layout.UserIndex, "{user_id}", userID, 1)
+	prefix, suffix, _ := strings.Cut(r.layout.SessionKey, "{session_id}")
+	n, err := revokeScript.Run(ctx, r.rdb, []string{index}, createdBefore.UnixMilli(), prefix, suffix).Int64()
+	if err != nil {
+		return 0, fmt.Errorf("sessions: redis revoke: %w", err)
+	}
+	return n, nil
+}
+
+// AddRedisSession records a session the way the layout expects; services use
+// their own code for this, it is here for tests and the dev tools.
+func AddRedisSession(ctx context.Context, rdb redis.UniversalClient, l RedisLayout, userID, sessionID string, created time.Time, ttl time.Duration) error {
+	key := strings.Replace(l.SessionKey, "{session_id}", sessionID, 1)
+	index := strings.Replace(l.UserIndex, "{user_id}", userID, 1)
+	_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Set(ctx, key, userID, ttl)
+		p.ZAdd(ctx, index, redis.Z{Score: float64(created.UnixMilli()), Member: sessionID})
+		return nil
+	})
+	return err
+}
