@@ -1,0 +1,258 @@
+// Package crm keeps a service's CRM in step with what Kakao tells setflow
+// about a user: create or update the contact, delete it (GDPR-style), switch
+// marketing consent on or off, and blank the properties whose consent was
+// withdrawn.
+//
+// Two adapters implement Client: HubSpot, for a HubSpot-style contacts API,
+// and Webhook, which POSTs a signed JSON document to a URL of the service's
+// choosing (see Verify for the receiving side).
+//
+// Every failure is an *Error that says whether trying again can help and how
+// long the server asked to wait, so a Temporal activity can map it to a
+// retryable or non-retryable application error (IsRetryable, RetryAfter).
+// Error texts never carry the contact's personal data or the credentials.
+// The adapters do not rate-limit or retry by themselves: the caller owns that.
+package crm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Contact is the CRM view of one Kakao user.
+type Contact struct {
+	ExternalID string // the Kakao user id; the CRM's unique key for the contact
+	Email      string
+	Nickname   string
+	Phone      string
+	// Properties are extra CRM properties, by the CRM's property name.
+	Properties map[string]string
+}
+
+// Client is what a reaction needs from a CRM. Each call carries an
+// idempotency key that is derived from the event and the step and is the same
+// on every retry; it must not be empty. Every operation is safe to repeat.
+type Client interface {
+	// Upsert creates the contact or updates the fields that are non-empty.
+	Upsert(ctx context.Context, idempotencyKey string, c Contact) error
+	// Delete removes the contact for good; a contact that is already gone is
+	// a success.
+	Delete(ctx context.Context, idempotencyKey, externalID string) error
+	// SetMarketing records marketing consent (e.g. Kakao Talk Channel added or
+	// blocked).
+	SetMarketing(ctx context.Context, idempotencyKey, externalID string, subscribed bool) error
+	// DeleteFields blanks the named fields after consent was withdrawn. Names
+	// are FieldEmail, FieldNickname, FieldPhone or a CRM property name.
+	DeleteFields(ctx context.Context, idempotencyKey, externalID string, fields []string) error
+}
+
+// Field names accepted by DeleteFields for the typed Contact fields; any other
+// name is taken as a CRM property name.
+const (
+	FieldEmail    = "email"
+	FieldNickname = "nickname"
+	FieldPhone    = "phone"
+)
+
+// String hides the personal data, so a Contact can be printed or logged.
+func (c Contact) String() string {
+	return fmt.Sprintf("crm.Contact{ExternalID: %q, Email: %s, Nickname: %s, Phone: %s, Properties: %d}",
+		c.ExternalID, mask(c.Email), mask(c.Nickname), mask(c.Phone), len(c.Properties))
+}
+
+// GoString keeps %#v from printing personal data.
+func (c Contact) GoString() string { return c.String() }
+
+// LogValue keeps slog handlers (including JSON ones) from logging personal data.
+func (c Contact) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("external_id", c.ExternalID),
+		slog.Bool("has_email", c.Email != ""),
+		slog.Bool("has_nickname", c.Nickname != ""),
+		slog.Bool("has_phone", c.Phone != ""),
+		slog.Int("properties", len(c.Properties)))
+}
+
+func mask(s string) string {
+	if s == "" {
+		return `""`
+	}
+	return "[redacted]"
+}
+
+// ErrRateLimited matches (errors.Is) an *Error for an HTTP 429 answer.
+var ErrRateLimited = errors.New("crm: rate limited")
+
+// Error is every failure of this package: an error answer (Status set), a
+// transport failure (Err set, Status 0) or a call refused locally (both
+// zero). Reason is safe to log: personal data and credentials are removed.
+type Error struct {
+	Adapter    string // "hubspot" or "webhook"
+	Op         string // "upsert", "delete", "marketing" or "delete_fields"
+	Status     int
+	Reason     string
+	Retryable  bool
+	RetryAfter time.Duration // delay the server asked for, 0 if none
+	Err        error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "crm %s %s:", e.Adapter, e.Op)
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " HTTP %d", e.Status)
+	}
+	if e.Reason != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Reason)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	switch {
+	case e.Retryable && e.RetryAfter > 0:
+		fmt.Fprintf(&b, " (retryable after %s)", e.RetryAfter)
+	case e.Retryable:
+		b.WriteString(" (retryable)")
+	default:
+		b.WriteString(" (not retryable)")
+	}
+	return b.String()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrRateLimited) hold for a 429.
+func (e *Error) Is(target error) bool {
+	return target == ErrRateLimited && e.Status == http.StatusTooManyRequests
+}
+
+// IsRetryable reports whether err is an *Error that may succeed if the same
+// call is made again. Other errors report false.
+func IsRetryable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Retryable
+}
+
+// RetryAfter returns the delay the server asked for before a retry; ok is
+// false when err is not retryable or no positive delay was named, in which
+// case the caller's own backoff applies.
+func RetryAfter(err error) (d time.Duration, ok bool) {
+	var e *Error
+	if errors.As(err, &e) && e.Retryable && e.RetryAfter > 0 {
+		return e.RetryAfter, true
+	}
+	return 0, false
+}
+
+// classify builds the error for a non-success status, shared by both
+// adapters:
+//
+//	408, 423, 425, 429, 5xx  retryable (Retry-After honoured)
+//	other statuses           not retryable
+func classify(adapter, op string, status int, h http.Header, reason string, now time.Time) *Error {
+	e := &Error{Adapter: adapter, Op: op, Status: status, Reason: reason}
+	switch {
+	case status == http.StatusRequestTimeout, status == http.StatusLocked,
+		status == http.StatusTooEarly, status == http.StatusTooManyRequests, status >= 500:
+		e.Retryable = true
+		e.RetryAfter, _ = parseRetryAfter(h.Get("Retry-After"), now)
+	}
+	if e.Reason == "" {
+		e.Reason = http.StatusText(status)
+	}
+	return e
+}
+
+// transportError wraps a failure to get a complete answer. Those are worth
+// retrying, except when the caller cancelled: then nobody waits for a result.
+// The *url.Error layer is dropped: its text repeats the URL, which for a
+// webhook may carry a token in its query.
+func transportError(adapter, op string, err error) *Error {
+	if ue, ok := err.(*url.Error); ok {
+		err = ue.Err
+	}
+	return &Error{Adapter: adapter, Op: op, Reason: "request failed",
+		Retryable: !errors.Is(err, context.Canceled), Err: err}
+}
+
+// invalid is a call refused before sending: it can never succeed.
+func invalid(adapter, op, reason string) *Error {
+	return &Error{Adapter: adapter, Op: op, Reason: reason}
+}
+
+// parseRetryAfter reads both forms of RFC 9110 Retry-After: delay-seconds and
+// an HTTP-date. A date in the past means "now" (0).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		const maxSecs = int64(1<<63-1) / int64(time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+var (
+	emailRE = regexp.MustCompile(`[^\s@"'<>\[\]{}(),;:]+@[^\s@"'<>\[\]{}(),;:]+\.[A-Za-z]{2,}`)
+	// phoneRE catches phone-like digit runs (7+ digits, optional +, spaces,
+	// dashes, dots or parentheses between them).
+	phoneRE = regexp.MustCompile(`\+?\d(?:[\s\-.()]*\d){6,}`)
+)
+
+// sanitize makes text from a server safe to keep in an error: the values we
+// sent (personal data, credentials) and anything email- or phone-like are
+// replaced, control characters removed, length capped at 300 characters.
+func sanitize(s string, known ...string) string {
+	for _, k := range known {
+		// One-character values would shred the message; they identify no one.
+		if len([]rune(strings.TrimSpace(k))) >= 2 {
+			s = strings.ReplaceAll(s, k, "[redacted]")
+		}
+	}
+	s = emailRE.ReplaceAllString(s, "[redacted]")
+	s = phoneRE.ReplaceAllString(s, "[redacted]")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if r := []rune(s); len(r) > 300 {
+		s = string(r[:300]) + "…"
+	}
+	return s
+}
+
+// redirectedAway reports whether the client followed a redirect that changed
+// the method (301/302/303 turn a POST into a bodiless GET): the answer then
+// is not about our request, and a 2xx must not count as success.
+func redirectedAway(resp *http.Response, method string) bool {
+	return resp.Request != nil && resp.Request.Method != method
+}
+
+// timeoutOr returns d, or def when d is not positive.
+func timeoutOr(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}

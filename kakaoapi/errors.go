@@ -1,0 +1,197 @@
+package kakaoapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+// Kakao error codes this package acts on (developers.kakao.com, REST API
+// error codes and Kakao Login error codes).
+const (
+	CodeInternal           = -1    // internal error while processing; Kakao says "retry"
+	CodeInvalidArgument    = -2    // missing or malformed parameter
+	CodeNotEnabled         = -3    // feature or admin-key API category not enabled for the app
+	CodeMaintenance        = -7    // service under maintenance or internal problem
+	CodeAPITerminated      = -9    // the API has been retired
+	CodeQuotaExceeded      = -10   // allowed request quota exceeded
+	CodeNotLinked          = -101  // the user is not linked to the app
+	CodeInvalidAppKey      = -401  // invalid app key or token
+	CodePlatformTimeout    = -603  // timeout inside Kakao's platform
+	CodeServiceUnavailable = -9798 // service under maintenance (HTTP 503)
+)
+
+// ErrNotLinked matches (errors.Is) an *APIError whose code is -101: the user
+// is not linked to the app any more, so logging them out or unlinking them is
+// already done.
+var ErrNotLinked = errors.New("kakaoapi: user is not linked to the app")
+
+// retryableCodes are answered with HTTP 400 yet describe conditions that pass:
+// an internal error, maintenance, an exhausted quota, a platform timeout.
+// -9 (API retired) and -11 (paid quota cap) are not here: they need a person.
+var retryableCodes = map[int]bool{
+	CodeInternal:           true,
+	CodeMaintenance:        true,
+	CodeQuotaExceeded:      true,
+	CodePlatformTimeout:    true,
+	CodeServiceUnavailable: true,
+}
+
+// APIError is every failure of this package: an error answer from Kakao
+// (Status ≥ 300), a transport failure (Err set, Status 0 or the status whose
+// body could not be read), or a request refused locally (Status 0, Err nil).
+// Its text never contains the admin key or profile data.
+type APIError struct {
+	Op         string        // "logout", "unlink" or "profile"
+	Status     int           // HTTP status, 0 when no answer arrived
+	Code       int           // Kakao's error code, 0 when the body had none
+	Msg        string        // Kakao's message or ours, sanitized and shortened
+	Retryable  bool          // whether the same call may succeed later
+	RetryAfter time.Duration // delay the server asked for (Retry-After), 0 if none
+	Err        error         // underlying transport error, if any
+}
+
+func (e *APIError) Error() string {
+	var b strings.Builder
+	b.WriteString("kakaoapi ")
+	b.WriteString(e.Op)
+	b.WriteString(":")
+	if e.Status != 0 {
+		fmt.Fprintf(&b, " HTTP %d", e.Status)
+	}
+	if e.Code != 0 {
+		fmt.Fprintf(&b, " code %d", e.Code)
+	}
+	if e.Msg != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Msg)
+	}
+	if e.Err != nil {
+		b.WriteString(": ")
+		b.WriteString(e.Err.Error())
+	}
+	switch {
+	case e.Retryable && e.RetryAfter > 0:
+		fmt.Fprintf(&b, " (retryable after %s)", e.RetryAfter)
+	case e.Retryable:
+		b.WriteString(" (retryable)")
+	default:
+		b.WriteString(" (not retryable)")
+	}
+	return b.String()
+}
+
+func (e *APIError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrNotLinked) hold for code -101.
+func (e *APIError) Is(target error) bool {
+	return target == ErrNotLinked && e.Code == CodeNotLinked
+}
+
+// IsRetryable reports whether err is an *APIError that may succeed if the same
+// call is made again. Other errors (none come from this package) report false.
+func IsRetryable(err error) bool {
+	var e *APIError
+	return errors.As(err, &e) && e.Retryable
+}
+
+// RetryAfter returns the delay the server asked for before a retry; ok is
+// false when err is not retryable or the server named no positive delay, in
+// which case the caller's own backoff applies.
+func RetryAfter(err error) (d time.Duration, ok bool) {
+	var e *APIError
+	if errors.As(err, &e) && e.Retryable && e.RetryAfter > 0 {
+		return e.RetryAfter, true
+	}
+	return 0, false
+}
+
+// classify turns a non-2xx answer into an *APIError.
+//
+//	429, 408, 5xx                       retryable (Retry-After honoured)
+//	400 with -1, -7, -10, -603          retryable (Retry-After honoured)
+//	-101                                ErrNotLinked, not retryable
+//	anything else (400/401/403/404...)  not retryable
+func classify(op string, status int, h http.Header, body []byte, adminKey string, now time.Time) *APIError {
+	e := &APIError{Op: op, Status: status}
+	var kb struct {
+		Code        *int   `json:"code"`
+		Msg         string `json:"msg"`
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}
+	if json.Unmarshal(body, &kb) == nil {
+		if kb.Code != nil {
+			e.Code = *kb.Code
+		}
+		msg := kb.Msg
+		if msg == "" {
+			msg = strings.TrimSpace(kb.Error + " " + kb.Description)
+		}
+		e.Msg = sanitize(msg, adminKey)
+	}
+	if e.Msg == "" {
+		e.Msg = http.StatusText(status)
+	}
+	switch {
+	case e.Code == CodeNotLinked:
+		e.Retryable = false
+	case status == http.StatusTooManyRequests, status == http.StatusRequestTimeout, status >= 500:
+		e.Retryable = true
+	case retryableCodes[e.Code]:
+		e.Retryable = true
+	}
+	if e.Retryable {
+		e.RetryAfter, _ = parseRetryAfter(h.Get("Retry-After"), now)
+	}
+	return e
+}
+
+// parseRetryAfter reads both forms of RFC 9110 Retry-After: delay-seconds and
+// an HTTP-date. A date in the past means "now" (0).
+func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		const maxSecs = int64(1<<63-1) / int64(time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+var emailRE = regexp.MustCompile(`[^\s@"'<>]+@[^\s@"'<>]+\.[A-Za-z]{2,}`)
+
+// sanitize makes a server message safe to put in an error: no admin key (a
+// misbehaving proxy may echo headers), no email-like text, no control
+// characters, at most 200 characters.
+func sanitize(s, adminKey string) string {
+	if adminKey != "" {
+		s = strings.ReplaceAll(s, adminKey, "[redacted]")
+	}
+	s = emailRE.ReplaceAllString(s, "[redacted]")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if r := []rune(s); len(r) > 200 {
+		s = string(r[:200]) + "…"
+	}
+	return s
+}
