@@ -138,7 +138,7 @@ func TemporalBinary(t testing.TB) string {
 		p = filepath.Join(RepoRoot(t), ".bin", "temporal")
 	}
 	if _, err := os.Stat(p); err != nil {
-		Unavailable(t, "temporal CLI at %s (run deployments/local/install-tools.sh): %v", p, err)
+		Unavailable(t, "temporal CLI at %s (deployments/local/test.sh builds it): %v", p, err)
 	}
 	return p
 }

@@ -1,0 +1,199 @@
+// Package mailer renders setflow's security notices (Korean and English, HTML
+// and plain text) and sends them over SMTP with go-mail.
+//
+// Each notice carries a Message-ID derived from its idempotency key, so a
+// retried send is recognisable as the same message; at-most-once delivery is
+// the caller's send log. Errors say whether a retry can help (IsPermanent) and
+// never contain the recipient's address, name or the SMTP password.
+package mailer
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"os"
+	"strings"
+	"time"
+)
+
+// TLS modes for Config.TLS.
+const (
+	TLSNone                  = "none"                   // plaintext; local relays and Mailpit only
+	TLSStartTLS              = "starttls"               // STARTTLS required; fail if the server lacks it
+	TLSStartTLSOpportunistic = "starttls-opportunistic" // STARTTLS when offered, else plaintext
+	TLSImplicit              = "tls"                    // TLS from the first byte (SMTPS, usually port 465)
+)
+
+// DefaultTimeout bounds each SMTP command when Config.Timeout is zero.
+const DefaultTimeout = 30 * time.Second
+
+// Config describes the SMTP relay and the sender.
+type Config struct {
+	Host     string
+	Port     int // 0: 25 for "none", 465 for "tls", 587 otherwise
+	Username string
+	Password string
+	// TLS is one of "none", "starttls" (mandatory), "starttls-opportunistic",
+	// "tls" (implicit). Empty means "starttls".
+	TLS string
+	// CAFile is an optional PEM bundle trusted in addition to the system roots
+	// (a private relay's CA).
+	CAFile string
+	// From is the sender, e.g. "setflow <security@example.com>".
+	From string
+	// MessageIDDomain is the right-hand side of Message-IDs; empty means the
+	// domain of From's address.
+	MessageIDDomain string
+	// ServiceName is the service's name shown to users; empty means From's
+	// display name.
+	ServiceName string
+	// Timeout bounds each SMTP command; 0 means DefaultTimeout.
+	Timeout time.Duration
+}
+
+// Validate reports every problem in the configuration at once.
+func (c Config) Validate() error {
+	var errs []string
+	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+
+	switch {
+	case strings.TrimSpace(c.Host) == "":
+		add("Host is required")
+	case strings.Contains(c.Host, "://"):
+		add("Host %q must be a host name, not a URL", c.Host)
+	case hasPort(c.Host):
+		add("Host %q must not include a port; set Port", c.Host)
+	case strings.ContainsAny(c.Host, " \t\r\n/@"):
+		add("Host %q is not a valid host name", c.Host)
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		add("Port %d is out of range 1–65535 (0 picks the default for the TLS mode)", c.Port)
+	}
+	switch c.TLS {
+	case "", TLSNone, TLSStartTLS, TLSStartTLSOpportunistic, TLSImplicit:
+	default:
+		add("TLS %q is not one of %q, %q, %q, %q", c.TLS, TLSNone, TLSStartTLS, TLSStartTLSOpportunistic, TLSImplicit)
+	}
+	if c.Password != "" && c.Username == "" {
+		add("Password is set but Username is empty")
+	}
+	if c.Username != "" && c.Password == "" {
+		add("Username is set but Password is empty")
+	}
+	if c.CAFile != "" {
+		if _, err := os.Stat(c.CAFile); err != nil {
+			add("CAFile: %v", err)
+		}
+	}
+
+	from, err := parseFrom(c.From)
+	if err != nil {
+		add("%v", err)
+	}
+	if c.MessageIDDomain != "" {
+		if !validDomain(c.MessageIDDomain) {
+			add("MessageIDDomain %q is not a valid domain name", c.MessageIDDomain)
+		}
+	} else if from != nil && !validDomain(domainOf(from.Address)) {
+		add("MessageIDDomain is empty and the From domain %q cannot be used; set MessageIDDomain", domainOf(from.Address))
+	}
+	name := c.ServiceName
+	if name == "" && from != nil {
+		name = from.Name
+	}
+	switch {
+	case strings.TrimSpace(name) == "":
+		add("ServiceName is required (it is shown to users); set it or give From a display name")
+	case strings.ContainsAny(name, "\r\n"):
+		add("ServiceName must be a single line")
+	case len([]rune(name)) > 64:
+		add("ServiceName is longer than 64 characters")
+	}
+	if c.Timeout < 0 {
+		add("Timeout %s is negative (0 means %s)", c.Timeout, DefaultTimeout)
+	}
+	if len(errs) > 0 {
+		return errors.New("mailer config: " + strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// withDefaults fills the zero values Validate accepts; call after Validate.
+func (c Config) withDefaults() Config {
+	c.Host = strings.TrimSuffix(strings.TrimPrefix(strings.TrimSpace(c.Host), "["), "]") // [::1] → ::1
+	if c.TLS == "" {
+		c.TLS = TLSStartTLS
+	}
+	if c.Port == 0 {
+		switch c.TLS {
+		case TLSNone:
+			c.Port = 25
+		case TLSImplicit:
+			c.Port = 465
+		default:
+			c.Port = 587
+		}
+	}
+	from, _ := parseFrom(c.From)
+	if c.MessageIDDomain == "" {
+		c.MessageIDDomain = domainOf(from.Address)
+	}
+	c.MessageIDDomain = strings.ToLower(c.MessageIDDomain)
+	if c.ServiceName == "" {
+		c.ServiceName = from.Name
+	}
+	c.ServiceName = strings.TrimSpace(c.ServiceName)
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	return c
+}
+
+func parseFrom(s string) (*mail.Address, error) {
+	if strings.TrimSpace(s) == "" {
+		return nil, errors.New(`From is required, e.g. "setflow <security@example.com>"`)
+	}
+	a, err := mail.ParseAddress(s)
+	if err != nil {
+		return nil, fmt.Errorf("From %q is not an address: %v", s, err)
+	}
+	return a, nil
+}
+
+func hasPort(host string) bool {
+	if strings.HasPrefix(host, "[") { // [::1]:25 or [::1]
+		return strings.Contains(host, "]:")
+	}
+	if strings.Count(host, ":") != 1 { // bare IPv6 has several colons
+		return false
+	}
+	_, _, err := net.SplitHostPort(host)
+	return err == nil
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+// validDomain accepts dot-separated LDH labels; that is all a Message-ID's
+// right-hand side needs and it keeps brackets and spaces out of the header.
+func validDomain(d string) bool {
+	if d == "" || len(d) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
