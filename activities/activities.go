@@ -6,10 +6,19 @@ package activities
 import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/talk"
 )
 
 // Activities is registered with the worker; its fields are its dependencies.
 type Activities struct {
 	Sessions sessions.Revoker
 	Audit    audit.Log
+	// Talk records Kakao Talk Share deliveries and Talk Channel relationships.
+	Talk talk.Store
+	// TalkShareHook, when set, is the service's own reaction to a Talk Share
+	// delivery, run in its own step after the delivery is recorded (see
+	// talk.ShareHook and docs/webhooks.md). Nil skips the step.
+	TalkShareHook talk.ShareHook
+	// Backends holds the other reaction steps' dependencies (activities/backends.go).
+	Backends
 }

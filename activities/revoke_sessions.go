@@ -3,34 +3,22 @@ package activities
 import (
 	"context"
 	"errors"
-	"time"
 
-	"go.temporal.io/sdk/temporal"
+	"github.com/setflow/setflow/sessions"
 )
 
-// RevokeSessionsInput names the user and the event time; sessions created after
-// that time survive.
-type RevokeSessionsInput struct {
-	IdempotencyKey string    `json:"idempotency_key"`
-	UserID         string    `json:"user_id"`
-	CreatedBefore  time.Time `json:"created_before"`
-}
-
-// RevokeSessionsResult reports how many sessions this call ended (0 on a retry
-// after a call that already ended them).
-type RevokeSessionsResult struct {
-	Revoked int64 `json:"revoked"`
-}
-
-// RevokeSessions ends the user's sessions created at or before the event time.
-func (a *Activities) RevokeSessions(ctx context.Context, in RevokeSessionsInput) (RevokeSessionsResult, error) {
-	if in.UserID == "" {
-		return RevokeSessionsResult{}, temporal.NewNonRetryableApplicationError(
-			"revoke sessions: event has no user id", "MissingSubject", errors.New("empty user id"))
+// RevokeSessions ends the user's sessions created at or before the event
+// time; sessions created later survive (the user may have signed in again).
+func (a *Activities) RevokeSessions(ctx context.Context, in StepInput) (StepResult, error) {
+	if err := in.requireSubject("revoke sessions"); err != nil {
+		return StepResult{}, err
 	}
-	n, err := a.Sessions.Revoke(ctx, in.UserID, in.CreatedBefore)
+	n, err := a.Sessions.Revoke(ctx, in.Event.Subject.UserID, in.eventTime())
+	if errors.Is(err, sessions.ErrCallbackRejected) {
+		return StepResult{}, classify("revoke sessions", err, false, 0)
+	}
 	if err != nil {
-		return RevokeSessionsResult{}, err
+		return StepResult{}, err
 	}
-	return RevokeSessionsResult{Revoked: n}, nil
+	return done(map[string]any{"revoked": n}), nil
 }

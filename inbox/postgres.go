@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -22,13 +23,17 @@ type Postgres struct {
 	db *sqlx.DB
 	// Concurrency bounds how many deliveries of one claimed batch run at once.
 	Concurrency int
+
+	// Wake-up hints for relays (see wake).
+	notifyDirty   atomic.Bool
+	notifyRunning atomic.Bool
 }
 
 // NewPostgres returns a Store on db (migrations must have been applied).
 func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, Concurrency: 8} }
 
-// Put inserts the entry and notifies relays in the same statement, so either
-// both happen or neither does.
+// Put inserts the entry; it returns only once the row is committed. Relays
+// are then woken by a NOTIFY sent after the commit (see wake).
 func (p *Postgres) Put(ctx context.Context, e Entry) (bool, error) {
 	env, err := json.Marshal(e.Envelope)
 	if err != nil {
@@ -39,21 +44,58 @@ func (p *Postgres) Put(ctx context.Context, e Entry) (bool, error) {
 	}
 	var id int64
 	err = p.db.QueryRowContext(ctx, `
-		WITH ins AS (
-			INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
-			VALUES ($1, $2, $3, $4)
-			ON CONFLICT (dedupe_key) DO NOTHING
-			RETURNING id
-		)
-		SELECT id FROM ins, pg_notify($5, '')`,
-		e.Envelope.Key, string(e.Envelope.Source), e.Raw, env, NotifyChannel).Scan(&id)
+		INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
+		VALUES ($1, $2, $3, $4)
+		ON CONFLICT (dedupe_key) DO NOTHING
+		RETURNING id`,
+		e.Envelope.Key, string(e.Envelope.Source), e.Raw, env).Scan(&id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("inbox: put: %w", err)
 	}
+	p.wake()
 	return true, nil
+}
+
+// wake makes sure a NOTIFY is sent after the commit that just happened, without
+// making the caller wait for it.
+//
+// The NOTIFY is deliberately not part of the insert's transaction: Postgres
+// holds a cluster-wide lock on the notification queue from a notifying
+// transaction's pre-commit until its commit record is flushed, so notifying
+// inserts commit one fsync after another and never share a WAL flush. On the
+// 2-core development machine that capped the inbox at about 3,000 inserts/s
+// whatever the concurrency, against about 8,000 with group commit. Durability
+// is unchanged (Put still returns after the commit); only the hint moves.
+//
+// At most one NOTIFY is in flight; it is sent after clearing notifyDirty, so it
+// covers every commit that set notifyDirty before. A commit that finds a
+// sender already running leaves notifyDirty set and the sender loops once
+// more. A lost hint (crash, database error) only delays the relay until its
+// next poll.
+func (p *Postgres) wake() {
+	p.notifyDirty.Store(true)
+	if p.notifyRunning.CompareAndSwap(false, true) {
+		go p.notifyLoop()
+	}
+}
+
+func (p *Postgres) notifyLoop() {
+	for {
+		for p.notifyDirty.Swap(false) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, _ = p.db.ExecContext(ctx, `SELECT pg_notify($1, '')`, NotifyChannel)
+			cancel()
+		}
+		p.notifyRunning.Store(false)
+		// A commit may have set notifyDirty after the last Swap but seen
+		// notifyRunning still true: take over again rather than lose it.
+		if !p.notifyDirty.Load() || !p.notifyRunning.CompareAndSwap(false, true) {
+			return
+		}
+	}
 }
 
 type row struct {

@@ -37,6 +37,11 @@ type Server struct {
 	// Ready reports whether the inbox is reachable, for /readyz.
 	Ready func(ctx context.Context) error
 	Now   func() time.Time
+	// Kakao configures the admin-key webhooks (unlink, Talk Share, Talk Channel).
+	Kakao Kakao
+	// Allowlist, when set, admits webhook requests only from its networks
+	// (health endpoints stay open).
+	Allowlist *IPAllowlist
 }
 
 func (s *Server) log() *slog.Logger {
@@ -63,7 +68,17 @@ func (s *Server) maxBody() int64 {
 // Handler returns the ingress's routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc(PathAccountStatus, s.accountStatus)
+	webhook := func(path string, h http.HandlerFunc) {
+		if s.Allowlist != nil {
+			mux.Handle(path, s.Allowlist.Wrap(h))
+			return
+		}
+		mux.Handle(path, h)
+	}
+	webhook(PathAccountStatus, s.accountStatus)
+	webhook(PathUnlink, s.unlink)
+	webhook(PathTalkShare, s.talkShare)
+	webhook(PathTalkChannel, s.talkChannel)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("/readyz", s.readyz)
 	return mux

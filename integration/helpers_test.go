@@ -1,12 +1,18 @@
 package integration
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
+	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/worker"
 )
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -24,4 +30,30 @@ func freePort(t *testing.T) int { return testenv.FreePort(t) }
 
 func startTemporalAt(t *testing.T, hostPort string) *testsuite.DevServer {
 	return testenv.Temporal(t, hostPort)
+}
+
+// startWorkerWith runs a worker with the given activities on c (startWorker
+// with dependencies a test chooses, e.g. the Talk store and a share hook).
+func (s *stack) startWorkerWith(c client.Client, acts *activities.Activities) {
+	s.t.Helper()
+	w := worker.New(c, acts, sdkworker.Options{})
+	if err := w.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(w.Stop)
+	s.Temporal = c
+}
+
+// auditSteps lists an event's audit trail as step=outcome, comma-separated.
+func (s *stack) auditSteps(key string) string {
+	s.t.Helper()
+	recs, err := s.Audit.ForEvent(context.Background(), key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.Step+"="+r.Outcome)
+	}
+	return strings.Join(out, ",")
 }

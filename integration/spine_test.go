@@ -10,6 +10,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/simulator"
 )
 
@@ -49,7 +50,10 @@ func TestSETRevokesSessionsAndAudits(t *testing.T) {
 			t.Errorf("audit subject %q must be a non-empty hash, not the user id", r.SubjectHash)
 		}
 	}
-	want := "account-disabled/received=received,account-disabled/revoke_sessions=done"
+	// No email address is on file and no mailer is configured: the notice is
+	// skipped, not failed.
+	want := "account-disabled/received=received,account-disabled/revoke_sessions=done," +
+		"account-disabled/lock_account=done,account-disabled/send_notice=skipped"
 	if got := strings.Join(steps, ","); got != want {
 		t.Fatalf("audit steps %s, want %s", got, want)
 	}
@@ -59,8 +63,8 @@ func TestSETRevokesSessionsAndAudits(t *testing.T) {
 	waitFor(t, "inbox entry dispatched", func() bool { return s.inboxStatus(key).Status == inbox.StatusDispatched })
 }
 
-// A user-linked event changes no session but is audited.
-func TestNonSessionEventOnlyAudits(t *testing.T) {
+// A user-linked event changes no session; it marks the user linked and is audited.
+func TestUserLinkedKeepsSessionsAndMarksLinked(t *testing.T) {
 	s := newStack(t)
 	s.start()
 	s.insertSession("keep", "42", time.Now().Add(-time.Hour))
@@ -72,9 +76,13 @@ func TestNonSessionEventOnlyAudits(t *testing.T) {
 	if res.SessionsRevoked != 0 || s.revoked("keep") {
 		t.Fatalf("user-linked revoked sessions: %+v", res)
 	}
-	recs, err := s.Audit.ForEvent(t.Context(), ingress.SETKey(jti))
-	if err != nil || len(recs) != 1 || recs[0].Step != "user-linked/received" {
-		t.Fatalf("audit %+v %v, want exactly the received row", recs, err)
+	if got := s.auditSteps(ingress.SETKey(jti)); got != "user-linked/received=received,user-linked/mark_linked=done,"+
+		"user-linked/cancel_purge=skipped,user-linked/crm_upsert=skipped" {
+		t.Fatalf("audit %s", got)
+	}
+	p, err := profile.NewStore(s.DB).Get(t.Context(), profile.Key{Issuer: testIssuer, UserID: "42"})
+	if err != nil || !p.Linked.Bool {
+		t.Fatalf("profile %+v %v, want linked", p, err)
 	}
 	e := s.inboxStatus(ingress.SETKey(jti))
 	if e.Envelope.Events[0].Type != simulator.PrefixOAuth+"user-linked" || e.Envelope.Source != event.SourceSET {
@@ -115,9 +123,8 @@ func TestDuplicateSETRunsOnce(t *testing.T) {
 	if n := s.runsOf(key); n != 1 {
 		t.Fatalf("%d workflow runs, want 1", n)
 	}
-	recs, _ := s.Audit.ForEvent(t.Context(), key)
-	if len(recs) != 2 {
-		t.Fatalf("audit rows %d, want 2 (received + revoke_sessions)", len(recs))
+	if got := s.auditSteps(key); got != "session-revoked/received=received,session-revoked/revoke_sessions=done" {
+		t.Fatalf("audit %s, want each step once", got)
 	}
 }
 

@@ -13,18 +13,18 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
-	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/simulator"
-	"github.com/setflow/setflow/worker"
+	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -36,7 +36,7 @@ const (
 // stack is one running setflow: ingress on an httptest server, relay and
 // worker in goroutines, all on a fresh database.
 type stack struct {
-	t        *testing.T
+	t        testing.TB
 	DB       *sqlx.DB
 	DBURL    string
 	Key      *simulator.Key
@@ -60,7 +60,7 @@ func testLogger() *slog.Logger {
 // newStack starts the database and ingress. Temporal parts are started by
 // startRelay and startWorker, so that tests can run them against a server that
 // is down.
-func newStack(t *testing.T) *stack {
+func newStack(t testing.TB) *stack {
 	t.Helper()
 	db, url := testenv.Database(t)
 	key, err := simulator.NewKey()
@@ -107,20 +107,31 @@ func (s *stack) startRelay(hostPort string) {
 	s.t.Cleanup(func() { s.stop(); <-done })
 }
 
-// startWorker runs a worker with the real activities on c.
-func (s *stack) startWorker(c client.Client) {
+// activities returns the real activities on the stack's database, with every
+// Postgres back end; tests add the CRM, mailer or Kakao client they need.
+func (s *stack) activities() *activities.Activities {
 	s.t.Helper()
 	revoker, err := sessions.NewPostgres(s.DB, sessions.DefaultSchema())
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	w := worker.New(c, &activities.Activities{Sessions: revoker, Audit: s.Audit}, sdkworker.Options{})
-	if err := w.Start(); err != nil {
-		s.t.Fatal(err)
+	return &activities.Activities{
+		Sessions: revoker,
+		Audit:    s.Audit,
+		Talk:     talk.NewPostgres(s.DB),
+		Backends: activities.Backends{
+			DB:       s.DB,
+			Profiles: profile.NewStore(s.DB),
+			Subjects: audit.SubjectHasher{Key: []byte("test-audit-key")},
+			// Unlinked users' data waits a month, so tests see the revocation
+			// before any purge; purge tests set their own retention.
+			PurgeAfter: 30 * 24 * time.Hour,
+		},
 	}
-	s.t.Cleanup(w.Stop)
-	s.Temporal = c
 }
+
+// startWorker runs a worker with the real activities on c.
+func (s *stack) startWorker(c client.Client) { s.startWorkerWith(c, s.activities()) }
 
 // start brings up a dev server, relay and worker.
 func (s *stack) start() {

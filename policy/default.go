@@ -23,6 +23,8 @@ const (
 	PurgeData       = "purge_data"
 	RecordChannel   = "record_channel"
 	RecordTalkShare = "record_talk_share"
+	// TalkShareHook runs the service's talk.ShareHook, if it set one.
+	TalkShareHook = "talk_share_hook"
 )
 
 // Notices that send_notice knows.
@@ -53,6 +55,7 @@ func catalogue(extra []string) map[string]map[string]paramCheck {
 		PurgeData:       none,
 		RecordChannel:   none,
 		RecordTalkShare: none,
+		TalkShareHook:   none,
 	}
 	for _, e := range extra {
 		if _, builtin := c[e]; !builtin {
@@ -93,9 +96,9 @@ func Default() *Policy {
 		"sessions-revoked":                   revokeOnly,
 		"credential-change":                  {Steps: []Step{s(RevokeSessions), notice("password-changed", nil)}},
 		"user-profile-changed":               {Steps: []Step{s(RefreshProfile), s(CRMUpsert)}},
-		"channel-added":                      channel,
-		"channel-blocked":                    channel,
-		"talk-share":                         {Steps: []Step{s(RecordTalkShare)}},
+		// By type, so that statuses Kakao may add later are recorded too.
+		"kakao:talk-channel": channel,
+		"talk-share":         {Steps: []Step{s(RecordTalkShare), s(TalkShareHook)}},
 		// verification, stream-updated and unknown types: stored and audited only.
 	}}
 }

@@ -25,13 +25,18 @@ func TestDefaultFollowsReactionTable(t *testing.T) {
 		"account-purged":       "revoke_sessions,purge_data,crm_delete",
 		"credential-change":    "revoke_sessions,send_notice",
 		"user-profile-changed": "refresh_profile,crm_upsert",
-		"channel-blocked":      "record_channel,crm_marketing",
+		"talk-share":           "record_talk_share,talk_share_hook",
 		"verification":         "",
 		"no-such-event":        "",
 	}
 	for name, want := range cases {
 		if got := names(p.For("urn:x:"+name, name)); got != want {
 			t.Errorf("%s: steps %q, want %q", name, got, want)
+		}
+	}
+	for _, status := range []string{"channel-added", "channel-blocked", "channel-muted"} {
+		if got := names(p.For("kakao:talk-channel", status)); got != "record_channel,crm_marketing" {
+			t.Errorf("%s: steps %q", status, got)
 		}
 	}
 	hijack := p.For("", "account-disabled").Steps[2]

@@ -90,3 +90,14 @@ func AddRedisSession(ctx context.Context, rdb redis.UniversalClient, l RedisLayo
 	})
 	return err
 }
+
+// Purge deletes all of the user's sessions and their index.
+func (r *Redis) Purge(ctx context.Context, userID string) (int64, error) {
+	// Every session of the index was created before the end of time.
+	n, err := r.Revoke(ctx, userID, time.Unix(1<<40, 0))
+	if err != nil {
+		return 0, err
+	}
+	index := strings.Replace(r.layout.UserIndex, "{user_id}", userID, 1)
+	return n, r.rdb.Del(ctx, index).Err()
+}

@@ -89,6 +89,7 @@ func (s Schema) quotedTable() string {
 type Postgres struct {
 	db     *sqlx.DB
 	revoke string
+	purge  string
 }
 
 // NewPostgres validates the schema and prepares the statement text.
@@ -99,7 +100,8 @@ func NewPostgres(db *sqlx.DB, s Schema) (*Postgres, error) {
 	q := fmt.Sprintf(`UPDATE %s SET %s = now() WHERE %s = $1 AND %s <= $2 AND %s IS NULL`,
 		s.quotedTable(), pq.QuoteIdentifier(s.RevokedAt), pq.QuoteIdentifier(s.UserID),
 		pq.QuoteIdentifier(s.CreatedAt), pq.QuoteIdentifier(s.RevokedAt))
-	return &Postgres{db: db, revoke: q}, nil
+	purge := fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, s.quotedTable(), pq.QuoteIdentifier(s.UserID))
+	return &Postgres{db: db, revoke: q, purge: purge}, nil
 }
 
 // Revoke ends the user's sessions created at or before createdBefore.
@@ -107,6 +109,20 @@ func (p *Postgres) Revoke(ctx context.Context, userID string, createdBefore time
 	res, err := p.db.ExecContext(ctx, p.revoke, userID, createdBefore)
 	if err != nil {
 		return 0, fmt.Errorf("sessions: revoke: %w", err)
+	}
+	return res.RowsAffected()
+}
+
+// Purger deletes all of a user's sessions, for data purges.
+type Purger interface {
+	Purge(ctx context.Context, userID string) (int64, error)
+}
+
+// Purge deletes every session row of the user.
+func (p *Postgres) Purge(ctx context.Context, userID string) (int64, error) {
+	res, err := p.db.ExecContext(ctx, p.purge, userID)
+	if err != nil {
+		return 0, fmt.Errorf("sessions: purge: %w", err)
 	}
 	return res.RowsAffected()
 }

@@ -1,4 +1,6 @@
-// Package worker wires setflow's workflows and activities to a Temporal worker.
+// Package worker wires setflow's workflows and activities to Temporal workers:
+// one on the reactions task queue, and one on the CRM task queue whose
+// activity rate is limited across all workers to stay under the CRM's limits.
 package worker
 
 import (
@@ -9,10 +11,55 @@ import (
 	"github.com/setflow/setflow/workflows"
 )
 
-// New returns a worker on the reactions task queue with everything registered.
-func New(c client.Client, acts *activities.Activities, opts sdkworker.Options) sdkworker.Worker {
-	w := sdkworker.New(c, workflows.TaskQueue, opts)
-	w.RegisterWorkflow(workflows.Reaction)
-	w.RegisterActivity(acts)
-	return w
+// DefaultCRMRate is the CRM calls per second across all workers.
+const DefaultCRMRate = 10
+
+// Set is the workers of one setflow worker process.
+type Set struct {
+	client  client.Client
+	acts    *activities.Activities
+	opts    sdkworker.Options
+	workers []sdkworker.Worker
+	// CRMRate bounds CRM activities per second on the CRM task queue, for all
+	// workers together (a server-side task queue limit).
+	CRMRate float64
+	// Extra registers a service's own activities (policy extension steps).
+	Extra func(r sdkworker.Registry)
+}
+
+// New returns the workers; Start starts them.
+func New(c client.Client, acts *activities.Activities, opts sdkworker.Options) *Set {
+	return &Set{client: c, acts: acts, opts: opts, CRMRate: DefaultCRMRate}
+}
+
+// Start registers everything and starts polling.
+func (s *Set) Start() error {
+	main := sdkworker.New(s.client, workflows.TaskQueue, s.opts)
+	main.RegisterWorkflow(workflows.Reaction)
+	main.RegisterWorkflow(workflows.Purge)
+	main.RegisterActivity(s.acts)
+	crmOpts := s.opts
+	crmOpts.TaskQueueActivitiesPerSecond = s.CRMRate
+	crm := sdkworker.New(s.client, workflows.CRMTaskQueue, crmOpts)
+	crm.RegisterActivity(s.acts)
+	if s.Extra != nil {
+		s.Extra(main)
+	}
+	s.workers = []sdkworker.Worker{main, crm}
+	for i, w := range s.workers {
+		if err := w.Start(); err != nil {
+			for _, started := range s.workers[:i] {
+				started.Stop()
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// Stop stops the workers, letting running activities finish.
+func (s *Set) Stop() {
+	for _, w := range s.workers {
+		w.Stop()
+	}
 }

@@ -17,3 +17,15 @@ func EventWorkflowID(eventKey string) string { return "setflow-event/" + eventKe
 func StepKey(eventKey, eventName, step string) string {
 	return strings.Join([]string{eventKey, eventName, step}, "/")
 }
+
+// CRMTaskQueue runs the CRM steps on workers whose task-queue rate limit keeps
+// setflow under the CRM's own API limits.
+const CRMTaskQueue = "setflow-crm"
+
+// SignalRetry re-drives a parked reaction (`setflow events retry <key>`).
+const SignalRetry = "retry"
+
+// PurgeWorkflowID names the pending data purge of one user. The subject hash
+// is keyed, so the id reveals nothing about the user; one id per user means a
+// later link can find and cancel it.
+func PurgeWorkflowID(subjectHash string) string { return "setflow-purge/" + subjectHash }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -28,6 +29,13 @@ type common struct {
 	ses config.Sessions
 	log config.Log
 	ing config.Ingress
+	kko config.Kakao
+	rea config.Reactions
+}
+
+// backends gathers the worker's back-end settings.
+func (c *common) backends() backendsConfig {
+	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko}
 }
 
 func newCommon(name string) *common {
@@ -80,7 +88,9 @@ func (c *common) verifier() (*secevent.Verifier, error) {
 	}
 	var keys secevent.KeySource
 	if c.ing.Discovery {
-		keys = secevent.NewDiscovery(secevent.DiscoveryOptions{Issuer: c.ing.Issuer})
+		keys = secevent.NewDiscovery(secevent.DiscoveryOptions{Issuer: c.ing.Issuer,
+			// The pinned URL is the fallback when neither well-known document exists.
+			JWKS: secevent.JWKSOptions{URL: c.ing.JWKSURL}})
 	} else {
 		keys = secevent.NewJWKS(c.ing.Issuer, secevent.JWKSOptions{URL: c.ing.JWKSURL})
 	}
@@ -92,6 +102,7 @@ func (c *common) verifier() (*secevent.Verifier, error) {
 func runIngress(ctx context.Context, args []string) error {
 	c := newCommon("ingress")
 	c.ing.Register(c.fs)
+	c.kko.Register(c.fs)
 	log, err := c.parse(args)
 	if err != nil {
 		return err
@@ -100,12 +111,18 @@ func runIngress(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := c.kko.Validate(); err != nil {
+		return err
+	}
 	db, err := openDB(ctx, c.db.URL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	srv := newIngress(db, log, v, c.ing.MaxBody)
+	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer); err != nil {
+		return err
+	}
 	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()))
 }
 
@@ -132,6 +149,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c := newCommon("worker")
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
+	c.rea.Register(c.fs)
 	log, err := c.parse(args)
 	if err != nil {
 		return err
@@ -145,7 +163,7 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	return runWorkerLoop(ctx, log, db, c.ses.Schema, topts)
+	return runWorkerLoop(ctx, log, db, c.backends(), topts)
 }
 
 // Development identity: `setflow dev` accepts exactly what `setflow send` signs.
@@ -153,12 +171,61 @@ const (
 	devIssuer   = "https://dev.setflow.local"
 	devAudience = "setflow-dev-app"
 	devKeyPath  = ".setflow-dev/signing-key.pem"
+	// The admin key and app id `setflow dev` accepts on the other three
+	// webhooks. Development only: a real key comes from SETFLOW_KAKAO_ADMIN_KEYS.
+	devAdminKey = "setflow-dev-admin-key"
+	devAppID    = "setflow-dev"
 )
+
+// configureKakao sets up the admin-key webhooks and the optional IP allowlist
+// on srv, and keeps Kakao's IP list fresh until ctx ends.
+func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, k *config.Kakao, issuer string) error {
+	srv.Kakao = ingress.Kakao{AdminKeys: k.AdminKeys, AppID: k.AppID, Issuer: issuer, UnlinkWindow: k.UnlinkDedupeWindow}
+	if !k.Enabled() {
+		log.Warn("no " + config.EnvKakaoAdminKeys + ": the unlink, Talk Share and Talk Channel webhooks answer 401")
+	}
+	if !k.AllowlistEnabled() {
+		return nil
+	}
+	static, err := k.AllowlistPrefixes()
+	if err != nil {
+		return err
+	}
+	trusted, err := k.TrustedProxyPrefixes()
+	if err != nil {
+		return err
+	}
+	al := &ingress.IPAllowlist{Static: static, Trusted: trusted, Log: log}
+	if k.IPAllowlistFromKakao {
+		al.Source = &ingress.KakaoIPs{BaseURL: k.APIURL, Key: k.AdminKeys[0]}
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		next := k.IPAllowlistRefresh
+		if err := al.Refresh(rctx); err != nil {
+			log.Error("kakao ip list unavailable; only the configured networks are allowed until it loads", "error", err)
+			next = 10 * time.Second
+		}
+		cancel()
+		go func() {
+			t := time.NewTimer(next)
+			defer t.Stop()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			al.Run(ctx, k.IPAllowlistRefresh)
+		}()
+	}
+	srv.Allowlist = al
+	log.Info("ip allowlist on", "static_networks", len(static), "kakao_networks", len(al.Fetched()), "trusted_proxies", len(trusted))
+	return nil
+}
 
 func runDev(ctx context.Context, args []string) error {
 	c := newCommon("dev")
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
+	c.rea.Register(c.fs)
 	var listen, keyPath string
 	c.fs.StringVar(&listen, "listen", envOr("SETFLOW_LISTEN", ":8080"), "HTTP listen address (env SETFLOW_LISTEN)")
 	c.fs.StringVar(&keyPath, "dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "development signing key, created if missing (env SETFLOW_DEV_KEY)")
@@ -191,6 +258,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	srv := newIngress(db, log, v, 0)
+	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer}
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
@@ -201,13 +269,19 @@ setflow dev is starting
   dev JWKS:    http://localhost%[1]s/dev/jwks.json
   Temporal:    %[5]s   (UI: http://localhost:8233)
   send a test event:   go run ./cmd/setflow send account-disabled --user 1234 --field reason=hijacking
+  other webhooks:      %[6]s, %[7]s, %[8]s
+                       (admin key %[9]q, app id %[10]q)
+                       go run ./cmd/setflow send --webhook unlink --user 1234
+                       go run ./cmd/setflow send --webhook talk-share --field campaign=spring
+                       go run ./cmd/setflow send --webhook talk-channel --user 1234 --field event=blocked
 
-`, listenPort(listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort)
+`, listenPort(listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
+		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux)) })
 	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts) })
-	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.ses.Schema, topts) })
+	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts) })
 	return g.Wait()
 }
 
@@ -249,12 +323,28 @@ func runSend(ctx context.Context, args []string) error {
 	repeat := fs.Int("repeat", 1, "send the same token this many times (duplicates are answered 202 and run once)")
 	extra := fields{}
 	fs.Var(extra, "field", "extra event member key=value, repeatable (e.g. reason=hijacking)")
+	webhook := fs.String("webhook", "set", "webhook to call: set (a signed SET), unlink, talk-share or talk-channel")
+	appID := fs.String("app-id", devAppID, "app_id of an unlink webhook")
+	resourceID := fs.String("resource-id", "", "X-Kakao-Resource-ID of a Talk webhook (default: random); reuse one to see deduplication")
+	encoding := fs.String("encoding", ingress.EncodingJSON, "unlink and talk-share: query (GET), form or json (POST)")
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "usage: setflow send [flags] <event-type>...\n\nevent types: %s\n\nflags:\n", strings.Join(simulator.EventNames(), ", "))
+		fmt.Fprintf(fs.Output(), "usage: setflow send [flags] <event-type>...\n       setflow send --webhook unlink|talk-share|talk-channel [flags]\n\nevent types: %s\n\nflags:\n", strings.Join(simulator.EventNames(), ", "))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *webhook != "set" {
+		if fs.NArg() > 0 {
+			return fmt.Errorf("--webhook %s takes no event types; set members with --field", *webhook)
+		}
+		base := envOr("SETFLOW_SEND_URL", "http://localhost:8080")
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "url" {
+				base = *url
+			}
+		})
+		return sendWebhook(ctx, *webhook, strings.TrimSuffix(base, ingress.PathAccountStatus), *user, *appID, *resourceID, *encoding, extra, max(1, *repeat))
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -281,6 +371,48 @@ func runSend(ctx context.Context, args []string) error {
 			}
 			fmt.Printf("%s jti=%s -> %d %s\n", typ, claims["jti"], status, strings.TrimSpace(body))
 		}
+	}
+	return nil
+}
+
+// sendWebhook calls one of the admin-key webhooks of `setflow dev` the way
+// Kakao does. The admin key comes from SETFLOW_SEND_ADMIN_KEY (default: the
+// dev key), never from a flag.
+func sendWebhook(ctx context.Context, kind, baseURL, user, appID, resourceID, encoding string, extra fields, repeat int) error {
+	d := ingress.Delivery{Encoding: encoding, AdminKey: envOr("SETFLOW_SEND_ADMIN_KEY", devAdminKey), ResourceID: resourceID}
+	switch kind {
+	case "unlink":
+		d.Path = ingress.PathUnlink
+		d.Fields = map[string]any{"app_id": appID, "user_id": user, "referrer_type": "UNLINK_FROM_APPS"}
+	case "talk-share":
+		d.Path = ingress.PathTalkShare
+		d.Fields = map[string]any{"CHAT_TYPE": "MemoChat", "HASH_CHAT_ID": "dev-" + simulator.NewID()[:8]}
+	case "talk-channel":
+		d.Path, d.Encoding = ingress.PathTalkChannel, ingress.EncodingJSON
+		d.Fields = map[string]any{"event": "added", "id": user, "id_type": "app_user_id",
+			"channel_public_id": "_setflowdev", "channel_uuid": "@setflow-dev", "updated_at": time.Now().UTC().Format(time.RFC3339)}
+	default:
+		return fmt.Errorf("unknown webhook %q (want set, unlink, talk-share or talk-channel)", kind)
+	}
+	if kind != "unlink" && d.ResourceID == "" {
+		d.ResourceID = simulator.NewID()
+	}
+	for k, v := range extra {
+		d.Fields[k] = v
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	for range repeat {
+		req, err := d.Request(ctx, baseURL)
+		if err != nil {
+			return err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return fmt.Errorf("%s: %w", kind, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		resp.Body.Close()
+		fmt.Printf("%s %s resource_id=%s -> %d %s\n", kind, req.Method, d.ResourceID, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
 }

@@ -25,6 +25,9 @@ var commands = []command{
 	{"migrate", "apply the database migrations", runMigrate},
 	{"dev", "run ingress, relay and worker in one process with a local signing key", runDev},
 	{"send", "sign a test Security Event Token with the dev key and POST it", runSend},
+	{"events", "list, show and retry events (operators)", runEvents},
+	{"audit", "verify the audit chain or show an event's audit trail", runAudit},
+	{"bench", "measure verification and ingress throughput against the real inbox", runBench},
 }
 
 func usage() {

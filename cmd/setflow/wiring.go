@@ -13,12 +13,9 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
-	"github.com/setflow/setflow/activities"
-	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/relay"
-	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/worker"
 )
 
@@ -102,16 +99,8 @@ func dialTemporal(ctx context.Context, log *slog.Logger, topts client.Options) (
 	}
 }
 
-func newActivities(db *sqlx.DB, schema sessions.Schema) (*activities.Activities, error) {
-	revoker, err := sessions.NewPostgres(db, schema)
-	if err != nil {
-		return nil, err
-	}
-	return &activities.Activities{Sessions: revoker, Audit: audit.NewPostgres(db)}, nil
-}
-
-func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, schema sessions.Schema, topts client.Options) error {
-	acts, err := newActivities(db, schema)
+func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backendsConfig, topts client.Options) error {
+	acts, err := newActivities(ctx, log, db, cfg)
 	if err != nil {
 		return err
 	}
@@ -121,6 +110,7 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, schema se
 	}
 	defer c.Close()
 	w := worker.New(c, acts, sdkworker.Options{})
+	w.CRMRate = cfg.reactions.CRMRate
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}

@@ -1,0 +1,51 @@
+package activities
+
+import (
+	"context"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/kakaoapi"
+	"github.com/setflow/setflow/mailer"
+	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/profile"
+)
+
+// CRM is the contact sync a service configured (crm.HubSpot or crm.Webhook);
+// nil skips the CRM steps.
+type CRM interface {
+	Upsert(ctx context.Context, idempotencyKey string, c crm.Contact) error
+	Delete(ctx context.Context, idempotencyKey, externalID string) error
+	SetMarketing(ctx context.Context, idempotencyKey, externalID string, subscribed bool) error
+	DeleteFields(ctx context.Context, idempotencyKey, externalID string, fields []string) error
+}
+
+// Mailer sends security notices; nil skips send_notice.
+type Mailer interface {
+	Send(ctx context.Context, n mailer.Notice) (messageID string, err error)
+}
+
+// KakaoAPI is Kakao's REST API; nil skips the steps that need it.
+type KakaoAPI interface {
+	Logout(ctx context.Context, userID string) error
+	Profile(ctx context.Context, userID string) (*kakaoapi.Profile, error)
+}
+
+// Backends are the reaction steps' dependencies beyond sessions and audit.
+type Backends struct {
+	DB       *sqlx.DB
+	Profiles *profile.Store
+	Policy   *policy.Policy
+	Subjects audit.SubjectHasher
+	CRM      CRM
+	Mailer   Mailer
+	Kakao    KakaoAPI
+	// PurgeAfter is the retention before an unlinked user's data is purged,
+	// when the policy's schedule_purge step does not say.
+	PurgeAfter time.Duration
+	// ServiceName appears in emails.
+	ServiceName string
+}

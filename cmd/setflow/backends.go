@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/setflow/setflow/activities"
+	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
+	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/kakaoapi"
+	"github.com/setflow/setflow/mailer"
+	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/talk"
+)
+
+// devAuditKey keys subject hashes when SETFLOW_AUDIT_KEY is unset. It is
+// public, so hashes made with it can be reversed by enumeration: fine for local
+// use, and the worker warns about it.
+const devAuditKey = "setflow-development-audit-key"
+
+// backendsConfig is everything newActivities needs from the command line.
+type backendsConfig struct {
+	sessions  config.Sessions
+	reactions config.Reactions
+	kakao     config.Kakao
+}
+
+// newActivities builds every reaction back end from configuration, failing at
+// start-up with a clear message rather than at the first event.
+func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backendsConfig) (*activities.Activities, error) {
+	r := &cfg.reactions
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	pol := policy.Default()
+	if r.PolicyFile != "" {
+		var err error
+		if pol, err = policy.Load(r.PolicyFile); err != nil {
+			return nil, err
+		}
+		log.Info("reaction policy loaded", "file", r.PolicyFile, "types", len(pol.Types()))
+	}
+	revoker, err := newSessions(ctx, db, cfg)
+	if err != nil {
+		return nil, err
+	}
+	key := r.AuditKey
+	if key == "" {
+		log.Warn("SETFLOW_AUDIT_KEY is not set: subject hashes use the public development key")
+		key = devAuditKey
+	}
+	acts := &activities.Activities{
+		Sessions: revoker,
+		Audit:    audit.NewPostgres(db),
+		Talk:     talk.NewPostgres(db),
+		Backends: activities.Backends{
+			DB:          db,
+			Profiles:    profile.NewStore(db),
+			Policy:      pol,
+			Subjects:    audit.SubjectHasher{Key: []byte(key)},
+			PurgeAfter:  r.PurgeAfter,
+			ServiceName: r.ServiceName,
+		},
+	}
+	switch r.CRM {
+	case "hubspot":
+		acts.CRM = &crm.HubSpot{BaseURL: r.HubSpotURL, Token: r.HubSpotToken, IDProperty: r.HubSpotIDProperty}
+	case "webhook":
+		acts.CRM = &crm.Webhook{URL: r.CRMWebhookURL, Secret: []byte(r.CRMWebhookSecret)}
+	}
+	if r.SMTPHost != "" {
+		m, err := mailer.New(mailer.Config{Host: r.SMTPHost, Port: r.SMTPPort, Username: r.SMTPUsername,
+			Password: r.SMTPPassword, TLS: r.SMTPTLS, From: r.MailFrom, ServiceName: r.ServiceName})
+		if err != nil {
+			return nil, err
+		}
+		acts.Mailer = m
+	}
+	if len(cfg.kakao.AdminKeys) > 0 {
+		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
+	}
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	return acts, nil
+}
+
+func newSessions(ctx context.Context, db *sqlx.DB, cfg backendsConfig) (sessions.Revoker, error) {
+	r := &cfg.reactions
+	switch r.SessionsBackend {
+	case "redis":
+		opts, err := redis.ParseURL(r.RedisURL)
+		if err != nil {
+			return nil, fmt.Errorf("SETFLOW_REDIS_URL: %w", err)
+		}
+		rdb := redis.NewClient(opts)
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("redis unreachable (check SETFLOW_REDIS_URL): %w", err)
+		}
+		return sessions.NewRedis(rdb, sessions.RedisLayout{UserIndex: r.RedisUserIndex, SessionKey: r.RedisSessionKey})
+	case "http":
+		return &sessions.HTTPCallback{URL: r.SessionsCallbackURL, Secret: []byte(r.SessionsCallbackSecret)}, nil
+	case "postgres", "":
+		return sessions.NewPostgres(db, cfg.sessions.Schema)
+	}
+	return nil, errors.New("unknown sessions back end")
+}

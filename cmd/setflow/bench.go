@@ -1,0 +1,580 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/inbox"
+	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/migrations"
+	"github.com/setflow/setflow/secevent"
+	"github.com/setflow/setflow/simulator"
+)
+
+// Targets from the product spec ("Numbers to beat").
+const (
+	benchTargetVerifyPerCore = 20_000 // ≈ SETs/s per core (45 µs per SET)
+	benchTargetAccept        = 2_000  // ≥ accepted SETs/s with the durable inbox
+	benchTargetP99           = 100 * time.Millisecond
+	benchKakaoBudget         = 3 * time.Second
+	benchIssuer              = "https://kauth.kakao.com"
+	benchAudience            = "setflow-bench-app"
+)
+
+// benchEventTypes rotate through the pre-signed tokens.
+var benchEventTypes = []string{"account-disabled", "user-unlinked", "sessions-revoked", "credential-change", "user-linked"}
+
+// runBench measures SET verification and the ingress's accept rate against a
+// real Postgres inbox, and prints the figures next to the product targets.
+func runBench(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("setflow bench", flag.ContinueOnError)
+	dbURL := fs.String("database-url", "", "use this database as is (migrated; the bench's rows are deleted at the end).\n"+
+		"Default: a throw-away database on the server of SETFLOW_DATABASE_URL, dropped at the end.\n"+
+		"Never point it at a database a relay is serving: it would deliver the bench's events")
+	duration := fs.Duration("duration", 10*time.Second, "length of the accept-rate run and of the fixed-rate run")
+	concurrency := fs.Int("concurrency", 32, "concurrent HTTP clients (keep-alive) of the accept-rate run")
+	rate := fs.Float64("rate", 1000, "SETs/s of the fixed-rate run (open loop); 0 skips it")
+	verifyDur := fs.Duration("verify-duration", 2*time.Second, "length of each verify-only run; 0 skips them")
+	nTokens := fs.Int("tokens", 0, "pre-signed tokens with distinct jti (default: 4,000 per second of -duration, at least -rate × -duration)")
+	dbPool := fs.Int("db-pool", 32, "maximum open Postgres connections of the in-process ingress")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: setflow bench [flags]\n\n"+
+			"Measures RS256 SET verification (verify-only) and the ingress (HTTP on 127.0.0.1, real\n"+
+			"Postgres inbox: every 202 is committed first) and prints figures next to the product\n"+
+			"targets (\"Numbers to beat\"). Needs only PostgreSQL. Signing the token pool takes\n"+
+			"about 1 ms per token per core before the clock starts.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *duration <= 0 || *concurrency <= 0 || *rate < 0 || *dbPool <= 0 || *verifyDur < 0 || *nTokens < 0 {
+		return errors.New("-duration, -concurrency and -db-pool must be positive; -rate, -verify-duration and -tokens not negative")
+	}
+	secs := duration.Seconds()
+	if *nTokens == 0 {
+		*nTokens = max(int(4000*secs), int(*rate*secs), 1000)
+	}
+
+	// Database.
+	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	db.SetMaxOpenConns(*dbPool)
+	db.SetMaxIdleConns(*dbPool)
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		return err
+	}
+	var pgVersion string
+	_ = db.GetContext(ctx, &pgVersion, `SHOW server_version`)
+	var syncCommit string
+	_ = db.GetContext(ctx, &syncCommit, `SHOW synchronous_commit`)
+
+	out := os.Stdout
+	fmt.Fprintf(out, "setflow bench: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s (synchronous_commit=%s), database %s\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, syncCommit, dbName)
+
+	// Key, verifier and token pool.
+	key, err := simulator.NewKey()
+	if err != nil {
+		return err
+	}
+	keys, err := secevent.NewStaticKeys(benchIssuer, key.JWKS())
+	if err != nil {
+		return err
+	}
+	v, err := secevent.NewVerifier(secevent.Config{Issuer: benchIssuer, Audiences: []string{benchAudience}, Keys: keys})
+	if err != nil {
+		return err
+	}
+	run := randomHex(4)
+	prefix := "bench-" + run + "-"
+	if *dbURL != "" {
+		// Leave an explicitly given database as it was.
+		defer func() { _ = resetBenchRows(context.WithoutCancel(ctx), db, prefix) }()
+	}
+	start := time.Now()
+	tokens, err := signTokens(ctx, key, prefix, *nTokens)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "pre-signed %d RS256 SETs with distinct jti in %s\n", len(tokens), time.Since(start).Round(10*time.Millisecond))
+
+	// 1. Verify-only.
+	if *verifyDur > 0 {
+		fmt.Fprintf(out, "\nverify-only (secevent.Verifier, go-jose RS256, 2048-bit key, %d distinct tokens, %s each)\n", len(tokens), *verifyDur)
+		one, err := benchVerify(ctx, v, tokens, 1, *verifyDur)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%.1f µs/SET)   target ≈ %s/s per core\n", "1 goroutine (per core)",
+			thousands(one), 1e6/one, thousands(benchTargetVerifyPerCore))
+		n := runtime.GOMAXPROCS(0)
+		all, err := benchVerify(ctx, v, tokens, n, *verifyDur)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%s/s per core)\n", fmt.Sprintf("%d goroutines", n), thousands(all), thousands(all/float64(n)))
+	}
+
+	// The in-process ingress.
+	srv := &ingress.Server{
+		Inbox: inbox.NewPostgres(db),
+		SETs:  v,
+		Log:   slog.New(slog.DiscardHandler),
+		Ready: db.PingContext,
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := ingress.HTTPServer(l.Addr().String(), srv.Handler())
+	go func() { _ = hs.Serve(l) }()
+	defer hs.Close()
+	url := "http://" + l.Addr().String() + ingress.PathAccountStatus
+	if err := warmDB(ctx, db, *dbPool); err != nil {
+		return err
+	}
+
+	// 2. Accept rate, closed loop.
+	fmt.Fprintf(out, "\ningress accept rate (HTTP keep-alive on 127.0.0.1, Postgres inbox, %d clients, db pool %d, %s)\n",
+		*concurrency, *dbPool, *duration)
+	acc, err := benchAccept(ctx, url, tokens, *concurrency, *duration)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d in %s)   target ≥ %s/s\n", "accepted (202)", thousands(acc.perSec()),
+		acc.accepted, acc.elapsed.Round(time.Millisecond), thousands(benchTargetAccept))
+	if acc.exhausted {
+		fmt.Fprintf(out, "  %-24s all %d pre-signed tokens used after %s: the rate is over that time (raise -tokens for the full %s)\n",
+			"note", len(tokens), acc.elapsed.Round(time.Millisecond), *duration)
+	}
+	fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", acc.errors, acc.errorDetail())
+	fmt.Fprintf(out, "  %-24s %s\n", "latency", acc.latencies())
+	committed, err := countBenchRows(ctx, db, prefix)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %-24s %9d (every 202 must have its row: %s)\n", "rows committed", committed, okIf(committed >= acc.accepted))
+
+	// 3. Fixed rate, open loop. The pool is reused: its rows are deleted first,
+	// so that every request is a first delivery again.
+	if *rate > 0 {
+		if err := resetBenchRows(ctx, db, prefix); err != nil {
+			return err
+		}
+		n := int(*rate * secs)
+		if n > len(tokens) {
+			n = len(tokens)
+		}
+		fmt.Fprintf(out, "\nfixed rate %s SETs/s (open loop: latency from the scheduled send time, so it includes queueing; %d requests)\n",
+			thousands(*rate), n)
+		fix, err := benchFixedRate(ctx, url, tokens[:n], *rate)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d of %d in %s)\n", "accepted (202)", thousands(fix.perSec()), fix.accepted, n, fix.elapsed.Round(time.Millisecond))
+		fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", fix.errors, fix.errorDetail())
+		fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", fix.latencies(), benchTargetP99)
+		fmt.Fprintf(out, "  %-24s %9d   (Kakao's budget; target 0)\n", "answers over 3 s", fix.over(benchKakaoBudget))
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+// benchDatabase opens url as is, or creates a throw-away database on the
+// server of SETFLOW_DATABASE_URL; cleanup drops it (or deletes nothing: the
+// rows of an explicit database are removed by resetBenchRows at the end).
+func benchDatabase(ctx context.Context, url string) (*sqlx.DB, string, func(), error) {
+	if url != "" {
+		db, err := openDB(ctx, url)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		return db, "(given by -database-url)", func() { db.Close() }, nil
+	}
+	admin := os.Getenv("SETFLOW_DATABASE_URL")
+	if admin == "" {
+		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	adb, err := openDB(ctx, admin)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	name := "setflow_bench_" + randomHex(6)
+	if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		adb.Close()
+		return nil, "", nil, fmt.Errorf("create throw-away database: %w", err)
+	}
+	drop := func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := adb.ExecContext(dctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			fmt.Fprintf(os.Stderr, "setflow bench: drop database %s: %v\n", name, err)
+		}
+		adb.Close()
+	}
+	db, err := openDB(ctx, benchWithDatabase(admin, name))
+	if err != nil {
+		drop()
+		return nil, "", nil, err
+	}
+	return db, name + " (throw-away)", func() { db.Close(); drop() }, nil
+}
+
+// benchWithDatabase replaces the database name of a postgres:// URL.
+func benchWithDatabase(url, name string) string {
+	q := ""
+	if i := strings.IndexByte(url, '?'); i >= 0 {
+		url, q = url[:i], url[i:]
+	}
+	i := strings.LastIndexByte(url, '/')
+	if i < len("postgres://") {
+		return url + "/" + name + q
+	}
+	return url[:i+1] + name + q
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// signTokens pre-signs n Kakao-shaped SETs with distinct jti, on all cores.
+func signTokens(ctx context.Context, key *simulator.Key, prefix string, n int) ([][]byte, error) {
+	tokens := make([][]byte, n)
+	var next atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	now := time.Now()
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n || ctx.Err() != nil {
+					return
+				}
+				claims, err := simulator.SET{Issuer: benchIssuer, Audience: benchAudience,
+					UserID: fmt.Sprint(1_000_000 + i), EventType: benchEventTypes[i%len(benchEventTypes)],
+					JTI: fmt.Sprintf("%s%d", prefix, i), IssuedAt: now}.Claims()
+				if err == nil {
+					var tok string
+					tok, err = key.Sign(claims)
+					tokens[i] = []byte(tok)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	return tokens, ctx.Err()
+}
+
+// benchVerify verifies tokens round-robin on g goroutines for d and returns
+// verifications per second.
+func benchVerify(ctx context.Context, v *secevent.Verifier, tokens [][]byte, g int, d time.Duration) (float64, error) {
+	var total atomic.Int64
+	var failed atomic.Value
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range g {
+		wg.Go(func() {
+			n := 0
+			for i := w; ; i += g {
+				if n%64 == 0 && (time.Now().After(deadline) || ctx.Err() != nil) {
+					break
+				}
+				if _, err := v.Verify(ctx, tokens[i%len(tokens)]); err != nil {
+					failed.Store(err)
+					break
+				}
+				n++
+			}
+			total.Add(int64(n))
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return 0, fmt.Errorf("verify: %w", err)
+	}
+	return float64(total.Load()) / time.Since(start).Seconds(), ctx.Err()
+}
+
+// warmDB opens the pool's connections before the clock starts.
+func warmDB(ctx context.Context, db *sqlx.DB, n int) error {
+	conns := make([]*sqlx.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := db.Connx(ctx)
+		if err != nil {
+			return err
+		}
+		conns = append(conns, c)
+	}
+	return nil
+}
+
+func countBenchRows(ctx context.Context, db *sqlx.DB, prefix string) (int, error) {
+	var n int
+	err := db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_inbox WHERE dedupe_key LIKE $1`, ingress.SETKey(prefix)+"%")
+	return n, err
+}
+
+// resetBenchRows deletes the bench's rows (and vacuums, so that reusing their
+// keys costs what a first insert costs).
+func resetBenchRows(ctx context.Context, db *sqlx.DB, prefix string) error {
+	if _, err := db.ExecContext(ctx, `DELETE FROM setflow_inbox WHERE dedupe_key LIKE $1`, ingress.SETKey(prefix)+"%"); err != nil {
+		return err
+	}
+	_, err := db.ExecContext(ctx, `VACUUM setflow_inbox`)
+	return err
+}
+
+// benchResult collects one load run.
+type benchResult struct {
+	accepted  int
+	errors    int
+	byKind    map[string]int
+	lat       []time.Duration
+	elapsed   time.Duration
+	exhausted bool
+}
+
+func (r *benchResult) perSec() float64 {
+	if r.elapsed <= 0 {
+		return 0
+	}
+	return float64(r.accepted) / r.elapsed.Seconds()
+}
+
+func (r *benchResult) merge(o *benchResult) {
+	r.accepted += o.accepted
+	r.errors += o.errors
+	r.lat = append(r.lat, o.lat...)
+	for k, v := range o.byKind {
+		if r.byKind == nil {
+			r.byKind = map[string]int{}
+		}
+		r.byKind[k] += v
+	}
+}
+
+func (r *benchResult) record(status int, err error, lat time.Duration) {
+	r.lat = append(r.lat, lat)
+	if err == nil && status == http.StatusAccepted {
+		r.accepted++
+		return
+	}
+	r.errors++
+	kind := fmt.Sprint(status)
+	if err != nil {
+		kind = "transport error"
+	}
+	if r.byKind == nil {
+		r.byKind = map[string]int{}
+	}
+	r.byKind[kind]++
+}
+
+func (r *benchResult) errorDetail() string {
+	if len(r.byKind) == 0 {
+		return ""
+	}
+	var parts []string
+	for k, v := range r.byKind {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, v))
+	}
+	slices.Sort(parts)
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func (r *benchResult) latencies() string {
+	if len(r.lat) == 0 {
+		return "no requests"
+	}
+	slices.Sort(r.lat)
+	p := func(q float64) time.Duration { return r.lat[min(len(r.lat)-1, int(q*float64(len(r.lat))))] }
+	return fmt.Sprintf("p50 %s  p95 %s  p99 %s  max %s", ms(p(0.50)), ms(p(0.95)), ms(p(0.99)), ms(r.lat[len(r.lat)-1]))
+}
+
+func (r *benchResult) over(d time.Duration) int {
+	n := 0
+	for _, l := range r.lat {
+		if l > d {
+			n++
+		}
+	}
+	return n
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func okIf(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISSING ROWS"
+}
+
+// thousands formats a rate with thousands separators.
+func thousands(f float64) string {
+	s := fmt.Sprintf("%.0f", f)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+func benchClient(conns int) *http.Client {
+	return &http.Client{
+		Timeout: 10 * time.Second,
+		Transport: &http.Transport{
+			Proxy:               nil,
+			MaxIdleConns:        conns,
+			MaxIdleConnsPerHost: conns,
+			IdleConnTimeout:     time.Minute,
+			DisableCompression:  true,
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		},
+	}
+}
+
+// postSET sends one token the way Kakao does and drains the answer so that
+// the connection is reused.
+func postSET(ctx context.Context, c *http.Client, url string, token []byte) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(token)))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", ingress.SETContentType)
+	req.Header.Set("Accept", "application/json")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// benchAccept loads the ingress with `workers` closed-loop clients for d (or
+// until the tokens run out).
+func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, d time.Duration) (*benchResult, error) {
+	c := benchClient(workers)
+	defer c.CloseIdleConnections()
+	// Open the keep-alive connections before the clock starts.
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			if resp, err := c.Get(strings.TrimSuffix(url, ingress.PathAccountStatus) + "/healthz"); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+
+	var next atomic.Int64
+	var exhausted atomic.Bool
+	results := make([]benchResult, workers)
+	start := time.Now()
+	deadline := start.Add(d)
+	for w := range workers {
+		wg.Go(func() {
+			r := &results[w]
+			r.lat = make([]time.Duration, 0, 4096)
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if t0.After(deadline) {
+					return
+				}
+				i := int(next.Add(1) - 1)
+				if i >= len(tokens) {
+					exhausted.Store(true)
+					return
+				}
+				status, err := postSET(ctx, c, url, tokens[i])
+				r.record(status, err, time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	total := &benchResult{elapsed: time.Since(start), exhausted: exhausted.Load()}
+	for i := range results {
+		total.merge(&results[i])
+	}
+	return total, ctx.Err()
+}
+
+// benchFixedRate sends tokens at a fixed rate regardless of how fast answers
+// come (open loop); each latency runs from the request's scheduled time.
+func benchFixedRate(ctx context.Context, url string, tokens [][]byte, rate float64) (*benchResult, error) {
+	c := benchClient(1024)
+	defer c.CloseIdleConnections()
+	interval := time.Duration(float64(time.Second) / rate)
+	var mu sync.Mutex
+	total := &benchResult{lat: make([]time.Duration, 0, len(tokens))}
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i, tok := range tokens {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			status, err := postSET(ctx, c, url, tok)
+			lat := time.Since(at)
+			mu.Lock()
+			total.record(status, err, lat)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	total.elapsed = time.Since(start)
+	return total, ctx.Err()
+}

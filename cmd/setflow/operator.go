@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/sdk/client"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
+	"github.com/setflow/setflow/workflows"
+)
+
+// runAudit implements `setflow audit verify` and `setflow audit show <event-key>`.
+func runAudit(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: setflow audit verify | setflow audit show <event-key>")
+	}
+	sub, rest := args[0], args[1:]
+	c := newCommon("audit " + sub)
+	if err := c.fs.Parse(rest); err != nil {
+		return err
+	}
+	if _, err := c.log.Logger(); err != nil {
+		return err
+	}
+	db, err := openDB(ctx, c.db.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log := audit.NewPostgres(db)
+	switch sub {
+	case "verify":
+		res, err := log.Verify(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("audit chain intact: %d rows (last id %d)\n", res.Rows, res.LastID)
+		return nil
+	case "show":
+		if c.fs.NArg() != 1 {
+			return errors.New("usage: setflow audit show <event-key>")
+		}
+		recs, err := log.ForEvent(ctx, c.fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		return printAudit(recs)
+	}
+	return fmt.Errorf("unknown audit command %q (verify, show)", sub)
+}
+
+func printAudit(recs []audit.Record) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TIME\tSTEP\tOUTCOME\tDETAIL")
+	for _, r := range recs {
+		d, _ := json.Marshal(r.Detail)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.CreatedAt.Format(time.RFC3339), r.Step, r.Outcome, d)
+	}
+	return w.Flush()
+}
+
+type inboxRow struct {
+	Key        string     `db:"dedupe_key"`
+	Source     string     `db:"source"`
+	Status     string     `db:"status"`
+	Attempts   int        `db:"attempts"`
+	LastError  *string    `db:"last_error"`
+	ReceivedAt time.Time  `db:"received_at"`
+	Dispatched *time.Time `db:"dispatched_at"`
+}
+
+// runEvents implements `setflow events list|show|retry`.
+func runEvents(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errors.New("usage: setflow events list [-status parked] | show <key> | retry <key>")
+	}
+	sub, rest := args[0], args[1:]
+	c := newCommon("events " + sub)
+	var tmp config.Temporal
+	tmp.Register(c.fs)
+	status := c.fs.String("status", "", "list only events in this status (pending, dispatched, parked)")
+	limit := c.fs.Int("limit", 50, "list at most this many events, newest first")
+	if err := c.fs.Parse(rest); err != nil {
+		return err
+	}
+	log, err := c.log.Logger()
+	if err != nil {
+		return err
+	}
+	db, err := openDB(ctx, c.db.URL)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	get := func(key string) (inboxRow, error) {
+		var r inboxRow
+		err := db.GetContext(ctx, &r, `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at FROM setflow_inbox WHERE dedupe_key = $1`, key)
+		if err != nil {
+			return r, fmt.Errorf("event %q: %w", key, err)
+		}
+		return r, nil
+	}
+	switch sub {
+	case "list":
+		var rows []inboxRow
+		q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at FROM setflow_inbox
+		      WHERE ($1 = '' OR status = $1) ORDER BY id DESC LIMIT $2`
+		if err := db.SelectContext(ctx, &rows, q, *status, *limit); err != nil {
+			return err
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "KEY\tSOURCE\tSTATUS\tATTEMPTS\tRECEIVED\tLAST ERROR")
+		for _, r := range rows {
+			le := ""
+			if r.LastError != nil {
+				le = *r.LastError
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), le)
+		}
+		return w.Flush()
+	case "show":
+		if c.fs.NArg() != 1 {
+			return errors.New("usage: setflow events show <key>")
+		}
+		r, err := get(c.fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("key:        %s\nsource:     %s\nstatus:     %s\nattempts:   %d\nreceived:   %s\nworkflow:   %s\n",
+			r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), workflows.EventWorkflowID(r.Key))
+		if r.LastError != nil {
+			fmt.Printf("last error: %s\n", *r.LastError)
+		}
+		recs, err := audit.NewPostgres(db).ForEvent(ctx, r.Key)
+		if err != nil {
+			return err
+		}
+		fmt.Println()
+		return printAudit(recs)
+	case "retry":
+		if c.fs.NArg() != 1 {
+			return errors.New("usage: setflow events retry <key>")
+		}
+		r, err := get(c.fs.Arg(0))
+		if err != nil {
+			return err
+		}
+		topts, err := tmp.ClientOptions(log)
+		if err != nil {
+			return err
+		}
+		tc, err := client.DialContext(ctx, topts)
+		if err != nil {
+			return fmt.Errorf("temporal: %w", err)
+		}
+		defer tc.Close()
+		return retryEvent(ctx, db, tc, r)
+	}
+	return fmt.Errorf("unknown events command %q (list, show, retry)", sub)
+}
+
+// retryEvent signals a parked reaction that still waits, or — when its
+// workflow gave up and failed — puts the event back in the relay's queue; the
+// workflow id policy allows a new run after a failed one, and every step is
+// idempotent, so steps already done are not repeated.
+func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) error {
+	id := workflows.EventWorkflowID(r.Key)
+	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, nil)
+	if err == nil {
+		fmt.Printf("signalled %s to retry\n", id)
+		return nil
+	}
+	var nf *serviceerror.NotFound
+	if !errors.As(err, &nf) {
+		return fmt.Errorf("signal %s: %w", id, err)
+	}
+	if r.Status != "parked" {
+		return fmt.Errorf("event %s is %s and its workflow is not running: nothing to retry", r.Key, r.Status)
+	}
+	if _, err := db.ExecContext(ctx, `UPDATE setflow_inbox SET status = 'pending', next_attempt_at = now() WHERE dedupe_key = $1 AND status = 'parked'`, r.Key); err != nil {
+		return err
+	}
+	fmt.Printf("event %s queued for a new run\n", r.Key)
+	return nil
+}

@@ -1,0 +1,186 @@
+package workflows
+
+import (
+	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/setflow/setflow/activities"
+	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/policy"
+)
+
+// ParkTimeout is how long a parked step waits for an operator's retry before
+// the workflow gives up and fails (the event stays parked in the inbox and can
+// still be re-driven: a failed run may be followed by a new one).
+const ParkTimeout = 30 * 24 * time.Hour
+
+// stepActivities maps policy step names to activity names. A step not listed
+// is taken as the name of an activity the service registered itself.
+var stepActivities = map[string]string{
+	policy.RevokeSessions:  "RevokeSessions",
+	policy.KakaoLogout:     "KakaoLogout",
+	policy.LockAccount:     "LockAccount",
+	policy.UnlockAccount:   "UnlockAccount",
+	policy.RequireReauth:   "RequireReauth",
+	policy.MarkLinked:      "MarkLinked",
+	policy.MarkUnlinked:    "MarkUnlinked",
+	policy.RefreshProfile:  "RefreshProfile",
+	policy.UpdateConsents:  "UpdateConsents",
+	policy.UpdateIdentity:  "UpdateIdentifier",
+	policy.CRMUpsert:       "CRMUpsert",
+	policy.CRMDelete:       "CRMDelete",
+	policy.CRMMarketing:    "CRMMarketing",
+	policy.CRMDeleteFields: "CRMDeleteFields",
+	policy.SendNotice:      "SendNotice",
+	policy.PurgeData:       "PurgeData",
+	policy.RecordChannel:   "RecordChannel",
+	policy.RecordTalkShare: "RecordTalkShare",
+	policy.TalkShareHook:   "RunTalkShareHook",
+}
+
+// ActivityForStep returns the activity a policy step runs.
+func ActivityForStep(step string) string {
+	if name, ok := stepActivities[step]; ok {
+		return name
+	}
+	return step
+}
+
+func isCRMStep(step string) bool {
+	switch step {
+	case policy.CRMUpsert, policy.CRMDelete, policy.CRMMarketing, policy.CRMDeleteFields:
+		return true
+	}
+	return false
+}
+
+// stepOptions bounds each attempt and the retry schedule: about five minutes
+// of retries, after which the step parks for an operator instead of retrying
+// for ever. Non-retryable errors park at once.
+func stepOptions(step string) workflow.ActivityOptions {
+	o := workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		RetryPolicy: &temporal.RetryPolicy{
+			InitialInterval:        time.Second,
+			BackoffCoefficient:     2,
+			MaximumInterval:        time.Minute,
+			MaximumAttempts:        10,
+			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, "MissingSubject"},
+		},
+	}
+	if isCRMStep(step) {
+		o.TaskQueue = CRMTaskQueue
+	}
+	return o
+}
+
+func auditOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		// The audit trail must be written: retry as long as it takes.
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+	}
+}
+
+// runner runs the steps of one event and writes its audit rows.
+type runner struct {
+	ctx         workflow.Context
+	eventKey    string
+	ev          event.Event
+	subjectHash string
+	labels      map[string]int
+	retry       workflow.ReceiveChannel
+	revoked     int64
+}
+
+func newRunner(ctx workflow.Context, eventKey string, ev event.Event, subjectHash string) *runner {
+	return &runner{ctx: ctx, eventKey: eventKey, ev: ev, subjectHash: subjectHash,
+		labels: map[string]int{}, retry: workflow.GetSignalChannel(ctx, SignalRetry)}
+}
+
+// label names a step uniquely within its event (a policy may repeat a step).
+func (r *runner) label(step string) string {
+	r.labels[step]++
+	if n := r.labels[step]; n > 1 {
+		return fmt.Sprintf("%s#%d", step, n)
+	}
+	return step
+}
+
+// audit writes one row; (event key, step) makes it write-once.
+func (r *runner) audit(step, outcome string, detail map[string]any) error {
+	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
+	return workflow.ExecuteActivity(ctx, a.RecordAudit, audit.Record{
+		EventKey:    r.eventKey,
+		EventType:   r.ev.Type,
+		SubjectHash: r.subjectHash,
+		Step:        r.ev.Name + "/" + step,
+		Outcome:     outcome,
+		Detail:      detail,
+	}).Get(ctx, nil)
+}
+
+// step runs one policy step until it succeeds. When its retries are exhausted
+// it parks: the failure is audited, the inbox entry is marked parked, and the
+// workflow waits for an operator's retry signal.
+func (r *runner) step(st policy.Step, label string) (activities.StepResult, error) {
+	log := workflow.GetLogger(r.ctx)
+	if label == "" {
+		label = r.label(st.Name)
+	}
+	in := activities.StepInput{
+		IdempotencyKey: StepKey(r.eventKey, r.ev.Name, label),
+		EventKey:       r.eventKey,
+		Event:          r.ev,
+		Params:         st.Params,
+	}
+	ctx := workflow.WithActivityOptions(r.ctx, stepOptions(st.Name))
+	for attempt := 1; ; attempt++ {
+		var res activities.StepResult
+		err := workflow.ExecuteActivity(ctx, ActivityForStep(st.Name), in).Get(ctx, &res)
+		if err == nil {
+			if n, ok := res.Detail["revoked"].(float64); ok {
+				r.revoked += int64(n)
+			}
+			return res, r.audit(label, res.Outcome, res.Detail)
+		}
+		log.Warn("reaction step parked", "event", r.eventKey, "step", label, "attempt", attempt, "error", err)
+		if aerr := r.audit(fmt.Sprintf("%s@%d", label, attempt), "failed", map[string]any{"error": err.Error()}); aerr != nil {
+			return res, aerr
+		}
+		if err := r.park(label, err); err != nil {
+			return res, err
+		}
+	}
+}
+
+// park marks the event parked and waits for a retry signal or ParkTimeout.
+func (r *runner) park(label string, cause error) error {
+	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
+	info := workflow.GetInfo(r.ctx)
+	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{
+		EventKey: r.eventKey, Step: r.ev.Name + "/" + label, Reason: cause.Error(), WorkflowID: info.WorkflowExecution.ID,
+	}).Get(ctx, nil); err != nil {
+		return err
+	}
+	retried := false
+	sel := workflow.NewSelector(r.ctx)
+	sel.AddReceive(r.retry, func(c workflow.ReceiveChannel, _ bool) {
+		c.Receive(r.ctx, nil)
+		retried = true
+	})
+	timer := workflow.NewTimer(r.ctx, ParkTimeout)
+	sel.AddFuture(timer, func(workflow.Future) {})
+	sel.Select(r.ctx)
+	if !retried {
+		return fmt.Errorf("%s/%s: %w", r.ev.Name, label, errParkedTooLong)
+	}
+	// Signals are not deduplicated: several retry requests are one retry.
+	for r.retry.ReceiveAsync(nil) {
+	}
+	return workflow.ExecuteActivity(ctx, a.UnparkEvent, r.eventKey).Get(ctx, nil)
+}
