@@ -36,6 +36,9 @@ type Server struct {
 	StoreTimeout time.Duration
 	// Ready reports whether the inbox is reachable, for /readyz.
 	Ready func(ctx context.Context) error
+	// Deadline bounds one delivery's verification and storage; RequestDeadline
+	// when zero.
+	Deadline time.Duration
 	Now   func() time.Time
 	// Kakao configures the admin-key webhooks (unlink, Talk Share, Talk Channel).
 	Kakao Kakao
@@ -69,11 +72,11 @@ func (s *Server) maxBody() int64 {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	webhook := func(path string, h http.HandlerFunc) {
+		var handler http.Handler = withDeadline(s.deadline(), h)
 		if s.Allowlist != nil {
-			mux.Handle(path, s.Allowlist.Wrap(h))
-			return
+			handler = s.Allowlist.Wrap(handler)
 		}
-		mux.Handle(path, h)
+		mux.Handle(path, handler)
 	}
 	webhook(PathAccountStatus, s.accountStatus)
 	webhook(PathUnlink, s.unlink)
@@ -82,6 +85,26 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("/readyz", s.readyz)
 	return mux
+}
+
+// RequestDeadline bounds verification and storage of one delivery together:
+// a slow key fetch followed by a slow insert must still answer inside Kakao's
+// 3 s (as a 503, so that a sender that retries, retries).
+const RequestDeadline = 2500 * time.Millisecond
+
+func (s *Server) deadline() time.Duration {
+	if s.Deadline > 0 {
+		return s.Deadline
+	}
+	return RequestDeadline
+}
+
+func withDeadline(d time.Duration, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {

@@ -41,10 +41,12 @@ type Relay struct {
 }
 
 // Deliver starts the reaction workflow for e. The workflow id comes from the
-// dedupe key and the id policies refuse a second run under that id — also after
-// the first has closed — so a redelivered entry is reported as started, never
-// run twice. (The dev server forgets closed workflows after a day; the inbox's
-// unique key is the long-term guard.)
+// dedupe key; the id policies join a running workflow and refuse a new run
+// after a completed one, so a redelivered entry is reported as started, never
+// run twice. Only after a failed run (a step parked past its timeout) may an
+// operator's `setflow events retry` start a new one, whose steps are idempotent.
+// (The dev server forgets closed workflows after a day; the inbox's unique key
+// is the long-term guard.)
 func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
 	id := workflows.EventWorkflowID(e.Envelope.Key)
 	ctx, cancel := context.WithTimeout(ctx, r.startTimeout())
@@ -52,7 +54,7 @@ func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
 	_, err := r.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                workflows.TaskQueue,
-		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 	}, workflows.Reaction, e.Envelope)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted

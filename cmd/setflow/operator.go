@@ -77,6 +77,7 @@ type inboxRow struct {
 	LastError  *string    `db:"last_error"`
 	ReceivedAt time.Time  `db:"received_at"`
 	Dispatched *time.Time `db:"dispatched_at"`
+	WorkflowID *string    `db:"workflow_id"`
 }
 
 // runEvents implements `setflow events list|show|retry`.
@@ -104,7 +105,7 @@ func runEvents(ctx context.Context, args []string) error {
 	defer db.Close()
 	get := func(key string) (inboxRow, error) {
 		var r inboxRow
-		err := db.GetContext(ctx, &r, `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at FROM setflow_inbox WHERE dedupe_key = $1`, key)
+		err := db.GetContext(ctx, &r, `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox WHERE dedupe_key = $1`, key)
 		if err != nil {
 			return r, fmt.Errorf("event %q: %w", key, err)
 		}
@@ -113,7 +114,7 @@ func runEvents(ctx context.Context, args []string) error {
 	switch sub {
 	case "list":
 		var rows []inboxRow
-		q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at FROM setflow_inbox
+		q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
 		      WHERE ($1 = '' OR status = $1) ORDER BY id DESC LIMIT $2`
 		if err := db.SelectContext(ctx, &rows, q, *status, *limit); err != nil {
 			return err
@@ -174,7 +175,11 @@ func runEvents(ctx context.Context, args []string) error {
 // workflow id policy allows a new run after a failed one, and every step is
 // idempotent, so steps already done are not repeated.
 func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) error {
+	// A parked step names its workflow: the reaction, or the user's purge.
 	id := workflows.EventWorkflowID(r.Key)
+	if r.WorkflowID != nil && *r.WorkflowID != "" {
+		id = *r.WorkflowID
+	}
 	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, nil)
 	if err == nil {
 		fmt.Printf("signalled %s to retry\n", id)

@@ -1,0 +1,130 @@
+package inbox_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/inbox"
+	"github.com/setflow/setflow/internal/testenv"
+)
+
+// Every Store implementation must pass the same contract.
+func TestMemoryContract(t *testing.T) { runContract(t, func(t *testing.T) inbox.Store { return inbox.NewMemory() }) }
+
+func TestPostgresContract(t *testing.T) {
+	runContract(t, func(t *testing.T) inbox.Store {
+		db, _ := testenv.Database(t)
+		return inbox.NewPostgres(db)
+	})
+}
+
+func entry(key string) inbox.Entry {
+	return inbox.Entry{Raw: []byte("raw-" + key), Envelope: event.Envelope{
+		Key: key, Source: event.SourceSET, ReceivedAt: time.Now().UTC().Truncate(time.Microsecond),
+		Subject: event.Subject{Issuer: "iss", UserID: "u"},
+		Events:  []event.Event{{Type: "t", Name: "n", Time: time.Unix(1700000000, 0).UTC()}},
+	}}
+}
+
+func noBackoff(int) time.Duration { return 0 }
+
+func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
+	ctx := context.Background()
+	t.Run("put once, duplicates report not inserted", func(t *testing.T) {
+		s := newStore(t)
+		for i, want := range []bool{true, false, false} {
+			ins, err := s.Put(ctx, entry("k1"))
+			if err != nil || ins != want {
+				t.Fatalf("put %d: inserted=%v err=%v, want %v", i, ins, err, want)
+			}
+		}
+		e, err := s.Get(ctx, "k1")
+		if err != nil || e.Status != inbox.StatusPending || string(e.Raw) != "raw-k1" || e.Envelope.Events[0].Name != "n" {
+			t.Fatalf("get: %+v %v", e, err)
+		}
+		if _, err := s.Get(ctx, "nope"); !errors.Is(err, inbox.ErrNotFound) {
+			t.Fatalf("unknown key: %v", err)
+		}
+	})
+	t.Run("relay delivers each entry once and marks it dispatched", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []string{"a", "b", "c"} {
+			s.Put(ctx, entry(k))
+		}
+		var got []string
+		var mu sync.Mutex
+		deliver := func(_ context.Context, e inbox.Entry) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, e.Envelope.Key)
+			return "wf-" + e.Envelope.Key, nil
+		}
+		n, err := s.Relay(ctx, 10, deliver, noBackoff)
+		if err != nil || n != 3 || len(got) != 3 {
+			t.Fatalf("relay: n=%d err=%v got=%v", n, err, got)
+		}
+		if n, _ := s.Relay(ctx, 10, deliver, noBackoff); n != 0 {
+			t.Fatalf("second relay claimed %d", n)
+		}
+		if e, _ := s.Get(ctx, "b"); e.Status != inbox.StatusDispatched || e.Attempts != 1 {
+			t.Fatalf("after relay: %+v", e)
+		}
+	})
+	t.Run("a failed delivery is retried after its backoff", func(t *testing.T) {
+		s := newStore(t)
+		s.Put(ctx, entry("x"))
+		fail := func(context.Context, inbox.Entry) (string, error) { return "", errors.New("temporal down") }
+		if n, err := s.Relay(ctx, 10, fail, func(int) time.Duration { return time.Hour }); err != nil || n != 1 {
+			t.Fatalf("relay: %d %v", n, err)
+		}
+		if e, _ := s.Get(ctx, "x"); e.Status != inbox.StatusPending || e.Attempts != 1 {
+			t.Fatalf("after failure: %+v", e)
+		}
+		ok := func(context.Context, inbox.Entry) (string, error) { return "wf", nil }
+		if n, _ := s.Relay(ctx, 10, ok, noBackoff); n != 0 {
+			t.Fatal("an entry was relayed before its backoff ended")
+		}
+	})
+	t.Run("concurrent relays never deliver an entry twice", func(t *testing.T) {
+		s := newStore(t)
+		for i := range 40 {
+			s.Put(ctx, entry(string(rune('A'+i))))
+		}
+		var calls atomic.Int64
+		seen := sync.Map{}
+		deliver := func(_ context.Context, e inbox.Entry) (string, error) {
+			calls.Add(1)
+			if _, dup := seen.LoadOrStore(e.Envelope.Key, true); dup {
+				t.Errorf("%s delivered twice", e.Envelope.Key)
+			}
+			time.Sleep(time.Millisecond)
+			return "wf", nil
+		}
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					n, err := s.Relay(ctx, 5, deliver, noBackoff)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					if n == 0 {
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if calls.Load() != 40 {
+			t.Fatalf("%d deliveries, want 40", calls.Load())
+		}
+	})
+}
