@@ -14,7 +14,9 @@ import (
 )
 
 // Every Store implementation must pass the same contract.
-func TestMemoryContract(t *testing.T) { runContract(t, func(t *testing.T) inbox.Store { return inbox.NewMemory() }) }
+func TestMemoryContract(t *testing.T) {
+	runContract(t, func(t *testing.T) inbox.Store { return inbox.NewMemory() })
+}
 
 func TestPostgresContract(t *testing.T) {
 	runContract(t, func(t *testing.T) inbox.Store {

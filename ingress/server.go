@@ -39,7 +39,7 @@ type Server struct {
 	// Deadline bounds one delivery's verification and storage; RequestDeadline
 	// when zero.
 	Deadline time.Duration
-	Now   func() time.Time
+	Now      func() time.Time
 	// Kakao configures the admin-key webhooks (unlink, Talk Share, Talk Channel).
 	Kakao Kakao
 	// Allowlist, when set, admits webhook requests only from its networks
