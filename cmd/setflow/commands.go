@@ -331,11 +331,12 @@ func runSend(ctx context.Context, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: setflow send [flags] <event-type>...\n       setflow send --webhook unlink|talk-share|talk-channel [flags]\n\nevent types: %s\n\nflags:\n", strings.Join(simulator.EventNames(), ", "))
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	types, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
 	if *webhook != "set" {
-		if fs.NArg() > 0 {
+		if len(types) > 0 {
 			return fmt.Errorf("--webhook %s takes no event types; set members with --field", *webhook)
 		}
 		base := envOr("SETFLOW_SEND_URL", "http://localhost:8080")
@@ -346,7 +347,7 @@ func runSend(ctx context.Context, args []string) error {
 		})
 		return sendWebhook(ctx, *webhook, strings.TrimSuffix(base, ingress.PathAccountStatus), *user, *appID, *resourceID, *encoding, extra, max(1, *repeat))
 	}
-	if fs.NArg() == 0 {
+	if len(types) == 0 {
 		fs.Usage()
 		return errors.New("name at least one event type")
 	}
@@ -354,7 +355,7 @@ func runSend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, typ := range fs.Args() {
+	for _, typ := range types {
 		claims, err := simulator.SET{Issuer: *issuer, Audience: *audience, UserID: *user, EventType: typ,
 			Fields: extra, JTI: *jti, IssuedAt: time.Now()}.Claims()
 		if err != nil {
@@ -415,4 +416,21 @@ func sendWebhook(ctx context.Context, kind, baseURL, user, appID, resourceID, en
 		fmt.Printf("%s %s resource_id=%s -> %d %s\n", kind, req.Method, d.ResourceID, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
+}
+
+// parseInterspersed parses flags before and after positional arguments
+// (`send account-disabled --user 1234`), which package flag alone stops at.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
 }

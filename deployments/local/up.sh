@@ -33,7 +33,9 @@ fi
 
 export SETFLOW_DATABASE_URL="${SETFLOW_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/setflow?sslmode=disable}"
 export TEMPORAL_ADDRESS="${TEMPORAL_ADDRESS:-127.0.0.1:7233}"
-export SETFLOW_SMTP_ADDR="${SETFLOW_SMTP_ADDR:-127.0.0.1:1025}"
+# Security notices go to Mailpit (http://localhost:8025).
+export SETFLOW_SMTP_HOST="${SETFLOW_SMTP_HOST:-127.0.0.1}" SETFLOW_SMTP_PORT="${SETFLOW_SMTP_PORT:-1025}"
+export SETFLOW_SMTP_TLS="${SETFLOW_SMTP_TLS:-none}" SETFLOW_MAIL_FROM="${SETFLOW_MAIL_FROM:-setflow dev <security@setflow.local>}"
 log "building setflow"
 go build -o "$BIN/setflow" ./cmd/setflow
 log "starting setflow dev (Ctrl-C to stop everything)"
