@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/inbox"
+	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/secevent"
 )
 
@@ -72,7 +73,7 @@ func (s *Server) maxBody() int64 {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	webhook := func(path string, h http.HandlerFunc) {
-		var handler http.Handler = withDeadline(s.deadline(), h)
+		var handler http.Handler = metrics.Instrument(path, withDeadline(s.deadline(), h))
 		if s.Allowlist != nil {
 			handler = s.Allowlist.Wrap(handler)
 		}

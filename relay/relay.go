@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/setflow/setflow/inbox"
+	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -58,12 +59,11 @@ func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
 		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 	}, workflows.Reaction, e.Envelope)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if errors.As(err, &started) {
-		return id, nil
-	}
-	if err != nil {
+	if err != nil && !errors.As(err, &started) {
+		metrics.Relayed.WithLabelValues("error").Inc()
 		return "", fmt.Errorf("start workflow: %w", err)
 	}
+	metrics.Relayed.WithLabelValues("ok").Inc()
 	return id, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
@@ -31,6 +32,14 @@ type common struct {
 	ing config.Ingress
 	kko config.Kakao
 	rea config.Reactions
+	// metricsListen serves /metrics when set (long-running commands only).
+	metricsListen string
+}
+
+// serveMetrics adds the -metrics-listen flag; call before parse.
+func (c *common) serveMetrics(def string) {
+	c.fs.StringVar(&c.metricsListen, "metrics-listen", envOr("SETFLOW_METRICS_LISTEN", def),
+		"address serving Prometheus /metrics, empty for none (env SETFLOW_METRICS_LISTEN)")
 }
 
 // backends gathers the worker's back-end settings.
@@ -103,10 +112,12 @@ func runIngress(ctx context.Context, args []string) error {
 	c := newCommon("ingress")
 	c.ing.Register(c.fs)
 	c.kko.Register(c.fs)
+	c.serveMetrics("")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
 	}
+	metrics.Serve(ctx, log, c.metricsListen)
 	v, err := c.verifier()
 	if err != nil {
 		return err
@@ -129,10 +140,12 @@ func runIngress(ctx context.Context, args []string) error {
 func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
 	c.tmp.Register(c.fs)
+	c.serveMetrics("")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
 	}
+	metrics.Serve(ctx, log, c.metricsListen)
 	topts, err := c.tmp.ClientOptions(log)
 	if err != nil {
 		return err
@@ -150,10 +163,12 @@ func runWorker(ctx context.Context, args []string) error {
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.serveMetrics("")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
 	}
+	metrics.Serve(ctx, log, c.metricsListen)
 	topts, err := c.tmp.ClientOptions(log)
 	if err != nil {
 		return err
@@ -229,10 +244,12 @@ func runDev(ctx context.Context, args []string) error {
 	var listen, keyPath string
 	c.fs.StringVar(&listen, "listen", envOr("SETFLOW_LISTEN", ":8080"), "HTTP listen address (env SETFLOW_LISTEN)")
 	c.fs.StringVar(&keyPath, "dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "development signing key, created if missing (env SETFLOW_DEV_KEY)")
+	c.serveMetrics(":9090")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
 	}
+	metrics.Serve(ctx, log, c.metricsListen)
 	topts, err := c.tmp.ClientOptions(log)
 	if err != nil {
 		return err

@@ -1,0 +1,111 @@
+// Package metrics exposes setflow's Prometheus metrics. Labels are bounded
+// sets (routes, status codes, step names, outcomes, known event names): never
+// user ids, keys or anything from a payload.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+var (
+	// Deliveries counts webhook requests by route and answered status.
+	Deliveries = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "setflow_ingress_deliveries_total",
+		Help: "Webhook deliveries by route and HTTP status answered.",
+	}, []string{"route", "status"})
+	// DeliverySeconds is the time to answer a delivery (verify + store).
+	DeliverySeconds = promauto.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "setflow_ingress_delivery_seconds",
+		Help:    "Time to answer a webhook delivery.",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"route"})
+	// Relayed counts inbox entries handed to Temporal, by result.
+	Relayed = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "setflow_relay_deliveries_total",
+		Help: "Inbox entries handed to Temporal, by result (ok, error).",
+	}, []string{"result"})
+	// Steps counts audited reaction steps by event name, step and outcome
+	// (received, done, skipped, superseded, duplicate, shadow, failed, cancelled).
+	Steps = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "setflow_reaction_steps_total",
+		Help: "Audited reaction steps by event name, step and outcome.",
+	}, []string{"event", "step", "outcome"})
+)
+
+// ObserveStep records one audit row's step ("<event>/<step>[#n][@attempt]").
+// Event names outside known are counted as "other" to keep labels bounded.
+func ObserveStep(auditStep, outcome string, known func(string) bool) {
+	event, step, _ := strings.Cut(auditStep, "/")
+	if i := strings.IndexAny(step, "#@"); i >= 0 {
+		step = step[:i]
+	}
+	if known != nil && !known(event) {
+		event = "other"
+	}
+	Steps.WithLabelValues(event, step, outcome).Inc()
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(b)
+}
+
+// Instrument counts a route's answers and their latency.
+func Instrument(route string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		Deliveries.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		DeliverySeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+// Serve exposes /metrics on addr until ctx ends; an empty addr serves nothing.
+func Serve(ctx context.Context, log *slog.Logger, addr string) {
+	if addr == "" {
+		return
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	}()
+	go func() {
+		log.Info("metrics listening", "addr", addr)
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics server stopped", "error", err)
+		}
+	}()
+}
