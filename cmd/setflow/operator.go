@@ -19,13 +19,19 @@ import (
 	"github.com/setflow/setflow/workflows"
 )
 
-// runAudit implements `setflow audit verify` and `setflow audit show <event-key>`.
+const auditUsage = "usage: setflow audit verify | setflow audit show <event-key> | setflow audit user [-issuer I] <user-id>"
+
+// runAudit implements `setflow audit verify`, `audit show <event-key>` and
+// `audit user <user-id>` (everything that happened to one user, found by the
+// keyed subject hash, so it needs the worker's SETFLOW_AUDIT_KEY).
 func runAudit(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: setflow audit verify | setflow audit show <event-key>")
+		return errors.New(auditUsage)
 	}
 	sub, rest := args[0], args[1:]
 	c := newCommon("audit " + sub)
+	issuer := c.fs.String("issuer", envOr("SETFLOW_ISSUER", "https://kauth.kakao.com"), "issuer of the user id (env SETFLOW_ISSUER)")
+	limit := c.fs.Int("limit", 200, "at most this many rows")
 	if err := c.fs.Parse(rest); err != nil {
 		return err
 	}
@@ -55,8 +61,32 @@ func runAudit(ctx context.Context, args []string) error {
 			return err
 		}
 		return printAudit(recs)
+	case "user":
+		if c.fs.NArg() != 1 {
+			return errors.New(auditUsage)
+		}
+		key := os.Getenv("SETFLOW_AUDIT_KEY")
+		if key == "" {
+			key = devAuditKey
+		}
+		hash := audit.SubjectHasher{Key: []byte(key)}.Hash(*issuer, c.fs.Arg(0))
+		recs, err := log.ForSubject(ctx, hash, *limit)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("subject hash %s: %d rows\n\n", hash, len(recs))
+		return printAuditWithKeys(recs)
 	}
-	return fmt.Errorf("unknown audit command %q (verify, show)", sub)
+	return fmt.Errorf("unknown audit command %q (verify, show, user)", sub)
+}
+
+func printAuditWithKeys(recs []audit.Record) error {
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "TIME\tEVENT\tSTEP\tOUTCOME")
+	for _, r := range recs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.CreatedAt.Format(time.RFC3339), r.EventKey, r.Step, r.Outcome)
+	}
+	return w.Flush()
 }
 
 func printAudit(recs []audit.Record) error {
