@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/setflow/setflow/codec"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/metrics"
@@ -146,7 +147,7 @@ func runRelay(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := c.tmp.ClientOptions(log)
+	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return err
 	}
@@ -169,7 +170,7 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := c.tmp.ClientOptions(log)
+	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return err
 	}
@@ -250,7 +251,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := c.tmp.ClientOptions(log)
+	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return err
 	}
@@ -279,6 +280,12 @@ func runDev(ctx context.Context, args []string) error {
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
+	// With payload encryption on, the Temporal UI decrypts through this
+	// endpoint (up.sh starts the dev server with --ui-codec-endpoint).
+	if ring, err := codec.KeyRingFromEnv(); err == nil {
+		mux.Handle("/codec/", http.StripPrefix("/codec", codec.Handler(ring, codec.HandlerOptions{
+			CORSOrigins: []string{"http://localhost:8233", "http://127.0.0.1:8233"}})))
+	}
 
 	fmt.Fprintf(os.Stderr, `
 setflow dev is starting

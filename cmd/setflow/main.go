@@ -27,13 +27,14 @@ var commands = []command{
 	{"send", "sign a test Security Event Token with the dev key and POST it", runSend},
 	{"events", "list, show and retry events (operators)", runEvents},
 	{"audit", "verify the audit chain or show an event's audit trail", runAudit},
+	{"codec-server", "decrypt payloads for the Temporal UI (SETFLOW_CODEC_KEYS)", runCodecServer},
 	{"bench", "measure verification and ingress throughput against the real inbox", runBench},
 }
 
 func usage() {
 	fmt.Fprintf(os.Stderr, "usage: setflow <command> [flags]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-8s %s\n", c.name, c.short)
+		fmt.Fprintf(os.Stderr, "  %-13s %s\n", c.name, c.short)
 	}
 	fmt.Fprintf(os.Stderr, "\nRun 'setflow <command> -h' for a command's flags and environment variables.\n")
 }

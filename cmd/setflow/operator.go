@@ -186,7 +186,7 @@ func runEvents(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		topts, err := tmp.ClientOptions(log)
+		topts, err := temporalOptions(&tmp, log)
 		if err != nil {
 			return err
 		}

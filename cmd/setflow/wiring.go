@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/relay"
@@ -128,4 +129,15 @@ func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody in
 		MaxBody: maxBody,
 		Ready:   db.PingContext,
 	}
+}
+
+// temporalOptions builds the client options every Temporal-facing command
+// uses, with payload encryption when SETFLOW_CODEC_KEYS is set: all of them
+// must agree, or a worker could not read what the relay wrote.
+func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, error) {
+	opts, err := t.ClientOptions(log)
+	if err != nil {
+		return opts, err
+	}
+	return opts, applyCodec(&opts, log)
 }

@@ -18,10 +18,19 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT INT TERM
 
+# Temporal payloads are encrypted locally too (a development key kept in
+# .setflow-dev); the UI decrypts them through setflow dev's /codec endpoint.
+if [ ! -s "$STATE/codec-keys" ]; then
+  printf 'dev1:%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$STATE/codec-keys"
+  chmod 600 "$STATE/codec-keys"
+fi
+export SETFLOW_CODEC_KEYS="${SETFLOW_CODEC_KEYS:-$(cat "$STATE/codec-keys")}"
+
 if ! (exec 3<>/dev/tcp/127.0.0.1/7233) 2>/dev/null; then
   log "starting Temporal dev server (gRPC 127.0.0.1:7233, UI http://localhost:8233)"
   temporal server start-dev --ip 127.0.0.1 --port 7233 --ui-port 8233 \
-    --db-filename "$STATE/temporal.db" --log-level warn >"$STATE/temporal.log" 2>&1 &
+    --db-filename "$STATE/temporal.db" --log-level warn \
+    --ui-codec-endpoint http://localhost:8080/codec >"$STATE/temporal.log" 2>&1 &
   pids+=($!)
 fi
 if ! (exec 3<>/dev/tcp/127.0.0.1/1025) 2>/dev/null; then

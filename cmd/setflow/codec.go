@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/client"
+
+	"github.com/setflow/setflow/codec"
+	"github.com/setflow/setflow/config"
+)
+
+// applyCodec turns on payload encryption for a Temporal client or worker when
+// SETFLOW_CODEC_KEYS is set. Every process talking to the namespace (relay,
+// worker, operator commands) must use the same key ring.
+func applyCodec(opts *client.Options, log *slog.Logger) error {
+	ring, err := codec.KeyRingFromEnv()
+	if errors.Is(err, codec.ErrNoKeys) {
+		log.Warn("payload encryption off: " + codec.EnvKeys + " is not set, workflow inputs, results and errors are stored in clear in Temporal")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	opts.DataConverter = codec.DataConverter(ring)
+	opts.FailureConverter = codec.FailureConverter(ring)
+	log.Info("payload encryption on", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())
+	return nil
+}
+
+// runCodecServer serves the remote codec for the Temporal UI and CLI
+// (Temporal UI: Settings → Data Encoder, or TEMPORAL_CODEC_ENDPOINT; CLI:
+// --codec-endpoint http://host:8081 --codec-auth "Bearer <token>").
+func runCodecServer(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("setflow codec-server", flag.ContinueOnError)
+	var lc config.Log
+	lc.Register(fs)
+	listen := fs.String("listen", codecEnvOr("SETFLOW_CODEC_LISTEN", ":8081"),
+		"HTTP listen address (env SETFLOW_CODEC_LISTEN)")
+	origins := fs.String("cors-origin", codecEnvOr("SETFLOW_CODEC_CORS_ORIGINS", "http://localhost:8233"),
+		"browser origins allowed to call the server, comma-separated, e.g. the Temporal UI's; \"*\" for any (env SETFLOW_CODEC_CORS_ORIGINS)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: setflow codec-server [flags]\n\n"+
+			"Decrypts (and encrypts) Temporal payloads for the Temporal UI and CLI.\n\n"+
+			"environment (secrets, never flags):\n"+
+			"  %s  key ring id:base64key[,id:base64key…], first = current (required)\n"+
+			"  %s  bearer token required on /encode and /decode (recommended)\n\nflags:\n",
+			codec.EnvKeys, codec.EnvAuthToken)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	log, err := lc.Logger()
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(log)
+
+	ring, err := codec.KeyRingFromEnv()
+	if err != nil {
+		return fmt.Errorf("%w (the codec server needs the workers' key ring)", err)
+	}
+	token := os.Getenv(codec.EnvAuthToken)
+	if token == "" {
+		log.Warn("codec server has no " + codec.EnvAuthToken + ": anyone who can reach it can decrypt payloads")
+		if !codecLoopback(*listen) {
+			log.Warn("codec server listens beyond loopback without a token", "listen", *listen)
+		}
+	}
+	var originList []string
+	for _, o := range strings.Split(*origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			originList = append(originList, o)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.Handle("/", codec.Handler(ring, codec.HandlerOptions{CORSOrigins: originList, AuthToken: token}))
+	srv := &http.Server{
+		Addr:              *listen,
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+	}
+
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("codec server listening", "addr", *listen, "cors_origins", originList,
+		"auth", token != "", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("codec server: %w", err)
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutdown); err != nil {
+		return err
+	}
+	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return ctx.Err()
+}
+
+func codecEnvOr(name, def string) string {
+	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+// codecLoopback reports whether listen binds only a loopback address.
+func codecLoopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
