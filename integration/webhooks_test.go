@@ -173,7 +173,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		t.Fatalf("unlink reaction %+v: old=%v later=%v other=%v", res, s.revoked("old"), s.revoked("later"), s.revoked("other"))
 	}
 	if _, got := w.steps(unlinkKey); got != "user-unlinked/received=received,user-unlinked/revoke_sessions=done,"+
-		"user-unlinked/mark_unlinked=done,user-unlinked/schedule_purge=done,user-unlinked/crm_upsert=skipped" {
+		"user-unlinked/mark_unlinked=done,user-unlinked/crm_upsert=skipped,user-unlinked/schedule_purge=done" {
 		t.Fatalf("unlink audit %s", got)
 	}
 

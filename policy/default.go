@@ -72,7 +72,10 @@ func Default() *Policy {
 	notice := func(kind string, when map[string]string) Step {
 		return Step{Name: SendNotice, Params: map[string]string{"notice": kind}, When: when}
 	}
-	unlinked := Reaction{Steps: []Step{s(RevokeSessions), s(MarkUnlinked), s(SchedulePurge), s(CRMUpsert)}}
+	// The CRM update comes before the purge is scheduled: with an immediate
+	// retention the purge's CRM delete must not race (and lose to) a retried
+	// upsert that would recreate the contact.
+	unlinked := Reaction{Steps: []Step{s(RevokeSessions), s(MarkUnlinked), s(CRMUpsert), s(SchedulePurge)}}
 	revokeOnly := Reaction{Steps: []Step{s(RevokeSessions)}}
 	reauth := Reaction{Steps: []Step{s(RequireReauth)}}
 	identifier := Reaction{Steps: []Step{s(UpdateIdentity), s(CRMUpsert)}}

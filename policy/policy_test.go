@@ -18,7 +18,7 @@ func TestDefaultFollowsReactionTable(t *testing.T) {
 	p := Default()
 	cases := map[string]string{
 		"user-linked":          "mark_linked,cancel_purge,crm_upsert",
-		"user-unlinked":        "revoke_sessions,mark_unlinked,schedule_purge,crm_upsert",
+		"user-unlinked":        "revoke_sessions,mark_unlinked,crm_upsert,schedule_purge",
 		"user-scope-withdraw":  "update_consents,crm_delete_fields",
 		"account-disabled":     "revoke_sessions,lock_account,send_notice",
 		"account-enabled":      "unlock_account",

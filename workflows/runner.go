@@ -160,6 +160,12 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 
 // park marks the event parked and waits for a retry signal or ParkTimeout.
 func (r *runner) park(label string, cause error) error {
+	// Signals are not deduplicated: several retry requests are one retry. A
+	// request that arrived before this park (a duplicate of the one that ended
+	// the previous park, or one sent while the step was still retrying) must
+	// not end it: drop them before the event shows as parked again.
+	for r.retry.ReceiveAsync(nil) {
+	}
 	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
 	info := workflow.GetInfo(r.ctx)
 	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{
@@ -173,13 +179,17 @@ func (r *runner) park(label string, cause error) error {
 		c.Receive(r.ctx, nil)
 		retried = true
 	})
-	timer := workflow.NewTimer(r.ctx, ParkTimeout)
+	// The timer is cancelled on retry so that a long-running workflow is not
+	// woken by it a month later.
+	tctx, cancelTimer := workflow.WithCancel(r.ctx)
+	timer := workflow.NewTimer(tctx, ParkTimeout)
 	sel.AddFuture(timer, func(workflow.Future) {})
 	sel.Select(r.ctx)
+	cancelTimer()
 	if !retried {
 		return fmt.Errorf("%s/%s: %w", r.ev.Name, label, errParkedTooLong)
 	}
-	// Signals are not deduplicated: several retry requests are one retry.
+	// Requests delivered with this one are the same retry.
 	for r.retry.ReceiveAsync(nil) {
 	}
 	return workflow.ExecuteActivity(ctx, a.UnparkEvent, r.eventKey).Get(ctx, nil)
