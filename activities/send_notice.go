@@ -73,9 +73,14 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 		EventTime: in.eventTime(), IdempotencyKey: in.IdempotencyKey,
 	})
 	if err != nil {
-		// The server refused the message, so it was not sent: let a retry send it.
-		if rerr := a.releaseSideEffect(ctx, in.IdempotencyKey); rerr != nil {
-			return StepResult{}, rerr
+		// When the message certainly was not accepted, let a retry send it.
+		// Otherwise (the connection broke or the attempt was interrupted once
+		// the message was on its way) the server may have it: the claim stays
+		// and a retry reports a duplicate rather than sending a second email.
+		if notAccepted(err) {
+			if rerr := a.releaseSideEffect(ctx, in.IdempotencyKey); rerr != nil {
+				return StepResult{}, rerr
+			}
 		}
 		return StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
 	}
@@ -83,6 +88,25 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 		return StepResult{}, err
 	}
 	return done(map[string]any{"notice": string(kind), "message_id": id}), nil
+}
+
+// notAccepted reports whether a failed send certainly did not hand the message
+// over: the notice was invalid, the session failed before the message was
+// sent, or the server answered with a refusal. An error that is not a
+// *mailer.Error (a service's own Mailer) is taken as a refusal.
+func notAccepted(err error) bool {
+	var e *mailer.Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	if e.Permanent || e.Code >= 400 {
+		return true
+	}
+	switch e.Op {
+	case "notice", "render", "connect", "tls", "starttls", "session", "auth", "mail-from", "rcpt":
+		return true
+	}
+	return false
 }
 
 func nullString(s sql.NullString) string {
