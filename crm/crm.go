@@ -22,10 +22,11 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 // Contact is the CRM view of one Kakao user.
@@ -118,14 +119,7 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}
-	switch {
-	case e.Retryable && e.RetryAfter > 0:
-		fmt.Fprintf(&b, " (retryable after %s)", e.RetryAfter)
-	case e.Retryable:
-		b.WriteString(" (retryable)")
-	default:
-		b.WriteString(" (not retryable)")
-	}
+	httpx.RetrySuffix(&b, e.Retryable, e.RetryAfter)
 	return b.String()
 }
 
@@ -193,21 +187,7 @@ func invalid(adapter, op, reason string) *Error {
 // parseRetryAfter reads both forms of RFC 9110 Retry-After: delay-seconds and
 // an HTTP-date. A date in the past means "now" (0).
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		const maxSecs = int64(1<<63-1) / int64(time.Second)
-		return time.Duration(min(secs, maxSecs)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
+	return httpx.ParseRetryAfter(v, now)
 }
 
 var (

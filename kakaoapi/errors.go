@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 // Kakao error codes this package acts on (developers.kakao.com, REST API
@@ -76,14 +77,7 @@ func (e *APIError) Error() string {
 		b.WriteString(": ")
 		b.WriteString(e.Err.Error())
 	}
-	switch {
-	case e.Retryable && e.RetryAfter > 0:
-		fmt.Fprintf(&b, " (retryable after %s)", e.RetryAfter)
-	case e.Retryable:
-		b.WriteString(" (retryable)")
-	default:
-		b.WriteString(" (not retryable)")
-	}
+	httpx.RetrySuffix(&b, e.Retryable, e.RetryAfter)
 	return b.String()
 }
 
@@ -156,21 +150,7 @@ func classify(op string, status int, h http.Header, body []byte, adminKey string
 // parseRetryAfter reads both forms of RFC 9110 Retry-After: delay-seconds and
 // an HTTP-date. A date in the past means "now" (0).
 func parseRetryAfter(v string, now time.Time) (time.Duration, bool) {
-	v = strings.TrimSpace(v)
-	if v == "" {
-		return 0, false
-	}
-	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if secs < 0 {
-			return 0, false
-		}
-		const maxSecs = int64(1<<63-1) / int64(time.Second)
-		return time.Duration(min(secs, maxSecs)) * time.Second, true
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(t.Sub(now), 0), true
-	}
-	return 0, false
+	return httpx.ParseRetryAfter(v, now)
 }
 
 var emailRE = regexp.MustCompile(`[^\s@"'<>]+@[^\s@"'<>]+\.[A-Za-z]{2,}`)

@@ -101,24 +101,10 @@ func runCodecServer(ctx context.Context, args []string) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("codec server listening", "addr", *listen, "cors_origins", originList,
-		"auth", token != "", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("codec server: %w", err)
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdown); err != nil {
-		return err
-	}
-	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return ctx.Err()
+	return serve(ctx, "codec server", srv, func() {
+		log.Info("codec server listening", "addr", *listen, "cors_origins", originList,
+			"auth", token != "", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())
+	})
 }
 
 func codecEnvOr(name, def string) string {

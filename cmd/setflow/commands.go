@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+	"go.temporal.io/sdk/client"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/setflow/setflow/codec"
@@ -142,21 +144,32 @@ func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
 	c.tmp.Register(c.fs)
 	c.serveMetrics("")
-	log, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := temporalOptions(&c.tmp, log)
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
+	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	return runRelayLoop(ctx, log, db, c.db.URL, topts)
+}
+
+// temporalService parses the flags, serves metrics, and builds the Temporal
+// options and the database handle: the start of every long-running command
+// that talks to Temporal. The caller closes db.
+func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logger, client.Options, *sqlx.DB, error) {
+	log, err := c.parse(args)
+	if err != nil {
+		return nil, client.Options{}, nil, err
+	}
+	metrics.Serve(ctx, log, c.metricsListen)
+	topts, err := temporalOptions(&c.tmp, log)
+	if err != nil {
+		return nil, client.Options{}, nil, err
+	}
+	db, err := openDB(ctx, c.db.URL)
+	if err != nil {
+		return nil, client.Options{}, nil, err
+	}
+	return log, topts, db, nil
 }
 
 func runWorker(ctx context.Context, args []string) error {
@@ -165,16 +178,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
 	c.serveMetrics("")
-	log, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := temporalOptions(&c.tmp, log)
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
+	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -246,16 +250,7 @@ func runDev(ctx context.Context, args []string) error {
 	c.fs.StringVar(&listen, "listen", envOr("SETFLOW_LISTEN", ":8080"), "HTTP listen address (env SETFLOW_LISTEN)")
 	c.fs.StringVar(&keyPath, "dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "development signing key, created if missing (env SETFLOW_DEV_KEY)")
 	c.serveMetrics(":9090")
-	log, err := c.parse(args)
-	if err != nil {
-		return err
-	}
-	metrics.Serve(ctx, log, c.metricsListen)
-	topts, err := temporalOptions(&c.tmp, log)
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
+	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}

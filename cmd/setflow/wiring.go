@@ -41,12 +41,18 @@ func openDB(ctx context.Context, url string) (*sqlx.DB, error) {
 // serveHTTP runs srv until ctx ends, then drains in-flight requests: an event
 // being stored is answered, never cut off.
 func serveHTTP(ctx context.Context, log *slog.Logger, srv *http.Server) error {
+	return serve(ctx, "ingress", srv, func() { log.Info("ingress listening", "addr", srv.Addr) })
+}
+
+// serve runs srv until ctx ends and then shuts it down gracefully; started
+// is called once the listener goroutine runs.
+func serve(ctx context.Context, name string, srv *http.Server, started func()) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("ingress listening", "addr", srv.Addr)
+	started()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("ingress: %w", err)
+		return fmt.Errorf("%s: %w", name, err)
 	case <-ctx.Done():
 	}
 	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
