@@ -92,6 +92,31 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatal("an entry was relayed before its backoff ended")
 		}
 	})
+	t.Run("prune drops only old dispatched entries", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []string{"a", "b", "c"} {
+			s.Put(ctx, entry(k))
+		}
+		s.Relay(ctx, 10, func(_ context.Context, e inbox.Entry) (string, error) {
+			if e.Envelope.Key == "c" {
+				return "", errors.New("down")
+			}
+			return "wf", nil
+		}, func(int) time.Duration { return time.Hour })
+		if n, err := s.Prune(ctx, time.Hour); err != nil || n != 0 {
+			t.Fatalf("prune with a long retention removed %d (%v)", n, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if n, err := s.Prune(ctx, time.Millisecond); err != nil || n != 2 {
+			t.Fatalf("pruned %d (%v), want the 2 dispatched entries", n, err)
+		}
+		if _, err := s.Get(ctx, "a"); !errors.Is(err, inbox.ErrNotFound) {
+			t.Fatalf("a after prune: %v", err)
+		}
+		if e, err := s.Get(ctx, "c"); err != nil || e.Status != inbox.StatusPending {
+			t.Fatalf("pending entry must survive: %+v %v", e, err)
+		}
+	})
 	t.Run("concurrent relays never deliver an entry twice", func(t *testing.T) {
 		s := newStore(t)
 		for i := range 40 {

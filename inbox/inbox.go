@@ -58,6 +58,9 @@ type Store interface {
 	Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error)
 	// Get returns the entry stored under key.
 	Get(ctx context.Context, key string) (Entry, error)
+	// Prune deletes dispatched entries older than retention and reports how
+	// many; pending and parked entries are never pruned.
+	Prune(ctx context.Context, retention time.Duration) (int64, error)
 }
 
 // DefaultBackoff doubles from one second up to one minute: Temporal outages are

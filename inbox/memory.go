@@ -17,8 +17,9 @@ type Memory struct {
 
 type memEntry struct {
 	Entry
-	next    time.Time
-	claimed bool
+	next         time.Time
+	claimed      bool
+	dispatchedAt time.Time
 }
 
 // NewMemory returns an empty in-memory Store.
@@ -73,6 +74,7 @@ func (m *Memory) Relay(ctx context.Context, limit int, deliver Deliver, backoff 
 		me.Attempts++
 		if err == nil {
 			me.Status = StatusDispatched
+			me.dispatchedAt = m.now()
 		} else {
 			me.next = m.now().Add(backoff(me.Attempts))
 		}
@@ -86,4 +88,23 @@ func (m *Memory) Len() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return len(m.entries)
+}
+
+// Prune deletes dispatched entries older than retention.
+func (m *Memory) Prune(_ context.Context, retention time.Duration) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cutoff := m.now().Add(-retention)
+	kept := m.entries[:0]
+	var n int64
+	for _, me := range m.entries {
+		if me.Status == StatusDispatched && me.dispatchedAt.Before(cutoff) {
+			delete(m.byKey, me.Envelope.Key)
+			n++
+			continue
+		}
+		kept = append(kept, me)
+	}
+	m.entries = kept
+	return n, nil
 }

@@ -237,3 +237,26 @@ func Listen(databaseURL string) (<-chan struct{}, func(), error) {
 	}()
 	return out, func() { close(done); l.Close() }, nil
 }
+
+// Prune deletes dispatched entries older than retention, in batches so that a
+// large backlog never holds a long lock. Entries still pending or parked are
+// kept whatever their age. The retention must exceed the ingress's replay
+// window (SETFLOW_SET_MAX_AGE): an entry is also the dedupe record of its key.
+func (p *Postgres) Prune(ctx context.Context, retention time.Duration) (int64, error) {
+	var total int64
+	for {
+		res, err := p.db.ExecContext(ctx, `
+			DELETE FROM setflow_inbox WHERE id IN (
+				SELECT id FROM setflow_inbox
+				WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond'
+				LIMIT 1000)`, retention.Milliseconds())
+		if err != nil {
+			return total, fmt.Errorf("inbox: prune: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		total += n
+		if n < 1000 {
+			return total, nil
+		}
+	}
+}

@@ -39,6 +39,12 @@ type Relay struct {
 	Backoff      inbox.Backoff
 	// Wake, when set, delivers hints that new entries arrived (inbox.Listen).
 	Wake <-chan struct{}
+	// Retention, when set, prunes dispatched entries older than it (raw tokens
+	// may carry personal data; the inbox is not an archive). It must exceed the
+	// ingress's replay window, since an entry is also its key's dedupe record.
+	Retention time.Duration
+	// PruneEvery is how often to prune; hourly when zero.
+	PruneEvery time.Duration
 }
 
 // Deliver starts the reaction workflow for e. The workflow id comes from the
@@ -84,6 +90,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	if poll <= 0 {
 		poll = time.Second
 	}
+	if r.PruneEvery <= 0 {
+		r.PruneEvery = time.Hour
+	}
 	if backoff == nil {
 		backoff = inbox.DefaultBackoff
 	}
@@ -92,7 +101,16 @@ func (r *Relay) Run(ctx context.Context) error {
 		log = slog.Default()
 	}
 	failures := 0
+	var lastPrune time.Time
 	for {
+		if r.Retention > 0 && time.Since(lastPrune) >= max(r.PruneEvery, time.Minute) {
+			lastPrune = time.Now()
+			if n, err := r.Inbox.Prune(ctx, r.Retention); err != nil {
+				log.Warn("relay: prune failed", "error", err)
+			} else if n > 0 {
+				log.Info("relay: pruned dispatched inbox entries", "count", n, "retention", r.Retention)
+			}
+		}
 		n, err := r.Inbox.Relay(ctx, batch, r.Deliver, backoff)
 		if ctx.Err() != nil {
 			return ctx.Err()

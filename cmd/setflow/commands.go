@@ -37,6 +37,21 @@ type common struct {
 	rea config.Reactions
 	// metricsListen serves /metrics when set (long-running commands only).
 	metricsListen string
+	// inboxRetention prunes dispatched inbox entries (relay, dev).
+	inboxRetention time.Duration
+}
+
+// relayFlags adds the relay's own flags.
+func (c *common) relayFlags() {
+	c.fs.DurationVar(&c.inboxRetention, "inbox-retention", envDuration("SETFLOW_INBOX_RETENTION", 30*24*time.Hour),
+		"delete dispatched inbox entries older than this; must exceed the ingress's SETFLOW_SET_MAX_AGE; 0 keeps them (env SETFLOW_INBOX_RETENTION)")
+}
+
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
+		return d
+	}
+	return def
 }
 
 // serveMetrics adds the -metrics-listen flag; call before parse.
@@ -143,13 +158,14 @@ func runIngress(ctx context.Context, args []string) error {
 func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
 	c.tmp.Register(c.fs)
+	c.relayFlags()
 	c.serveMetrics("")
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	return runRelayLoop(ctx, log, db, c.db.URL, topts)
+	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -244,6 +260,7 @@ func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, 
 func runDev(ctx context.Context, args []string) error {
 	c := newCommon("dev")
 	c.tmp.Register(c.fs)
+	c.relayFlags()
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
 	var listen, keyPath string
@@ -299,7 +316,7 @@ setflow dev is starting
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux)) })
-	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts) })
+	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention) })
 	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts) })
 	return g.Wait()
 }

@@ -68,7 +68,7 @@ func serve(ctx context.Context, name string, srv *http.Server, started func()) e
 
 // runRelayLoop relays with a lazy Temporal client, so that it starts (and the
 // inbox fills) while Temporal is still down.
-func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options) error {
+func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention time.Duration) error {
 	c, err := client.NewLazyClient(topts)
 	if err != nil {
 		return fmt.Errorf("temporal client: %w", err)
@@ -80,7 +80,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	} else {
 		defer stopListen()
 	}
-	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake}
+	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention}
 	log.Info("relay running", "temporal", topts.HostPort)
 	return r.Run(ctx)
 }
