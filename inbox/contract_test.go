@@ -3,6 +3,7 @@ package inbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -94,15 +95,12 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	})
 	t.Run("prune drops only old dispatched entries", func(t *testing.T) {
 		s := newStore(t)
-		for _, k := range []string{"a", "b", "c"} {
-			s.Put(ctx, entry(k))
-		}
-		s.Relay(ctx, 10, func(_ context.Context, e inbox.Entry) (string, error) {
-			if e.Envelope.Key == "c" {
-				return "", errors.New("down")
-			}
-			return "wf", nil
-		}, func(int) time.Duration { return time.Hour })
+		s.Put(ctx, entry("a"))
+		s.Put(ctx, entry("b"))
+		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff)
+		s.Put(ctx, entry("c"))
+		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("down") },
+			func(int) time.Duration { return time.Hour })
 		if n, err := s.Prune(ctx, time.Hour); err != nil || n != 0 {
 			t.Fatalf("prune with a long retention removed %d (%v)", n, err)
 		}
@@ -115,6 +113,28 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		}
 		if e, err := s.Get(ctx, "c"); err != nil || e.Status != inbox.StatusPending {
 			t.Fatalf("pending entry must survive: %+v %v", e, err)
+		}
+	})
+	t.Run("a failure stops the rest of the batch, which waits for its backoff", func(t *testing.T) {
+		s := newStore(t)
+		for i := range 20 {
+			s.Put(ctx, entry(fmt.Sprint("k", i)))
+		}
+		var tried atomic.Int64
+		down := func(context.Context, inbox.Entry) (string, error) {
+			tried.Add(1)
+			time.Sleep(5 * time.Millisecond)
+			return "", errors.New("temporal down")
+		}
+		if _, err := s.Relay(ctx, 20, down, func(int) time.Duration { return time.Hour }); err != nil {
+			t.Fatal(err)
+		}
+		if n := tried.Load(); n >= 20 {
+			t.Fatalf("all %d entries were tried against a down Temporal", n)
+		}
+		ok := func(context.Context, inbox.Entry) (string, error) { return "wf", nil }
+		if n, _ := s.Relay(ctx, 20, ok, noBackoff); n != 0 {
+			t.Fatalf("%d untried entries were relayed before the backoff", n)
 		}
 	})
 	t.Run("concurrent relays never deliver an entry twice", func(t *testing.T) {

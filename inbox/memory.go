@@ -67,8 +67,15 @@ func (m *Memory) Relay(ctx context.Context, limit int, deliver Deliver, backoff 
 		}
 	}
 	m.mu.Unlock()
+	var failed error
 	for _, me := range batch {
-		_, err := deliver(ctx, me.Entry)
+		err := failed
+		if err == nil {
+			// Like the Postgres store: after a failure the rest of the batch is
+			// not tried and waits for its backoff.
+			_, err = deliver(ctx, me.Entry)
+			failed = err
+		}
 		m.mu.Lock()
 		me.claimed = false
 		me.Attempts++

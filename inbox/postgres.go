@@ -159,6 +159,11 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 	outcomes := make([]outcome, len(rows))
 	sem := make(chan struct{}, max(1, p.Concurrency))
 	var wg sync.WaitGroup
+	// The first failure usually means Temporal is unreachable: the rest of the
+	// batch is not tried (each try would wait for its own timeout while this
+	// transaction holds the rows) and waits for its backoff like the failed one.
+	dctx, giveUp := context.WithCancelCause(ctx)
+	defer giveUp(nil)
 	for i, r := range rows {
 		e, err := r.entry()
 		if err != nil {
@@ -170,7 +175,14 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			outcomes[i].workflowID, outcomes[i].err = deliver(ctx, e)
+			if cause := context.Cause(dctx); cause != nil {
+				outcomes[i].err = fmt.Errorf("not tried after an earlier failure in the batch: %w", cause)
+				return
+			}
+			outcomes[i].workflowID, outcomes[i].err = deliver(dctx, e)
+			if outcomes[i].err != nil {
+				giveUp(outcomes[i].err)
+			}
 		}()
 	}
 	wg.Wait()
