@@ -135,6 +135,19 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	env.OnActivity("RecordAudit", mock.Anything, mock.Anything).Return(func(_ context.Context, r audit.Record) error {
 		h.mu.Lock()
 		defer h.mu.Unlock()
+		// Audit is a local activity: the test environment hands over the Go
+		// value itself. Round-trip the detail through JSON as the audit store
+		// does, so assertions see what is stored.
+		if r.Detail != nil {
+			b, err := json.Marshal(r.Detail)
+			if err != nil {
+				return err
+			}
+			r.Detail = nil
+			if err := json.Unmarshal(b, &r.Detail); err != nil {
+				return err
+			}
+		}
 		h.audits = append(h.audits, r)
 		h.timeline = append(h.timeline, "audit "+r.Step+"="+r.Outcome)
 		return nil

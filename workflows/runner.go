@@ -112,9 +112,18 @@ func (r *runner) label(step string) string {
 }
 
 // audit writes one row; (event key, step) makes it write-once.
+//
+// Audit rows are written by local activities: one short, idempotent insert
+// does not need a task-queue round trip, and each reaction writes several, so
+// this is most of the difference to a plain workflow's throughput. A local
+// activity that is re-run after a crash finds its row and writes nothing.
 func (r *runner) audit(step, outcome string, detail map[string]any) error {
-	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
-	return workflow.ExecuteActivity(ctx, a.RecordAudit, audit.Record{
+	ctx := workflow.WithLocalActivityOptions(r.ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout: 10 * time.Second,
+		// The audit trail must be written: retry as long as it takes.
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
+	})
+	return workflow.ExecuteLocalActivity(ctx, a.RecordAudit, audit.Record{
 		EventKey:    r.eventKey,
 		EventType:   r.ev.Type,
 		SubjectHash: r.subjectHash,
