@@ -1,0 +1,63 @@
+package config
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestEnvironmentIsTheDefaultAndFlagsOverride(t *testing.T) {
+	t.Setenv("SETFLOW_AUDIENCES", "aud-from-env")
+	t.Setenv("SETFLOW_SET_MAX_AGE", "2h")
+	t.Setenv("TEMPORAL_API_KEY", "secret-key")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var in Ingress
+	var tm Temporal
+	in.Register(fs)
+	tm.Register(fs)
+	if err := fs.Parse([]string{"-audiences", " a1 , a2,,"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(in.AudienceList(), "|"); got != "a1|a2" {
+		t.Fatalf("audiences %q", got)
+	}
+	if in.MaxAge.String() != "2h0m0s" {
+		t.Fatalf("max age from env: %v", in.MaxAge)
+	}
+	if fs.Lookup("temporal-api-key") != nil {
+		t.Fatal("the Temporal API key must not be a flag (it would show in process listings)")
+	}
+	if tm.APIKey != "secret-key" {
+		t.Fatal("API key not read from the environment")
+	}
+	// An API key implies TLS (Temporal Cloud).
+	opts, err := tm.ClientOptions(nil)
+	if err != nil || opts.ConnectionOptions.TLS == nil || opts.Credentials == nil {
+		t.Fatalf("API key must bring TLS and credentials: tls=%v err=%v", opts.ConnectionOptions.TLS, err)
+	}
+}
+
+func TestValidationNamesTheSetting(t *testing.T) {
+	in := Ingress{Issuer: "", JWKSURL: ""}
+	err := in.Validate()
+	for _, want := range []string{"SETFLOW_ISSUER", "SETFLOW_AUDIENCES", "SETFLOW_JWKS_URL"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ingress validation %v does not name %s", err, want)
+		}
+	}
+	r := Reactions{SessionsBackend: "http", CRM: "hubspot", CRMRate: 0, SMTPHost: "smtp", PurgeAfter: -1}
+	err = r.Validate()
+	for _, want := range []string{"SETFLOW_SESSIONS_CALLBACK_URL", "SETFLOW_HUBSPOT_TOKEN", "-crm-rate", "SETFLOW_MAIL_FROM", "SETFLOW_PURGE_AFTER"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("reactions validation %v does not name %s", err, want)
+		}
+	}
+	ok := Reactions{SessionsBackend: "postgres", CRM: "none", CRMRate: 10}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid settings refused: %v", err)
+	}
+	tm := Temporal{TLSCert: "c.pem"}
+	if _, err := tm.ClientOptions(nil); err == nil || !strings.Contains(err.Error(), "TEMPORAL_TLS_KEY") {
+		t.Fatalf("cert without key: %v", err)
+	}
+}
