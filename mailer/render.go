@@ -32,6 +32,7 @@ type templateData struct {
 	Name        string // may be empty
 	EventTime   string // formatted for the locale
 	Subject     string // html only, for <title>
+	Locale      string // html only, for <html lang>
 }
 
 type templateSet struct {
@@ -58,11 +59,9 @@ func loadTemplates() (map[templateKey]templateSet, error) {
 			if err != nil {
 				return nil, err
 			}
-			src, err := templateFS.ReadFile(base + ".html")
-			if err != nil {
-				return nil, fmt.Errorf("mailer templates: %w", err)
-			}
-			html, err := htmltemplate.New(base + ".html").Option("missingkey=error").Parse(string(src))
+			// Each notice's HTML is its "content" inside the shared layout.
+			html, err := htmltemplate.New(base+".html").Option("missingkey=error").
+				ParseFS(templateFS, "templates/layout.html", base+".html")
 			if err != nil {
 				return nil, fmt.Errorf("mailer templates: %w", err)
 			}
@@ -102,6 +101,7 @@ func (m *Mailer) render(kind Kind, locale, name string, at time.Time, key string
 		ServiceName: m.cfg.ServiceName,
 		Name:        name,
 		EventTime:   formatEventTime(at, locale),
+		Locale:      locale,
 	}
 	var subj, text, html bytes.Buffer
 	// Template errors are bugs or bad data, not transient: a retry renders
@@ -114,7 +114,7 @@ func (m *Mailer) render(kind Kind, locale, name string, at time.Time, key string
 	if err := ts.text.Execute(&text, data); err != nil {
 		return nil, permanent("render", "%s.%s text: %v", kind, locale, err)
 	}
-	if err := ts.html.Execute(&html, data); err != nil {
+	if err := ts.html.ExecuteTemplate(&html, "layout.html", data); err != nil {
 		return nil, permanent("render", "%s.%s html: %v", kind, locale, err)
 	}
 	return &Message{

@@ -110,7 +110,7 @@ func TestRenderEveryKindAndLocale(t *testing.T) {
 						t.Errorf("%s has unrendered template text", part)
 					}
 				}
-				if !strings.Contains(msg.HTML, `<html lang="`+l+`">`) || !strings.Contains(msg.HTML, "<title>"+htmlEscape(msg.Subject)+"</title>") {
+				if !strings.HasPrefix(msg.HTML, "<!DOCTYPE html>") || !strings.Contains(msg.HTML, `<html lang="`+l+`">`) || !strings.Contains(msg.HTML, "<title>"+htmlEscape(msg.Subject)+"</title>") {
 					t.Errorf("html lacks lang or title:\n%s", msg.HTML)
 				}
 			})
@@ -290,6 +290,7 @@ func TestTemplateFilesComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	wantFiles = append(wantFiles, "templates/layout.html")
 	for _, k := range Kinds() {
 		for _, l := range Locales() {
 			for _, ext := range []string{"subject", "txt", "html"} {
