@@ -171,25 +171,56 @@ func (p *Postgres) ForSubject(ctx context.Context, subjectHash string, limit int
 // ErrTampered reports a broken chain.
 var ErrTampered = errors.New("audit chain broken")
 
-// VerifyResult summarises a chain check.
+// VerifyResult summarises a chain check. LastHash is the anchor to publish
+// somewhere setflow cannot write (a ticket, a log archive): a later check
+// against it detects rows cut off the end of the chain, which the chain alone
+// cannot show.
 type VerifyResult struct {
-	Rows   int64
-	LastID int64
+	Rows     int64
+	LastID   int64
+	LastHash string
+}
+
+// Anchor is a row id and hash published earlier.
+type Anchor struct {
+	ID   int64
+	Hash string
+}
+
+// VerifyOptions narrow a chain check.
+type VerifyOptions struct {
+	// From starts at the row after this anchor instead of the first row, for
+	// a chain whose old rows were archived and deleted; the anchor row itself
+	// must still be there or have been the last row archived (its hash is
+	// taken as the link of the next row).
+	From *Anchor
+	// Expect requires this row to be present with this hash: rows deleted from
+	// the end (or the anchor row rewritten) fail the check.
+	Expect *Anchor
 }
 
 // Verify walks the whole chain in id order and fails at the first row whose
 // hash or link does not match: an edited, inserted or deleted row.
 func (p *Postgres) Verify(ctx context.Context) (VerifyResult, error) {
+	return p.VerifyWith(ctx, VerifyOptions{})
+}
+
+// VerifyWith is Verify from an anchor and/or up to an expected anchor.
+func (p *Postgres) VerifyWith(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	var res VerifyResult
 	prev := ""
 	after := int64(0)
+	if opts.From != nil {
+		prev, after = opts.From.Hash, opts.From.ID
+	}
+	expectSeen := false
 	for {
 		batch, err := p.query(ctx, selectRecords+` WHERE id > $1 ORDER BY id LIMIT 1000`, after)
 		if err != nil {
 			return res, err
 		}
 		if len(batch) == 0 {
-			return res, nil
+			break
 		}
 		for _, r := range batch {
 			if r.PrevHash != prev {
@@ -202,10 +233,20 @@ func (p *Postgres) Verify(ctx context.Context) (VerifyResult, error) {
 			if got := rowHash(prev, r, detail); got != r.Hash {
 				return res, fmt.Errorf("%w at row %d: its content does not match its hash (the row was edited)", ErrTampered, r.ID)
 			}
+			if opts.Expect != nil && r.ID == opts.Expect.ID {
+				if r.Hash != opts.Expect.Hash {
+					return res, fmt.Errorf("%w at row %d: its hash differs from the published anchor", ErrTampered, r.ID)
+				}
+				expectSeen = true
+			}
 			prev = r.Hash
 			res.Rows++
-			res.LastID = r.ID
+			res.LastID, res.LastHash = r.ID, r.Hash
 		}
 		after = res.LastID
 	}
+	if opts.Expect != nil && !expectSeen {
+		return res, fmt.Errorf("%w: anchor row %d is missing (rows were deleted from the end of the chain)", ErrTampered, opts.Expect.ID)
+	}
+	return res, nil
 }

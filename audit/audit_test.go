@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -84,5 +85,45 @@ func TestSubjectHashIsKeyed(t *testing.T) {
 	}
 	if (SubjectHasher{}).Hash("iss", "") != "" {
 		t.Fatal("no user must give no hash")
+	}
+}
+
+func TestVerifyAgainstPublishedAnchorDetectsTruncation(t *testing.T) {
+	p, exec := seed(t)
+	ctx := context.Background()
+	res, err := p.Verify(ctx)
+	if err != nil || res.LastHash == "" {
+		t.Fatalf("verify: %+v %v", res, err)
+	}
+	anchor := &Anchor{ID: res.LastID, Hash: res.LastHash}
+	if _, err := p.VerifyWith(ctx, VerifyOptions{Expect: anchor}); err != nil {
+		t.Fatalf("intact chain against its anchor: %v", err)
+	}
+	// Deleting the newest row leaves a valid-looking chain; only the anchor shows it.
+	exec(`DELETE FROM setflow_audit WHERE step = 'lock_account'`)
+	if _, err := p.Verify(ctx); err != nil {
+		t.Fatalf("a truncated chain still links (that is why anchors exist): %v", err)
+	}
+	_, err = p.VerifyWith(ctx, VerifyOptions{Expect: anchor})
+	if !errors.Is(err, ErrTampered) || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("truncation against anchor: %v", err)
+	}
+}
+
+func TestVerifyFromAnchorAfterArchiving(t *testing.T) {
+	p, exec := seed(t)
+	ctx := context.Background()
+	recs, _ := p.ForEvent(ctx, "set:1")
+	// Archive (delete) the first row; verification resumes from its anchor.
+	exec(`DELETE FROM setflow_audit WHERE id = ` + fmt.Sprint(recs[0].ID))
+	if _, err := p.Verify(ctx); !errors.Is(err, ErrTampered) {
+		t.Fatalf("from the start, a deleted first row must show: %v", err)
+	}
+	res, err := p.VerifyWith(ctx, VerifyOptions{From: &Anchor{ID: recs[0].ID, Hash: recs[0].Hash}})
+	if err != nil || res.Rows != 2 {
+		t.Fatalf("from anchor: %+v %v", res, err)
+	}
+	if _, err := p.VerifyWith(ctx, VerifyOptions{From: &Anchor{ID: recs[0].ID, Hash: "forged"}}); !errors.Is(err, ErrTampered) {
+		t.Fatalf("a wrong anchor hash must fail: %v", err)
 	}
 }

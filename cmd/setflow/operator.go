@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -32,6 +34,8 @@ func runAudit(ctx context.Context, args []string) error {
 	c := newCommon("audit " + sub)
 	issuer := c.fs.String("issuer", envOr("SETFLOW_ISSUER", "https://kauth.kakao.com"), "issuer of the user id (env SETFLOW_ISSUER)")
 	limit := c.fs.Int("limit", 200, "at most this many rows")
+	from := c.fs.String("from", "", "verify: start after this anchor ID:HASH (older rows archived)")
+	expect := c.fs.String("expect", "", "verify: require this published anchor ID:HASH (detects rows cut off the end)")
 	if err := c.fs.Parse(rest); err != nil {
 		return err
 	}
@@ -46,11 +50,19 @@ func runAudit(ctx context.Context, args []string) error {
 	log := audit.NewPostgres(db)
 	switch sub {
 	case "verify":
-		res, err := log.Verify(ctx)
+		var opts audit.VerifyOptions
+		var err error
+		if opts.From, err = parseAnchor(*from); err != nil {
+			return err
+		}
+		if opts.Expect, err = parseAnchor(*expect); err != nil {
+			return err
+		}
+		res, err := log.VerifyWith(ctx, opts)
 		if err != nil {
 			return err
 		}
-		fmt.Printf("audit chain intact: %d rows (last id %d)\n", res.Rows, res.LastID)
+		fmt.Printf("audit chain intact: %d rows\nanchor (publish it; check later with -expect): %d:%s\n", res.Rows, res.LastID, res.LastHash)
 		return nil
 	case "show":
 		if c.fs.NArg() != 1 {
@@ -227,4 +239,17 @@ func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) 
 	}
 	fmt.Printf("event %s queued for a new run\n", r.Key)
 	return nil
+}
+
+// parseAnchor reads "ID:HASH"; empty means none.
+func parseAnchor(s string) (*audit.Anchor, error) {
+	if s == "" {
+		return nil, nil
+	}
+	id, hash, ok := strings.Cut(s, ":")
+	n, err := strconv.ParseInt(id, 10, 64)
+	if !ok || err != nil || n <= 0 || len(hash) != 64 {
+		return nil, fmt.Errorf("anchor %q must be ID:HASH as printed by setflow audit verify", s)
+	}
+	return &audit.Anchor{ID: n, Hash: hash}, nil
 }

@@ -37,6 +37,10 @@ func TestAuditVerifyCommandFailsOnTamperedChain(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "audit chain broken") {
 		t.Fatalf("tampered chain: %v", err)
 	}
+	if err := runAudit(ctx, []string{"verify", "-database-url", url, "-expect", "12:nothex"}); err == nil ||
+		!strings.Contains(err.Error(), "must be ID:HASH") {
+		t.Fatalf("bad anchor: %v", err)
+	}
 	if err := runAudit(ctx, []string{"nonsense"}); err == nil {
 		t.Fatal("unknown sub-command accepted")
 	}
