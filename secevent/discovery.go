@@ -46,13 +46,9 @@ type TransmitterConfiguration struct {
 // afterwards; failed discovery is retried at most once per
 // JWKS.MinRefreshInterval.
 type Discovery struct {
-	opts   DiscoveryOptions
-	client *http.Client
-	tmo    time.Duration
-	minInt time.Duration
-	maxAge time.Duration
-	now    func() time.Time
-	sf     singleflight.Group
+	opts DiscoveryOptions
+	fetchPolicy
+	sf singleflight.Group
 
 	mu           sync.Mutex
 	cfg          *TransmitterConfiguration
@@ -68,30 +64,11 @@ var errIssuerMismatch = errors.New("discovery document issuer does not match the
 // NewDiscovery returns a Discovery key source.
 func NewDiscovery(opts DiscoveryOptions) *Discovery {
 	d := &Discovery{
-		opts:   opts,
-		client: opts.HTTPClient,
-		tmo:    opts.Timeout,
-		minInt: opts.JWKS.MinRefreshInterval,
-		maxAge: opts.JWKS.MaxKeyAge,
-		now:    opts.JWKS.Now,
-	}
-	if d.client == nil {
-		d.client = noRedirectClient()
+		opts:        opts,
+		fetchPolicy: newFetchPolicy(opts.HTTPClient, opts.Timeout, opts.JWKS.MinRefreshInterval, opts.JWKS.MaxKeyAge, opts.JWKS.Now),
 	}
 	if d.opts.JWKS.HTTPClient == nil {
 		d.opts.JWKS.HTTPClient = d.client
-	}
-	if d.tmo <= 0 {
-		d.tmo = DefaultJWKSTimeout
-	}
-	if d.minInt <= 0 {
-		d.minInt = DefaultMinRefreshInterval
-	}
-	if d.maxAge <= 0 {
-		d.maxAge = DefaultMaxKeyAge
-	}
-	if d.now == nil {
-		d.now = time.Now
 	}
 	return d
 }

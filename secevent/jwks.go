@@ -49,12 +49,8 @@ type JWKSOptions struct {
 type JWKS struct {
 	issuer string
 	url    string
-	client *http.Client
-	tmo    time.Duration
-	minInt time.Duration
-	maxAge time.Duration
-	now    func() time.Time
-	sf     singleflight.Group
+	fetchPolicy
+	sf singleflight.Group
 
 	mu          sync.RWMutex
 	keys        map[string]*jose.JSONWebKey
@@ -69,31 +65,41 @@ var errRateLimited = errors.New("JWKS refresh rate limited")
 
 // NewJWKS returns a JWKS key source for issuer reading opts.URL.
 func NewJWKS(issuer string, opts JWKSOptions) *JWKS {
-	j := &JWKS{
-		issuer: issuer,
-		url:    opts.URL,
-		client: opts.HTTPClient,
-		tmo:    opts.Timeout,
-		minInt: opts.MinRefreshInterval,
-		maxAge: opts.MaxKeyAge,
-		now:    opts.Now,
+	return &JWKS{
+		issuer:      issuer,
+		url:         opts.URL,
+		fetchPolicy: newFetchPolicy(opts.HTTPClient, opts.Timeout, opts.MinRefreshInterval, opts.MaxKeyAge, opts.Now),
 	}
-	if j.client == nil {
-		j.client = noRedirectClient()
+}
+
+// fetchPolicy is how a key source fetches: the HTTP client, the per-fetch
+// timeout, the refresh rate limit, the maximum key age and the clock, with
+// the package defaults filled in. JWKS and Discovery share it.
+type fetchPolicy struct {
+	client *http.Client
+	tmo    time.Duration
+	minInt time.Duration
+	maxAge time.Duration
+	now    func() time.Time
+}
+
+func newFetchPolicy(client *http.Client, tmo, minInt, maxAge time.Duration, now func() time.Time) fetchPolicy {
+	if client == nil {
+		client = noRedirectClient()
 	}
-	if j.tmo <= 0 {
-		j.tmo = DefaultJWKSTimeout
+	if tmo <= 0 {
+		tmo = DefaultJWKSTimeout
 	}
-	if j.minInt <= 0 {
-		j.minInt = DefaultMinRefreshInterval
+	if minInt <= 0 {
+		minInt = DefaultMinRefreshInterval
 	}
-	if j.maxAge <= 0 {
-		j.maxAge = DefaultMaxKeyAge
+	if maxAge <= 0 {
+		maxAge = DefaultMaxKeyAge
 	}
-	if j.now == nil {
-		j.now = time.Now
+	if now == nil {
+		now = time.Now
 	}
-	return j
+	return fetchPolicy{client: client, tmo: tmo, minInt: minInt, maxAge: maxAge, now: now}
 }
 
 // noRedirectClient refuses redirects: a pinned key URL that redirects is a
