@@ -23,6 +23,7 @@ import (
 
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
@@ -80,16 +81,11 @@ func runBench(ctx context.Context, args []string) error {
 	}
 
 	// Database.
-	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL)
+	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL, *dbPool)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	db.SetMaxOpenConns(*dbPool)
-	db.SetMaxIdleConns(*dbPool)
-	if err := migrations.Up(ctx, db.DB); err != nil {
-		return err
-	}
 	var pgVersion string
 	_ = db.GetContext(ctx, &pgVersion, `SHOW server_version`)
 	var syncCommit string
@@ -210,7 +206,21 @@ func runBench(ctx context.Context, args []string) error {
 // benchDatabase opens url as is, or creates a throw-away database on the
 // server of SETFLOW_DATABASE_URL; cleanup drops it (or deletes nothing: the
 // rows of an explicit database are removed by resetBenchRows at the end).
-func benchDatabase(ctx context.Context, url string) (*sqlx.DB, string, func(), error) {
+func benchDatabase(ctx context.Context, url string, pool int) (*sqlx.DB, string, func(), error) {
+	db, name, cleanup, err := openBenchDatabase(ctx, url)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	db.SetMaxOpenConns(pool)
+	db.SetMaxIdleConns(pool)
+	if err := migrations.Up(ctx, db.DB); err != nil {
+		cleanup()
+		return nil, "", nil, err
+	}
+	return db, name, cleanup, nil
+}
+
+func openBenchDatabase(ctx context.Context, url string) (*sqlx.DB, string, func(), error) {
 	if url != "" {
 		db, err := openDB(ctx, url)
 		if err != nil {
@@ -239,25 +249,12 @@ func benchDatabase(ctx context.Context, url string) (*sqlx.DB, string, func(), e
 		}
 		adb.Close()
 	}
-	db, err := openDB(ctx, benchWithDatabase(admin, name))
+	db, err := openDB(ctx, pgurl.WithDatabase(admin, name))
 	if err != nil {
 		drop()
 		return nil, "", nil, err
 	}
 	return db, name + " (throw-away)", func() { db.Close(); drop() }, nil
-}
-
-// benchWithDatabase replaces the database name of a postgres:// URL.
-func benchWithDatabase(url, name string) string {
-	q := ""
-	if i := strings.IndexByte(url, '?'); i >= 0 {
-		url, q = url[:i], url[i:]
-	}
-	i := strings.LastIndexByte(url, '/')
-	if i < len("postgres://") {
-		return url + "/" + name + q
-	}
-	return url[:i+1] + name + q
 }
 
 func randomHex(n int) string {

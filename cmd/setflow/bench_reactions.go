@@ -13,8 +13,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/internal/reactionbench"
-	"github.com/setflow/setflow/migrations"
 )
 
 // runBenchReactions compares full reactions with the product's no-op baseline
@@ -61,16 +61,11 @@ func runBenchReactions(ctx context.Context, args []string) error {
 		return fmt.Errorf("temporal CLI %s: %w (deployments/local/test.sh builds .bin/temporal; or set SETFLOW_TEMPORAL_BIN)", *bin, err)
 	}
 
-	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL)
+	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL, *dbPool)
 	if err != nil {
 		return err
 	}
 	defer cleanup()
-	db.SetMaxOpenConns(*dbPool)
-	db.SetMaxIdleConns(*dbPool)
-	if err := migrations.Up(ctx, db.DB); err != nil {
-		return err
-	}
 	var pgVersion string
 	_ = db.GetContext(ctx, &pgVersion, `SHOW server_version`)
 
@@ -180,7 +175,7 @@ func benchListenURL(ctx context.Context, db *sqlx.DB, given string) (string, err
 	if err := db.GetContext(ctx, &name, `SELECT current_database()`); err != nil {
 		return "", err
 	}
-	return benchWithDatabase(admin, name), nil
+	return pgurl.WithDatabase(admin, name), nil
 }
 
 // stringList is a repeatable string flag.

@@ -24,6 +24,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
 
+	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/migrations"
 )
 
@@ -70,7 +71,7 @@ func Database(t testing.TB) (*sqlx.DB, string) {
 		admin.Close()
 		t.Fatalf("create database: %v", err)
 	}
-	url := withDatabase(AdminURL(), name)
+	url := pgurl.WithDatabase(AdminURL(), name)
 	db, err := sqlx.Open("postgres", url)
 	if err != nil {
 		t.Fatal(err)
@@ -86,19 +87,6 @@ func Database(t testing.TB) (*sqlx.DB, string) {
 		t.Fatalf("migrate: %v", err)
 	}
 	return db, url
-}
-
-func withDatabase(url, name string) string {
-	// postgres://user@host:port/db?params
-	q := ""
-	if i := strings.IndexByte(url, '?'); i >= 0 {
-		url, q = url[:i], url[i:]
-	}
-	i := strings.LastIndexByte(url, '/')
-	if i < len("postgres://") {
-		return url + "/" + name + q
-	}
-	return url[:i+1] + name + q
 }
 
 func redact(url string) string {
