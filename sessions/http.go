@@ -3,7 +3,6 @@ package sessions
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,6 +12,8 @@ import (
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/setflow/setflow/crm"
 )
 
 // HTTPCallback asks the service's own endpoint to end sessions, for services
@@ -55,18 +56,15 @@ func (h *HTTPCallback) Revoke(ctx context.Context, userID string, createdBefore 
 	if h.now != nil {
 		now = h.now
 	}
-	ts := strconv.FormatInt(now().Unix(), 10)
-	m := hmac.New(sha256.New, h.Secret)
-	m.Write([]byte(ts + "."))
-	m.Write(body)
+	ts := now().Unix()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
-	req.Header.Set("X-Setflow-Timestamp", ts)
-	req.Header.Set("X-Setflow-Signature", "v1="+hex.EncodeToString(m.Sum(nil)))
+	req.Header.Set("X-Setflow-Timestamp", strconv.FormatInt(ts, 10))
+	req.Header.Set("X-Setflow-Signature", crm.Sign(h.Secret, ts, body))
 	c := h.Client
 	if c == nil {
 		c = &http.Client{Timeout: 10 * time.Second}
