@@ -1,7 +1,8 @@
 // Package testenv starts and connects the real components that setflow's tests
 // run against: the machine's PostgreSQL and a Temporal dev server built from
-// source. When SETFLOW_REQUIRE_INTEGRATION=1 (set by the test command and CI) a
-// missing component fails the test instead of skipping it.
+// source. When SETFLOW_REQUIRE_INTEGRATION=1 (set by the test command) or CI
+// is set (CI systems set CI=true), a missing component fails the test instead
+// of skipping it.
 package testenv
 
 import (
@@ -32,10 +33,10 @@ import (
 func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("SETFLOW_REQUIRE_INTEGRATION") == "1" {
+	if os.Getenv("SETFLOW_REQUIRE_INTEGRATION") == "1" || os.Getenv("CI") != "" {
 		t.Fatalf("required component unavailable: %s", msg)
 	}
-	t.Skipf("skipping: %s (set SETFLOW_REQUIRE_INTEGRATION=1 to fail instead)", msg)
+	t.Skipf("skipping: %s (set SETFLOW_REQUIRE_INTEGRATION=1 or CI=true to fail instead)", msg)
 }
 
 // AdminURL is the server-level database URL used to create throw-away databases.
