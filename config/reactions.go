@@ -5,6 +5,8 @@ import (
 	"flag"
 	"os"
 	"time"
+
+	"github.com/setflow/setflow/sessions"
 )
 
 // Reactions configures the worker's back ends: where sessions live, the CRM,
@@ -50,8 +52,9 @@ func (r *Reactions) Register(fs *flag.FlagSet) {
 
 	str(fs, &r.SessionsBackend, "sessions-backend", "SETFLOW_SESSIONS_BACKEND", "postgres", "where sessions live: postgres, redis or http")
 	str(fs, &r.RedisURL, "redis-url", "SETFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL for the redis sessions back end")
-	str(fs, &r.RedisUserIndex, "redis-user-index", "SETFLOW_REDIS_USER_INDEX", "setflow:user-sessions:{user_id}", "sorted set of a user's session ids (score: creation time, Unix ms)")
-	str(fs, &r.RedisSessionKey, "redis-session-key", "SETFLOW_REDIS_SESSION_KEY", "setflow:session:{session_id}", "key of one session")
+	layout := sessions.DefaultRedisLayout()
+	str(fs, &r.RedisUserIndex, "redis-user-index", "SETFLOW_REDIS_USER_INDEX", layout.UserIndex, "sorted set of a user's session ids (score: creation time, Unix ms)")
+	str(fs, &r.RedisSessionKey, "redis-session-key", "SETFLOW_REDIS_SESSION_KEY", layout.SessionKey, "key of one session")
 	str(fs, &r.SessionsCallbackURL, "sessions-callback-url", "SETFLOW_SESSIONS_CALLBACK_URL", "", "service endpoint that ends sessions (http back end)")
 	r.SessionsCallbackSecret = os.Getenv("SETFLOW_SESSIONS_CALLBACK_SECRET")
 

@@ -18,7 +18,7 @@ import (
 const (
 	OutcomeReceived = "received"
 	OutcomeShadow   = "shadow"
-	OutcomeSkipped  = "skipped"
+	OutcomeSkipped  = activities.OutcomeSkipped
 	OutcomeFailed   = "failed"
 )
 

@@ -158,7 +158,7 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 			return res, r.audit(label, res.Outcome, res.Detail)
 		}
 		log.Warn("reaction step parked", "event", r.eventKey, "step", label, "attempt", attempt, "error", err)
-		if aerr := r.audit(fmt.Sprintf("%s@%d", label, attempt), "failed", map[string]any{"error": err.Error()}); aerr != nil {
+		if aerr := r.audit(fmt.Sprintf("%s@%d", label, attempt), OutcomeFailed, map[string]any{"error": err.Error()}); aerr != nil {
 			return res, aerr
 		}
 		if err := r.park(label, err); err != nil {
