@@ -36,11 +36,18 @@ func (l RedisLayout) Validate() error {
 	return nil
 }
 
-// revokeScript deletes, in one atomic step, the session keys of the sessions in
-// the user's index created at or before the cut-off, and removes them from the
-// index. Re-running it finds nothing left to delete.
-var revokeScript = redis.NewScript(`
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+// redisBatch bounds how many sessions one script call deletes. Lua's unpack
+// fails above about 8000 values, and a short script keeps Redis responsive
+// while a user with tens of thousands of sessions is worked through.
+const redisBatch = 500
+
+// deleteBatchScript deletes, in one atomic step, the session keys of up to
+// ARGV[4] sessions in the user's index created at or before the cut-off
+// (ARGV[1], Unix milliseconds), removes them from the index and returns how
+// many it removed. Redis drops the index key with its last member, so an
+// index that still holds newer sessions stays.
+var deleteBatchScript = redis.NewScript(`
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
 for _, id in ipairs(ids) do
   redis.call('DEL', ARGV[2] .. id .. ARGV[3])
 end
@@ -64,18 +71,36 @@ func NewRedis(rdb redis.UniversalClient, l RedisLayout) (*Redis, error) {
 	return &Redis{rdb: rdb, layout: l}, nil
 }
 
-// Revoke ends the user's sessions created at or before createdBefore.
+// Revoke ends the user's sessions created at or before createdBefore by
+// deleting their keys.
 func (r *Redis) Revoke(ctx context.Context, userID string, createdBefore time.Time) (int64, error) {
+	n, err := r.deleteUpTo(ctx, userID, createdBefore)
+	if err != nil {
+		return n, fmt.Errorf("sessions: redis revoke: %w", err)
+	}
+	return n, nil
+}
+
+// deleteUpTo runs deleteBatchScript until a batch comes back short. Each batch
+// is atomic, the whole is not; on an error, the count so far is returned and a
+// retry carries on where this call stopped.
+func (r *Redis) deleteUpTo(ctx context.Context, userID string, cutoff time.Time) (int64, error) {
 	if userID == "" {
-		return 0, errors.New("sessions: empty user id")
+		return 0, errors.New("empty user id")
 	}
 	index := strings.Replace(r.layout.UserIndex, "{user_id}", userID, 1)
 	prefix, suffix, _ := strings.Cut(r.layout.SessionKey, "{session_id}")
-	n, err := revokeScript.Run(ctx, r.rdb, []string{index}, createdBefore.UnixMilli(), prefix, suffix).Int64()
-	if err != nil {
-		return 0, fmt.Errorf("sessions: redis revoke: %w", err)
+	var total int64
+	for {
+		n, err := deleteBatchScript.Run(ctx, r.rdb, []string{index}, cutoff.UnixMilli(), prefix, suffix, redisBatch).Int64()
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < redisBatch {
+			return total, nil
+		}
 	}
-	return n, nil
 }
 
 // AddRedisSession records a session the way the layout expects; services use
@@ -91,13 +116,14 @@ func AddRedisSession(ctx context.Context, rdb redis.UniversalClient, l RedisLayo
 	return err
 }
 
-// Purge deletes all of the user's sessions and their index.
-func (r *Redis) Purge(ctx context.Context, userID string) (int64, error) {
-	// Every session of the index was created before the end of time.
-	n, err := r.Revoke(ctx, userID, time.Unix(1<<40, 0))
+// Purge deletes the user's sessions created at or before createdAtOrBefore
+// and removes them from the index; newer sessions and their index entries stay.
+// In Redis, revoking a session already deletes it, so this is Revoke under
+// another name.
+func (r *Redis) Purge(ctx context.Context, userID string, createdAtOrBefore time.Time) (int64, error) {
+	n, err := r.deleteUpTo(ctx, userID, createdAtOrBefore)
 	if err != nil {
-		return 0, err
+		return n, fmt.Errorf("sessions: redis purge: %w", err)
 	}
-	index := strings.Replace(r.layout.UserIndex, "{user_id}", userID, 1)
-	return n, r.rdb.Del(ctx, index).Err()
+	return n, nil
 }

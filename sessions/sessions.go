@@ -100,7 +100,8 @@ func NewPostgres(db *sqlx.DB, s Schema) (*Postgres, error) {
 	q := fmt.Sprintf(`UPDATE %s SET %s = now() WHERE %s = $1 AND %s <= $2 AND %s IS NULL`,
 		s.quotedTable(), pq.QuoteIdentifier(s.RevokedAt), pq.QuoteIdentifier(s.UserID),
 		pq.QuoteIdentifier(s.CreatedAt), pq.QuoteIdentifier(s.RevokedAt))
-	purge := fmt.Sprintf(`DELETE FROM %s WHERE %s = $1`, s.quotedTable(), pq.QuoteIdentifier(s.UserID))
+	purge := fmt.Sprintf(`DELETE FROM %s WHERE %s = $1 AND %s <= $2`,
+		s.quotedTable(), pq.QuoteIdentifier(s.UserID), pq.QuoteIdentifier(s.CreatedAt))
 	return &Postgres{db: db, revoke: q, purge: purge}, nil
 }
 
@@ -113,14 +114,25 @@ func (p *Postgres) Revoke(ctx context.Context, userID string, createdBefore time
 	return res.RowsAffected()
 }
 
-// Purger deletes all of a user's sessions, for data purges.
+// Purger deletes a user's sessions, for data purges. Sessions created after
+// the cut-off are kept: the user may have linked again and signed in since.
 type Purger interface {
-	Purge(ctx context.Context, userID string) (int64, error)
+	// Purge returns how many sessions it deleted. Calling it again with the
+	// same arguments deletes nothing more, so it is safe under retry.
+	Purge(ctx context.Context, userID string, createdAtOrBefore time.Time) (int64, error)
 }
 
-// Purge deletes every session row of the user.
-func (p *Postgres) Purge(ctx context.Context, userID string) (int64, error) {
-	res, err := p.db.ExecContext(ctx, p.purge, userID)
+// The purge activity finds a Purger by type assertion, which would quietly
+// fail on a signature mismatch; these make such a mismatch a compile error.
+var (
+	_ Purger = (*Postgres)(nil)
+	_ Purger = (*Redis)(nil)
+)
+
+// Purge deletes the user's session rows created at or before createdAtOrBefore,
+// revoked or not.
+func (p *Postgres) Purge(ctx context.Context, userID string, createdAtOrBefore time.Time) (int64, error) {
+	res, err := p.db.ExecContext(ctx, p.purge, userID, createdAtOrBefore)
 	if err != nil {
 		return 0, fmt.Errorf("sessions: purge: %w", err)
 	}
