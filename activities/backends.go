@@ -12,6 +12,7 @@ import (
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/userstate"
 )
 
 // CRM is the contact sync a service configured (crm.HubSpot or crm.Webhook);
@@ -38,11 +39,14 @@ type KakaoAPI interface {
 type Backends struct {
 	DB       *sqlx.DB
 	Profiles *profile.Store
-	Policy   *policy.Policy
-	Subjects audit.SubjectHasher
-	CRM      CRM
-	Mailer   Mailer
-	Kakao    KakaoAPI
+	// States is the per-user state (userstate); TimeBounds clamp event times.
+	States     *userstate.Store
+	TimeBounds userstate.Bounds
+	Policy     *policy.Policy
+	Subjects   audit.SubjectHasher
+	CRM        CRM
+	Mailer     Mailer
+	Kakao      KakaoAPI
 	// PurgeAfter is the retention before an unlinked user's data is purged,
 	// when the policy's schedule_purge step does not say.
 	PurgeAfter time.Duration

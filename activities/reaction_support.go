@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/setflow/setflow/event"
@@ -15,6 +14,14 @@ type PlannedEvent struct {
 	// audit rows (a plain hash of a numeric id could be reversed).
 	SubjectHash string          `json:"subject_hash"`
 	Reaction    policy.Reaction `json:"reaction"`
+	// Time is the event time clamped to the configured bounds (Backends.TimeBounds);
+	// Clamped says it had to be.
+	Time    time.Time `json:"time"`
+	Clamped bool      `json:"clamped,omitempty"`
+	// ConfirmUnlink says the unlink webhook's revocation waits for Kakao's
+	// user API (an admin key is configured): a stale webhook must not end
+	// the sessions of a user who linked again.
+	ConfirmUnlink bool `json:"confirm_unlink,omitempty"`
 }
 
 // PlanReaction looks up the policy for each event of an envelope. It runs as a
@@ -40,66 +47,11 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]Plan
 			}
 		}
 		r.Steps = steps
-		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r}
+		t, clamped := a.TimeBounds.Clamp(ev.Time, env.IssuedAt, env.ReceivedAt)
+		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
+			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink}
 	}
 	return out, nil
-}
-
-// ClaimInput names a reaction that must run once per user even when several
-// webhooks report the same fact.
-type ClaimInput struct {
-	Kind        string        `json:"kind"`
-	EventKey    string        `json:"event_key"`
-	SubjectHash string        `json:"subject_hash"`
-	Issuer      string        `json:"issuer"`
-	UserID      string        `json:"user_id"`
-	EventTime   time.Time     `json:"event_time"`
-	Window      time.Duration `json:"window"`
-}
-
-// ClaimReaction reports whether this event runs the reaction. It does not
-// when another event claimed the same kind for the same user within the
-// window — unless the user linked again after that claim, which makes a new
-// unlink a new fact. A retry of the same event keeps its claim.
-func (a *Activities) ClaimReaction(ctx context.Context, in ClaimInput) (bool, error) {
-	tx, err := a.DB.BeginTxx(ctx, nil)
-	if err != nil {
-		return false, err
-	}
-	defer tx.Rollback() //nolint:errcheck
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext($1))`, in.Kind+"/"+in.SubjectHash); err != nil {
-		return false, err
-	}
-	var prior struct {
-		Mine  bool `db:"mine"`
-		Other bool `db:"other"`
-	}
-	err = tx.GetContext(ctx, &prior, `
-		SELECT
-			EXISTS (SELECT 1 FROM setflow_reaction_claims WHERE kind = $1 AND subject_hash = $2 AND event_key = $3) AS mine,
-			EXISTS (
-				SELECT 1 FROM setflow_reaction_claims c
-				WHERE c.kind = $1 AND c.subject_hash = $2 AND c.event_key <> $3
-				  AND c.event_time BETWEEN $4::timestamptz - $5 * interval '1 millisecond' AND $4::timestamptz + $5 * interval '1 millisecond'
-				  AND NOT EXISTS (
-					SELECT 1 FROM user_profiles p
-					WHERE p.issuer = $6 AND p.user_id = $7 AND p.linked AND p.link_changed_at > c.event_time)
-			) AS other`,
-		in.Kind, in.SubjectHash, in.EventKey, in.EventTime, in.Window.Milliseconds(), in.Issuer, in.UserID)
-	if err != nil {
-		return false, fmt.Errorf("claim reaction: %w", err)
-	}
-	if prior.Mine {
-		return true, tx.Commit()
-	}
-	if prior.Other {
-		return false, tx.Commit()
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO setflow_reaction_claims (kind, subject_hash, event_key, event_time) VALUES ($1, $2, $3, $4)`,
-		in.Kind, in.SubjectHash, in.EventKey, in.EventTime); err != nil {
-		return false, fmt.Errorf("claim reaction: %w", err)
-	}
-	return true, tx.Commit()
 }
 
 // ParkInput marks an event whose step exhausted its retries.

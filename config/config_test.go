@@ -4,6 +4,7 @@ import (
 	"flag"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEnvironmentIsTheDefaultAndFlagsOverride(t *testing.T) {
@@ -59,5 +60,21 @@ func TestValidationNamesTheSetting(t *testing.T) {
 	tm := Temporal{TLSCert: "c.pem"}
 	if _, err := tm.ClientOptions(nil); err == nil || !strings.Contains(err.Error(), "TEMPORAL_TLS_KEY") {
 		t.Fatalf("cert without key: %v", err)
+	}
+}
+
+func TestUnlinkDedupeWindowDefaultsToOneMinute(t *testing.T) {
+	t.Setenv("SETFLOW_UNLINK_DEDUPE_WINDOW", "")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var k Kakao
+	k.Register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if k.UnlinkDedupeWindow != time.Minute {
+		t.Fatalf("default unlink dedupe window %v, want 1m", k.UnlinkDedupeWindow)
+	}
+	if err := fs.Parse([]string{"-unlink-dedupe-window", "90s"}); err != nil || k.UnlinkDedupeWindow != 90*time.Second {
+		t.Fatalf("flag: %v %v", k.UnlinkDedupeWindow, err)
 	}
 }

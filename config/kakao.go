@@ -21,8 +21,8 @@ type Kakao struct {
 	// show up in process listings), and never logged or printed.
 	AdminKeys []string
 	AppID     string
-	// UnlinkDedupeWindow is how long repeats of the same unlink webhook count
-	// as one delivery.
+	// UnlinkDedupeWindow is how long exact repeats of the same unlink webhook
+	// count as one delivery (default one minute); past it a repeat is new.
 	UnlinkDedupeWindow time.Duration
 	// IPAllowlist are CIDRs (or addresses) allowed to call the webhooks.
 	IPAllowlist string
@@ -39,8 +39,8 @@ type Kakao struct {
 func (k *Kakao) Register(fs *flag.FlagSet) {
 	k.AdminKeys = splitList(os.Getenv(EnvKakaoAdminKeys))
 	str(fs, &k.AppID, "kakao-app-id", "SETFLOW_KAKAO_APP_ID", "", "Kakao app id the unlink webhook's app_id must equal; the admin keys come from env "+EnvKakaoAdminKeys+" only")
-	duration(fs, &k.UnlinkDedupeWindow, "unlink-dedupe-window", "SETFLOW_UNLINK_DEDUPE_WINDOW", time.Hour,
-		"repeats of one unlink webhook (app, user, referrer type) within this window are one delivery")
+	duration(fs, &k.UnlinkDedupeWindow, "unlink-dedupe-window", "SETFLOW_UNLINK_DEDUPE_WINDOW", time.Minute,
+		"exact repeats of one unlink webhook (app, user, referrer type) within this window of the stored one are one delivery")
 	str(fs, &k.IPAllowlist, "ip-allowlist", "SETFLOW_IP_ALLOWLIST", "",
 		"CIDRs allowed to call the webhooks, comma-separated; empty with -ip-allowlist-from-kakao off disables the allowlist")
 	boolean(fs, &k.IPAllowlistFromKakao, "ip-allowlist-from-kakao", "SETFLOW_IP_ALLOWLIST_FROM_KAKAO", false,

@@ -15,7 +15,12 @@ import (
 type Reactions struct {
 	PolicyFile string
 	PurgeAfter time.Duration
-	// AuditKey keys the subject hashes in the audit trail and workflow ids.
+	// EventTimePast and EventTimeFuture bound event times to
+	// [iat − past, receipt + future] (userstate.Bounds).
+	EventTimePast   time.Duration
+	EventTimeFuture time.Duration
+	// AuditKey keys the subject hashes in the audit trail and workflow ids
+	// (and, in the ingress, the unlink webhook's dedupe key).
 	AuditKey string
 
 	SessionsBackend        string // postgres | redis | http
@@ -44,11 +49,20 @@ type Reactions struct {
 	ServiceName  string
 }
 
+// EnvAuditKey names the variable holding the audit key (a secret: env only).
+const EnvAuditKey = "SETFLOW_AUDIT_KEY"
+
+// AuditKeyFromEnv reads the audit key; "" when unset. The worker keys subject
+// hashes with it, the ingress the unlink webhook's dedupe key.
+func AuditKeyFromEnv() string { return os.Getenv(EnvAuditKey) }
+
 // Register adds the reaction flags.
 func (r *Reactions) Register(fs *flag.FlagSet) {
 	str(fs, &r.PolicyFile, "policy", "SETFLOW_POLICY_FILE", "", "reaction policy file (YAML or JSON); empty uses the built-in default")
 	duration(fs, &r.PurgeAfter, "purge-after", "SETFLOW_PURGE_AFTER", 0, "retention before an unlinked user's data is purged (0: immediately)")
-	r.AuditKey = os.Getenv("SETFLOW_AUDIT_KEY")
+	r.AuditKey = AuditKeyFromEnv()
+	duration(fs, &r.EventTimePast, "event-time-past", "SETFLOW_EVENT_TIME_PAST", 7*24*time.Hour, "how long before its token's iat an event may have happened; older times are clamped")
+	duration(fs, &r.EventTimeFuture, "event-time-future", "SETFLOW_EVENT_TIME_FUTURE", 5*time.Minute, "how far after its receipt an event time may lie (clock skew); later times are clamped")
 
 	str(fs, &r.SessionsBackend, "sessions-backend", "SETFLOW_SESSIONS_BACKEND", "postgres", "where sessions live: postgres, redis or http")
 	str(fs, &r.RedisURL, "redis-url", "SETFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL for the redis sessions back end")

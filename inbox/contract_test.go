@@ -54,6 +54,31 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatalf("unknown key: %v", err)
 		}
 	})
+	t.Run("received after compares the envelope's receive time", func(t *testing.T) {
+		s := newStore(t)
+		e := entry("w1")
+		at := time.Date(2025, 4, 16, 8, 0, 30, 123456000, time.UTC)
+		e.Envelope.ReceivedAt = at
+		if _, err := s.Put(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range []struct {
+			key   string
+			after time.Time
+			want  bool
+		}{
+			{"w1", at.Add(-time.Minute), true},
+			{"w1", at.Add(-time.Microsecond), true},
+			{"w1", at, false}, // strictly after
+			{"w1", at.Add(time.Second), false},
+			{"nope", at.Add(-time.Hour), false},
+		} {
+			got, err := s.ReceivedAfter(ctx, c.key, c.after)
+			if err != nil || got != c.want {
+				t.Fatalf("ReceivedAfter(%s, %v) = %v, %v; want %v", c.key, c.after, got, err, c.want)
+			}
+		}
+	})
 	t.Run("relay delivers each entry once and marks it dispatched", func(t *testing.T) {
 		s := newStore(t)
 		for _, k := range []string{"a", "b", "c"} {

@@ -34,12 +34,18 @@ const (
 // ErrNotFound is returned by Get for an unknown key.
 var ErrNotFound = errors.New("inbox: no entry with that key")
 
-// Writer is all the ingress needs: store an envelope once.
+// Writer is all the ingress needs: store an envelope once, and look up
+// whether a recent one is already stored.
 type Writer interface {
 	// Put stores the entry under its envelope key. It reports inserted=false,
 	// without error, when an entry with the same key already exists: the caller
 	// answers a duplicate exactly like the first delivery.
 	Put(ctx context.Context, e Entry) (inserted bool, err error)
+	// ReceivedAfter reports whether an entry is stored under key whose
+	// envelope's ReceivedAt is strictly after t. A time-windowed dedupe (the
+	// unlink webhook) uses it to recognise a repeat of the previous window
+	// bucket's delivery.
+	ReceivedAfter(ctx context.Context, key string, t time.Time) (bool, error)
 }
 
 // Deliver hands one entry to the reaction engine and returns the id of the work

@@ -53,6 +53,14 @@ func (m *Memory) Get(_ context.Context, key string) (Entry, error) {
 	return me.Entry, nil
 }
 
+// ReceivedAfter reports whether the entry under key was received after t.
+func (m *Memory) ReceivedAfter(_ context.Context, key string, t time.Time) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	me, ok := m.byKey[key]
+	return ok && me.Envelope.ReceivedAt.After(t), nil
+}
+
 func (m *Memory) Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error) {
 	m.mu.Lock()
 	var batch []*memEntry

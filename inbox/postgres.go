@@ -128,6 +128,21 @@ func (p *Postgres) Get(ctx context.Context, key string) (Entry, error) {
 	return r.entry()
 }
 
+// ReceivedAfter reports whether the entry under key was received after t. The
+// time compared is the envelope's ReceivedAt (the ingress's clock, which also
+// chose the key), not the row's received_at (the database's clock).
+func (p *Postgres) ReceivedAfter(ctx context.Context, key string, t time.Time) (bool, error) {
+	var found bool
+	err := p.db.GetContext(ctx, &found, `
+		SELECT EXISTS (
+			SELECT 1 FROM setflow_inbox
+			WHERE dedupe_key = $1 AND (envelope->>'received_at')::timestamptz > $2)`, key, t)
+	if err != nil {
+		return false, fmt.Errorf("inbox: received after: %w", err)
+	}
+	return found, nil
+}
+
 // Relay claims due rows with FOR UPDATE SKIP LOCKED inside one transaction, so
 // replicas never hand the same row over twice at the same time; should a relay
 // die after delivering but before committing, the row is delivered again, which

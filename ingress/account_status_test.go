@@ -695,6 +695,13 @@ func (f *asFlakyInbox) Put(ctx context.Context, e inbox.Entry) (bool, error) {
 	return f.next.Put(ctx, e)
 }
 
+func (f *asFlakyInbox) ReceivedAfter(ctx context.Context, key string, t time.Time) (bool, error) {
+	if f.fail.Load() {
+		return false, errors.New("inbox unavailable (test)")
+	}
+	return f.next.ReceivedAfter(ctx, key, t)
+}
+
 func asAssertUnavailable(t *testing.T, r asResponse) {
 	t.Helper()
 	asAssertError(t, r, http.StatusServiceUnavailable, "temporarily_unavailable")
@@ -760,6 +767,11 @@ func TestAccountStatusInboxUnreachable(t *testing.T) {
 type asSlowInbox struct{}
 
 func (asSlowInbox) Put(ctx context.Context, _ inbox.Entry) (bool, error) {
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+func (asSlowInbox) ReceivedAfter(ctx context.Context, _ string, _ time.Time) (bool, error) {
 	<-ctx.Done()
 	return false, ctx.Err()
 }

@@ -24,6 +24,8 @@ const (
 	rotatedKey = "adm1n-rotated-fedcba9876543210fedc"
 	appID      = "1234567"
 	whIssuer   = "https://kauth.kakao.com"
+	// auditKey keys the unlink dedupe key (Kakao.KeyHash).
+	auditKey = "test-audit-key-0123456789abcdef"
 )
 
 // whLogBuffer collects log output from the server's goroutines.
@@ -82,7 +84,7 @@ func newWebhookEnv(t *testing.T, configure ...func(*ingress.Server)) *whEnv {
 		Inbox: inbox.NewPostgres(db),
 		Log:   slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Now:   clk.Now,
-		Kakao: ingress.Kakao{AdminKeys: []string{adminKey, rotatedKey}, AppID: appID, Issuer: whIssuer},
+		Kakao: ingress.Kakao{AdminKeys: []string{adminKey, rotatedKey}, AppID: appID, Issuer: whIssuer, KeyHash: []byte(auditKey)},
 	}
 	for _, f := range configure {
 		f(srv)

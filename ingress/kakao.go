@@ -36,8 +36,9 @@ const ResourceIDHeader = "X-Kakao-Resource-ID"
 const DefaultKakaoIssuer = "https://kauth.kakao.com"
 
 // DefaultUnlinkWindow is how long repeated unlink webhooks for the same
-// (app, user, referrer type) count as one delivery.
-const DefaultUnlinkWindow = time.Hour
+// (app, user, referrer type) count as one delivery: long enough for a sender's
+// retries, short enough that a real unlink after a re-link is a new delivery.
+const DefaultUnlinkWindow = time.Minute
 
 // Kakao configures the three admin-key authenticated webhooks (unlink, Talk
 // Share, Talk Channel).
@@ -52,6 +53,27 @@ type Kakao struct {
 	Issuer string
 	// UnlinkWindow is the unlink webhook's dedupe window (default DefaultUnlinkWindow).
 	UnlinkWindow time.Duration
+	// KeyHash keys the unlink webhook's dedupe key (HMAC-SHA256): the audit
+	// key, the same one that keys the subject hashes. It is required: a plain
+	// hash of a numeric user id is reversed by enumeration, and the key is
+	// also the reaction's workflow id. Without it the unlink route answers 503.
+	KeyHash []byte
+}
+
+// ErrNoKeyHash is returned when the unlink dedupe key is asked for without
+// Kakao.KeyHash.
+var ErrNoKeyHash = errors.New("ingress: Kakao.KeyHash (the audit key) is not set; the unlink dedupe key must be keyed")
+
+// Validate reports a configuration the admin-key webhooks cannot run with;
+// call it at start-up.
+func (k *Kakao) Validate() error {
+	if len(k.KeyHash) == 0 {
+		return ErrNoKeyHash
+	}
+	if k.UnlinkWindow < 0 {
+		return errors.New("ingress: Kakao.UnlinkWindow must not be negative")
+	}
+	return nil
 }
 
 func (k *Kakao) issuer() string {

@@ -1,7 +1,10 @@
 package ingress
 
 import (
+	"context"
+	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
@@ -40,30 +43,62 @@ type UnlinkPayload struct {
 	GroupUserToken string `json:"group_user_token,omitempty"`
 }
 
-// UnlinkKey derives the unlink webhook's dedupe key: Kakao sends no event id,
-// so repeats of the same (app, user, referrer type) within one window of
-// fixed, epoch-aligned buckets count as one delivery. Two deliveries that
-// straddle a bucket boundary get two keys; the reaction is idempotent anyway.
-func UnlinkKey(u Unlink, receivedAt time.Time, window time.Duration) string {
+// UnlinkKey derives the dedupe key of an unlink webhook delivery received at
+// at: "unlink:" + hex HMAC-SHA256, keyed with keyHash (the audit key), over
+// the app id, user id, referrer type and the epoch-aligned bucket of length
+// window that holds at (window <= 0 means DefaultUnlinkWindow). Kakao sends no
+// event id, so this is the delivery's identity; being keyed, neither it nor
+// the workflow id derived from it reveals the user id. It fails with
+// ErrNoKeyHash when keyHash is empty: there is no unkeyed fallback.
+//
+// The bucket only names the key; whether a delivery is a repeat is decided
+// over a sliding window (see Server.unlink), so a repeat just across a bucket
+// boundary is still a duplicate.
+func UnlinkKey(keyHash []byte, u Unlink, at time.Time, window time.Duration) (string, error) {
 	if window <= 0 {
 		window = DefaultUnlinkWindow
 	}
-	bucket := receivedAt.UnixNano() / int64(window)
-	h := sha256.New()
-	for _, part := range []string{u.AppID, u.UserID, u.ReferrerType, strconv.FormatInt(bucket, 10), strconv.FormatInt(int64(window), 10)} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	return "unlink:" + hex.EncodeToString(h.Sum(nil))
+	return unlinkBucketKey(keyHash, u, unlinkBucket(at, window), window)
 }
 
-// UnlinkEnvelope builds the inbox envelope of an unlink webhook delivery.
-func UnlinkEnvelope(u Unlink, issuer string, receivedAt time.Time, window time.Duration) event.Envelope {
+// unlinkBucket is the index of the window bucket holding t (floor division,
+// so that buckets stay aligned before the epoch too).
+func unlinkBucket(t time.Time, window time.Duration) int64 {
+	n, w := t.UnixNano(), int64(window)
+	b := n / w
+	if n%w < 0 {
+		b--
+	}
+	return b
+}
+
+// unlinkKeyDomain separates the unlink dedupe key from the other uses of the
+// audit key (subject hashes).
+const unlinkKeyDomain = "setflow/unlink-dedupe/v1"
+
+func unlinkBucketKey(keyHash []byte, u Unlink, bucket int64, window time.Duration) (string, error) {
+	if len(keyHash) == 0 {
+		return "", ErrNoKeyHash
+	}
+	m := hmac.New(sha256.New, keyHash)
+	// Every part is length-prefixed, so no two tuples encode alike.
+	var n [binary.MaxVarintLen64]byte
+	for _, part := range []string{unlinkKeyDomain, u.AppID, u.UserID, u.ReferrerType,
+		strconv.FormatInt(bucket, 10), strconv.FormatInt(int64(window), 10)} {
+		m.Write(n[:binary.PutUvarint(n[:], uint64(len(part)))])
+		m.Write([]byte(part))
+	}
+	return "unlink:" + hex.EncodeToString(m.Sum(nil)), nil
+}
+
+// UnlinkEnvelope builds the inbox envelope of an unlink webhook delivery
+// stored under key (see UnlinkKey).
+func UnlinkEnvelope(u Unlink, key, issuer string, receivedAt time.Time) event.Envelope {
 	receivedAt = receivedAt.UTC()
 	sub := event.Subject{Issuer: issuer, UserID: u.UserID, Format: KakaoUserIDFormat}
 	payload, _ := json.Marshal(UnlinkPayload{AppID: u.AppID, ReferrerType: u.ReferrerType, GroupUserToken: u.GroupUserToken})
 	return event.Envelope{
-		Key:        UnlinkKey(u, receivedAt, window),
+		Key:        key,
 		Source:     event.SourceUnlink,
 		Subject:    sub,
 		IssuedAt:   receivedAt,
@@ -126,6 +161,41 @@ func (s *Server) unlink(w http.ResponseWriter, r *http.Request) {
 			desc: "app_id does not name this app"})
 		return
 	}
-	env := UnlinkEnvelope(u, s.Kakao.issuer(), s.now(), s.Kakao.unlinkWindow())
+	// Exact repeats within the window are one delivery, the window sliding
+	// from the stored delivery's receive time: a delivery of this bucket is a
+	// repeat when the previous bucket's key was stored less than one window
+	// ago (checked here), or when this bucket's key is stored at all (Put's
+	// conflict: same bucket, so less than one window ago). Past the window a
+	// repeat is a new delivery under a new key.
+	now := s.now()
+	win := s.Kakao.unlinkWindow()
+	bucket := unlinkBucket(now, win)
+	key, err := unlinkBucketKey(s.Kakao.KeyHash, u, bucket, win)
+	if err != nil {
+		s.log().Error("unlink webhook not stored", "error", err)
+		unavailable(w, "the unlink webhook is not configured; retry later")
+		return
+	}
+	prev, _ := unlinkBucketKey(s.Kakao.KeyHash, u, bucket-1, win)
+	ctx, cancel := context.WithTimeout(r.Context(), s.storeTimeout())
+	dup, err := s.Inbox.ReceivedAfter(ctx, prev, now.Add(-win))
+	cancel()
+	if err != nil {
+		s.log().Error("inbox read failed", "source", string(event.SourceUnlink), "key", prev, "error", err)
+		unavailable(w, "the event could not be stored; retry later")
+		return
+	}
+	if dup {
+		s.log().Debug("event accepted", "source", string(event.SourceUnlink), "key", prev, "duplicate", true)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	env := UnlinkEnvelope(u, key, s.Kakao.issuer(), now)
 	s.store(w, r, inbox.Entry{Envelope: env, Raw: raw}, http.StatusOK)
+}
+
+// unavailable answers 503 with Retry-After, so that a sender that retries, retries.
+func unavailable(w http.ResponseWriter, desc string) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", desc)
 }

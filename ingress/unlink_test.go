@@ -1,18 +1,32 @@
 package ingress_test
 
 import (
+	"errors"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 )
 
 func unlinkKey(e *whEnv, user, referrer string) string {
-	return ingress.UnlinkKey(ingress.Unlink{AppID: appID, UserID: user, ReferrerType: referrer}, e.Clock.Now(), time.Hour)
+	e.t.Helper()
+	return mustUnlinkKey(e.t, ingress.Unlink{AppID: appID, UserID: user, ReferrerType: referrer}, e.Clock.Now(), 0)
+}
+
+func mustUnlinkKey(t *testing.T, u ingress.Unlink, at time.Time, window time.Duration) string {
+	t.Helper()
+	k, err := ingress.UnlinkKey([]byte(auditKey), u, at, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }
 
 // Each encoding Kakao may use is answered exactly 200 and stored as the same
@@ -114,36 +128,164 @@ func TestUnlinkWithoutConfiguredKeys(t *testing.T) {
 	}
 }
 
-// Repeats within the window are one delivery, answered 200 each time; after
-// the window a new delivery is stored. Unknown referrer types are accepted.
+// The dedupe key is an HMAC under the audit key: it (and the workflow id made
+// from it) does not show the user id, changes with the key, and there is no
+// unkeyed fallback.
+func TestUnlinkKeyIsKeyed(t *testing.T) {
+	at := time.Date(2025, 4, 16, 8, 0, 30, 0, time.UTC)
+	u := ingress.Unlink{AppID: appID, UserID: "4242424242", ReferrerType: "UNLINK_FROM_APPS"}
+	k1, err := ingress.UnlinkKey([]byte("key-one"), u, at, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(k1, "unlink:") || len(k1) != len("unlink:")+64 || strings.Contains(k1, u.UserID) {
+		t.Fatalf("key %q: want unlink: + 64 hex digits, without the user id", k1)
+	}
+	if again, _ := ingress.UnlinkKey([]byte("key-one"), u, at.Add(29*time.Second), time.Minute); again != k1 {
+		t.Fatal("same inputs in the same bucket give another key")
+	}
+	k2, _ := ingress.UnlinkKey([]byte("key-two"), u, at, time.Minute)
+	if k2 == k1 {
+		t.Fatal("the key does not depend on the HMAC key")
+	}
+	for name, v := range map[string]ingress.Unlink{
+		"user":     {AppID: appID, UserID: "4242424243", ReferrerType: u.ReferrerType},
+		"referrer": {AppID: appID, UserID: u.UserID, ReferrerType: "ACCOUNT_DELETE"},
+		"app":      {AppID: "7654321", UserID: u.UserID, ReferrerType: u.ReferrerType},
+	} {
+		if k, _ := ingress.UnlinkKey([]byte("key-one"), v, at, time.Minute); k == k1 {
+			t.Fatalf("another %s gives the same key", name)
+		}
+	}
+	if k, _ := ingress.UnlinkKey([]byte("key-one"), u, at.Add(30*time.Second), time.Minute); k == k1 {
+		t.Fatal("the next bucket gives the same key")
+	}
+	if k, _ := ingress.UnlinkKey([]byte("key-one"), u, at, 2*time.Minute); k == k1 {
+		t.Fatal("another window length gives the same key")
+	}
+	if k, err := ingress.UnlinkKey(nil, u, at, time.Minute); !errors.Is(err, ingress.ErrNoKeyHash) || k != "" {
+		t.Fatalf("without a key: %q, %v; want ErrNoKeyHash", k, err)
+	}
+	if err := (&ingress.Kakao{}).Validate(); !errors.Is(err, ingress.ErrNoKeyHash) {
+		t.Fatalf("Validate without KeyHash: %v", err)
+	}
+	if err := (&ingress.Kakao{KeyHash: []byte("k")}).Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	if ingress.DefaultUnlinkWindow != time.Minute {
+		t.Fatalf("DefaultUnlinkWindow %v, want one minute", ingress.DefaultUnlinkWindow)
+	}
+}
+
+// A server built without KeyHash stores nothing and answers 503, never an
+// unkeyed key.
+func TestUnlinkWithoutKeyHash(t *testing.T) {
+	mem := inbox.NewMemory()
+	srv := &ingress.Server{Inbox: mem, Log: slog.New(slog.DiscardHandler),
+		Kakao: ingress.Kakao{AdminKeys: []string{adminKey}, AppID: appID}}
+	req := httptest.NewRequest(http.MethodGet, ingress.PathUnlink+"?app_id="+appID+"&user_id=1", nil)
+	req.Header.Set("Authorization", "KakaoAK "+adminKey)
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable || mem.Len() != 0 {
+		t.Fatalf("got %d with %d entries, want 503 and nothing stored", rec.Code, mem.Len())
+	}
+}
+
+// Exact repeats within the window (default one minute) of the stored
+// delivery are one delivery, answered 200 each time, also across a bucket
+// boundary; past the window — a real unlink after a re-link — a repeat is a
+// new delivery under a new key. Another referrer type is another delivery.
+// Unknown referrer types are accepted.
 func TestUnlinkDuplicatesAndWindow(t *testing.T) {
-	e := newWebhookEnv(t, func(s *ingress.Server) { s.Kakao.UnlinkWindow = 10 * time.Minute })
-	e.Clock.Set(time.Date(2025, 4, 16, 8, 0, 0, 0, time.UTC))
+	e := newWebhookEnv(t)
+	at := func(m, s, ms int) time.Time {
+		return time.Date(2025, 4, 16, 8, m, s, ms*int(time.Millisecond), time.UTC)
+	}
 	form := url.Values{"app_id": {appID}, "user_id": {"777"}, "referrer_type": {"SOMETHING_NEW"}}.Encode()
-	for i := range 3 {
-		expectOK(t, e.do(http.MethodPost, ingress.PathUnlink, "application/x-www-form-urlencoded", form, kakaoAuth(adminKey)), "repeat")
-		e.Clock.Set(e.Clock.Now().Add(2 * time.Minute)) // 08:00, 08:02, 08:04: one bucket
-		_ = i
+	u := ingress.Unlink{AppID: appID, UserID: "777", ReferrerType: "SOMETHING_NEW"}
+	send := func(when time.Time, body string, wantRows int, what string) {
+		t.Helper()
+		e.Clock.Set(when)
+		expectOK(t, e.do(http.MethodPost, ingress.PathUnlink, "application/x-www-form-urlencoded", body, kakaoAuth(adminKey)), what)
+		if n := e.rows(); n != wantRows {
+			t.Fatalf("%s: %d rows, want %d", what, n, wantRows)
+		}
 	}
-	if n := e.rows(); n != 1 {
-		t.Fatalf("%d rows after three repeats in one window, want 1", n)
+	send(at(0, 50, 0), form, 1, "first delivery")
+	send(at(0, 59, 0), form, 1, "repeat in the same bucket")
+	send(at(1, 10, 0), form, 1, "repeat just across the bucket boundary")
+	send(at(1, 49, 999), form, 1, "repeat at the end of the window")
+	first := e.entry(mustUnlinkKey(t, u, at(0, 50, 0), 0))
+	if !first.Envelope.ReceivedAt.Equal(at(0, 50, 0)) {
+		t.Fatalf("first delivery received at %v", first.Envelope.ReceivedAt)
 	}
-	key := ingress.UnlinkKey(ingress.Unlink{AppID: appID, UserID: "777", ReferrerType: "SOMETHING_NEW"},
-		time.Date(2025, 4, 16, 8, 0, 0, 0, time.UTC), 10*time.Minute)
-	if p := whPayload(t, e.entry(key).Envelope.Events[0].Payload); p["referrer_type"] != "SOMETHING_NEW" {
+	if p := whPayload(t, first.Envelope.Events[0].Payload); p["referrer_type"] != "SOMETHING_NEW" {
 		t.Fatalf("unknown referrer type not recorded: %v", p)
 	}
+
+	// One window after the stored delivery: a new unlink (say, after a re-link).
+	send(at(1, 50, 0), form, 2, "second real unlink, one window later")
+	second := mustUnlinkKey(t, u, at(1, 50, 0), 0)
+	if second == first.Envelope.Key || !e.entry(second).Envelope.ReceivedAt.Equal(at(1, 50, 0)) {
+		t.Fatalf("second unlink not stored under its own key %s", second)
+	}
+	// The window now runs from the second delivery.
+	send(at(1, 55, 0), form, 2, "repeat of the second, same bucket")
+	send(at(2, 30, 0), form, 2, "repeat of the second, next bucket")
+	send(at(2, 50, 0), form, 3, "third unlink, one window after the second")
+	send(at(5, 0, 0), form, 4, "a repeat minutes later")
+
 	// Another referrer type for the same user is another event.
 	other := url.Values{"app_id": {appID}, "user_id": {"777"}, "referrer_type": {"ACCOUNT_DELETE"}}.Encode()
-	expectOK(t, e.do(http.MethodPost, ingress.PathUnlink, "application/x-www-form-urlencoded", other, kakaoAuth(adminKey)), "other referrer")
-	// The next window.
-	e.Clock.Set(time.Date(2025, 4, 16, 8, 10, 0, 0, time.UTC))
-	expectOK(t, e.do(http.MethodPost, ingress.PathUnlink, "application/x-www-form-urlencoded", form, kakaoAuth(adminKey)), "next window")
-	if n := e.rows(); n != 3 {
-		t.Fatalf("%d rows, want 3", n)
+	send(at(5, 1, 0), other, 5, "other referrer type")
+	send(at(5, 2, 0), form, 5, "repeat beside another referrer type")
+
+	// Keys never show the user id.
+	var keys []string
+	if err := e.DB.Select(&keys, `SELECT dedupe_key FROM setflow_inbox`); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if !strings.HasPrefix(k, "unlink:") || strings.Contains(k, "777") {
+			t.Fatalf("dedupe key %q", k)
+		}
 	}
 	// Without a referrer type at all.
 	expectOK(t, e.do(http.MethodGet, ingress.PathUnlink+"?app_id="+appID+"&user_id=778", "", "", kakaoAuth(adminKey)), "no referrer type")
+}
+
+// A configured window other than the default slides the same way; the same
+// logic runs on the in-memory inbox.
+func TestUnlinkConfiguredWindowOnMemoryInbox(t *testing.T) {
+	mem := inbox.NewMemory()
+	var now time.Time
+	srv := &ingress.Server{Inbox: mem, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now },
+		Kakao: ingress.Kakao{AdminKeys: []string{adminKey}, AppID: appID, KeyHash: []byte(auditKey), UnlinkWindow: 10 * time.Minute}}
+	h := srv.Handler()
+	base := time.Date(2025, 4, 16, 8, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		after    time.Duration
+		referrer string
+		want     int
+	}{
+		{9 * time.Minute, "UNLINK_FROM_APPS", 1},  // 08:09, first
+		{12 * time.Minute, "UNLINK_FROM_APPS", 1}, // 08:12, next bucket, 3 min later
+		{18 * time.Minute, "UNLINK_FROM_APPS", 1}, // 08:18, 9 min later
+		{18 * time.Minute, "ACCOUNT_DELETE", 2},   // another referrer type
+		{19 * time.Minute, "UNLINK_FROM_APPS", 3}, // 08:19, the window has passed
+		{28 * time.Minute, "UNLINK_FROM_APPS", 3}, // 08:28, 9 min after the new one
+		{29 * time.Minute, "UNLINK_FROM_APPS", 4}, // 08:29
+	} {
+		now = base.Add(c.after)
+		req := httptest.NewRequest(http.MethodGet, ingress.PathUnlink+"?app_id="+appID+"&user_id=9&referrer_type="+c.referrer, nil)
+		req.Header.Set("Authorization", "KakaoAK "+adminKey)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK || mem.Len() != c.want {
+			t.Fatalf("+%v %s: %d with %d entries, want 200 with %d", c.after, c.referrer, rec.Code, mem.Len(), c.want)
+		}
+	}
 }
 
 func TestUnlinkBadInput(t *testing.T) {

@@ -9,12 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/workflows"
@@ -23,13 +25,26 @@ import (
 // Starter is the part of the Temporal client the relay needs.
 type Starter interface {
 	ExecuteWorkflow(ctx context.Context, options client.StartWorkflowOptions, workflow any, args ...any) (client.WorkflowRun, error)
+	SignalWithStartWorkflow(ctx context.Context, workflowID string, signalName string, signalArg any,
+		options client.StartWorkflowOptions, workflow any, workflowArgs ...any) (client.WorkflowRun, error)
 }
 
-// Relay polls the inbox and starts one reaction workflow per entry.
+// SubjectHasher names a user by a keyed hash (audit.SubjectHasher).
+type SubjectHasher interface {
+	Hash(issuer, userID string) string
+}
+
+// Relay polls the inbox and hands each entry to Temporal: the events about a
+// user to that user's stream, the others to a reaction workflow of their own.
 type Relay struct {
 	Inbox    inbox.Store
 	Temporal Starter
-	Log      *slog.Logger
+	// Subjects names users' streams (the same key as the worker's).
+	Subjects SubjectHasher
+	// IdleAfter is how long a user's stream waits for more events before it
+	// completes (workflows.DefaultIdleAfter when zero).
+	IdleAfter time.Duration
+	Log       *slog.Logger
 	// Batch is how many entries one claim takes.
 	Batch int
 	// Poll is the idle poll interval; a notification wakes the relay earlier.
@@ -47,30 +62,89 @@ type Relay struct {
 	PruneEvery time.Duration
 }
 
-// Deliver starts the reaction workflow for e. The workflow id comes from the
-// dedupe key; the id policies join a running workflow and refuse a new run
-// after a completed one, so a redelivered entry is reported as started, never
-// run twice. Only after a failed run (a step parked past its timeout) may an
-// operator's `setflow events retry` start a new one, whose steps are idempotent.
-// (The dev server forgets closed workflows after a day; the inbox's unique key
-// is the long-term guard.)
+// Deliver hands an inbox entry to Temporal. Events about a user are signalled
+// to the user's stream with Signal-With-Start (one ordered stream per user,
+// across relay replicas): the signal is in the stream's history once this
+// returns, and a repeated delivery (the relay crashed before recording the
+// dispatch) is skipped by the stream's dedupe of event keys. Events that name
+// no user start a reaction workflow named by the dedupe key, whose id
+// policies join a running workflow and refuse a new run after a completed one.
 func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
-	id := workflows.EventWorkflowID(e.Envelope.Key)
+	if r.Subjects == nil {
+		return "", errors.New("relay: no subject hasher configured")
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.startTimeout())
 	defer cancel()
-	_, err := r.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-		ID:                       id,
-		TaskQueue:                workflows.TaskQueue,
-		WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
-		WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-	}, workflows.Reaction, e.Envelope)
-	var started *serviceerror.WorkflowExecutionAlreadyStarted
-	if err != nil && !errors.As(err, &started) {
-		metrics.Relayed.WithLabelValues("error").Inc()
-		return "", fmt.Errorf("start workflow: %w", err)
+	env := e.Envelope
+	byUser := map[string][]int{}
+	var users []string
+	var loose bool
+	for i, ev := range env.Events {
+		sub := ev.Subject
+		if sub.UserID == "" {
+			sub = env.Subject
+		}
+		if sub.UserID == "" {
+			loose = true
+			continue
+		}
+		h := r.Subjects.Hash(sub.Issuer, sub.UserID)
+		if _, ok := byUser[h]; !ok {
+			users = append(users, h)
+		}
+		byUser[h] = append(byUser[h], i)
+	}
+	if len(env.Events) == 0 {
+		loose = true
+	}
+	var ids []string
+	for _, h := range users {
+		id := workflows.UserStreamID(h)
+		_, err := r.Temporal.SignalWithStartWorkflow(ctx, id, workflows.SignalEvent,
+			workflows.StreamEvent{Envelope: env, Events: byUser[h]},
+			client.StartWorkflowOptions{
+				ID:        id,
+				TaskQueue: workflows.TaskQueue,
+				// A user's stream completes when idle; the next event starts a
+				// new run under the same id.
+				WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+			}, workflows.UserStream, workflows.UserStreamInput{SubjectHash: h, IdleAfter: r.IdleAfter})
+		if err != nil {
+			metrics.Relayed.WithLabelValues("error").Inc()
+			return "", fmt.Errorf("signal user stream: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if loose {
+		id := workflows.EventWorkflowID(env.Key)
+		_, err := r.Temporal.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID:                       id,
+			TaskQueue:                workflows.TaskQueue,
+			WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
+			WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+		}, workflows.Reaction, userless(env))
+		var started *serviceerror.WorkflowExecutionAlreadyStarted
+		if err != nil && !errors.As(err, &started) {
+			metrics.Relayed.WithLabelValues("error").Inc()
+			return "", fmt.Errorf("start workflow: %w", err)
+		}
+		ids = append(ids, id)
 	}
 	metrics.Relayed.WithLabelValues("ok").Inc()
-	return id, nil
+	return strings.Join(ids, " "), nil
+}
+
+// userless keeps the events of env that name no user (the user's stream
+// takes the others).
+func userless(env event.Envelope) event.Envelope {
+	out := env
+	out.Events = nil
+	for _, ev := range env.Events {
+		if ev.Subject.UserID == "" {
+			out.Events = append(out.Events, ev)
+		}
+	}
+	return out
 }
 
 func (r *Relay) startTimeout() time.Duration {

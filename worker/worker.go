@@ -36,7 +36,7 @@ func New(c client.Client, acts *activities.Activities, opts sdkworker.Options) *
 func (s *Set) Start() error {
 	main := sdkworker.New(s.client, workflows.TaskQueue, s.opts)
 	main.RegisterWorkflow(workflows.Reaction)
-	main.RegisterWorkflow(workflows.Purge)
+	main.RegisterWorkflow(workflows.UserStream)
 	main.RegisterActivity(s.acts)
 	crmOpts := s.opts
 	crmOpts.TaskQueueActivitiesPerSecond = s.CRMRate

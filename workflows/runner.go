@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -23,23 +24,31 @@ const ParkTimeout = 30 * 24 * time.Hour
 var stepActivities = map[string]string{
 	policy.RevokeSessions:  "RevokeSessions",
 	policy.KakaoLogout:     "KakaoLogout",
-	policy.LockAccount:     "LockAccount",
-	policy.UnlockAccount:   "UnlockAccount",
-	policy.RequireReauth:   "RequireReauth",
-	policy.MarkLinked:      "MarkLinked",
-	policy.MarkUnlinked:    "MarkUnlinked",
-	policy.RefreshProfile:  "RefreshProfile",
-	policy.UpdateConsents:  "UpdateConsents",
-	policy.UpdateIdentity:  "UpdateIdentifier",
-	policy.CRMUpsert:       "CRMUpsert",
-	policy.CRMDelete:       "CRMDelete",
-	policy.CRMMarketing:    "CRMMarketing",
-	policy.CRMDeleteFields: "CRMDeleteFields",
 	policy.SendNotice:      "SendNotice",
-	policy.PurgeData:       "PurgeData",
+	policy.PurgeData:       "PurgeSessions",
 	policy.RecordChannel:   "RecordChannel",
 	policy.RecordTalkShare: "RecordTalkShare",
 	policy.TalkShareHook:   "RunTalkShareHook",
+}
+
+// stateSteps change the user's state: they are decided by the state machine
+// (activities.ApplyEvent) in the user's stream, not run as activities of their
+// own. The value names the state parts a step carries.
+var stateSteps = map[string][]string{
+	policy.MarkLinked:      {"link"},
+	policy.MarkUnlinked:    {"link"},
+	policy.LockAccount:     {"lock"},
+	policy.UnlockAccount:   {"lock"},
+	policy.RequireReauth:   {"reauth"},
+	policy.UpdateConsents:  {"consent", "field"},
+	policy.RefreshProfile:  {"field"},
+	policy.UpdateIdentity:  {"field"},
+	policy.SchedulePurge:   {"purge"},
+	policy.CancelPurge:     {"purge"},
+	policy.CRMUpsert:       nil,
+	policy.CRMDelete:       nil,
+	policy.CRMMarketing:    nil,
+	policy.CRMDeleteFields: nil,
 }
 
 // ActivityForStep returns the activity a policy step runs.
@@ -58,6 +67,12 @@ func isCRMStep(step string) bool {
 	return false
 }
 
+// isStateStep reports whether a step is decided by the state machine.
+func isStateStep(step string) bool {
+	_, ok := stateSteps[step]
+	return ok
+}
+
 // stepOptions bounds each attempt and the retry schedule: about five minutes
 // of retries, after which the step parks for an operator instead of retrying
 // for ever. Non-retryable errors park at once.
@@ -71,9 +86,6 @@ func stepOptions(step string) workflow.ActivityOptions {
 			MaximumAttempts:        10,
 			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, "MissingSubject"},
 		},
-	}
-	if isCRMStep(step) {
-		o.TaskQueue = CRMTaskQueue
 	}
 	return o
 }
@@ -93,13 +105,44 @@ type runner struct {
 	ev          event.Event
 	subjectHash string
 	labels      map[string]int
-	retry       workflow.ReceiveChannel
 	revoked     int64
+	// awaitRetry waits for an operator's retry of this event; false when
+	// ParkTimeout passed first.
+	awaitRetry func() bool
 }
 
 func newRunner(ctx workflow.Context, eventKey string, ev event.Event, subjectHash string) *runner {
-	return &runner{ctx: ctx, eventKey: eventKey, ev: ev, subjectHash: subjectHash,
-		labels: map[string]int{}, retry: workflow.GetSignalChannel(ctx, SignalRetry)}
+	r := &runner{ctx: ctx, eventKey: eventKey, ev: ev, subjectHash: subjectHash, labels: map[string]int{}}
+	r.awaitRetry = r.awaitRetrySignal(workflow.GetSignalChannel(ctx, SignalRetry))
+	return r
+}
+
+// awaitRetrySignal waits on the workflow's own retry signal channel (a
+// reaction workflow has one parked step at a time).
+func (r *runner) awaitRetrySignal(retry workflow.ReceiveChannel) func() bool {
+	return func() bool {
+		// A request that arrived before this park (a duplicate of the one
+		// that ended the previous park) must not end it.
+		for retry.ReceiveAsync(nil) {
+		}
+		retried := false
+		sel := workflow.NewSelector(r.ctx)
+		sel.AddReceive(retry, func(c workflow.ReceiveChannel, _ bool) {
+			c.Receive(r.ctx, nil)
+			retried = true
+		})
+		// The timer is cancelled on retry so that a long-running workflow is
+		// not woken by it a month later.
+		tctx, cancelTimer := workflow.WithCancel(r.ctx)
+		timer := workflow.NewTimer(tctx, ParkTimeout)
+		sel.AddFuture(timer, func(workflow.Future) {})
+		sel.Select(r.ctx)
+		cancelTimer()
+		// Requests delivered with this one are the same retry.
+		for retry.ReceiveAsync(nil) {
+		}
+		return retried
+	}
 }
 
 // label names a step uniquely within its event (a policy may repeat a step).
@@ -167,14 +210,8 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 	}
 }
 
-// park marks the event parked and waits for a retry signal or ParkTimeout.
+// park marks the event parked and waits for a retry or ParkTimeout.
 func (r *runner) park(label string, cause error) error {
-	// Signals are not deduplicated: several retry requests are one retry. A
-	// request that arrived before this park (a duplicate of the one that ended
-	// the previous park, or one sent while the step was still retrying) must
-	// not end it: drop them before the event shows as parked again.
-	for r.retry.ReceiveAsync(nil) {
-	}
 	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
 	info := workflow.GetInfo(r.ctx)
 	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{
@@ -182,24 +219,10 @@ func (r *runner) park(label string, cause error) error {
 	}).Get(ctx, nil); err != nil {
 		return err
 	}
-	retried := false
-	sel := workflow.NewSelector(r.ctx)
-	sel.AddReceive(r.retry, func(c workflow.ReceiveChannel, _ bool) {
-		c.Receive(r.ctx, nil)
-		retried = true
-	})
-	// The timer is cancelled on retry so that a long-running workflow is not
-	// woken by it a month later.
-	tctx, cancelTimer := workflow.WithCancel(r.ctx)
-	timer := workflow.NewTimer(tctx, ParkTimeout)
-	sel.AddFuture(timer, func(workflow.Future) {})
-	sel.Select(r.ctx)
-	cancelTimer()
-	if !retried {
+	if !r.awaitRetry() {
 		return fmt.Errorf("%s/%s: %w", r.ev.Name, label, errParkedTooLong)
-	}
-	// Requests delivered with this one are the same retry.
-	for r.retry.ReceiveAsync(nil) {
 	}
 	return workflow.ExecuteActivity(ctx, a.UnparkEvent, r.eventKey).Get(ctx, nil)
 }
+
+var errParkedTooLong = errors.New("parked step was not retried in time")

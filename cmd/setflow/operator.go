@@ -217,12 +217,13 @@ func runEvents(ctx context.Context, args []string) error {
 // workflow id policy allows a new run after a failed one, and every step is
 // idempotent, so steps already done are not repeated.
 func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) error {
-	// A parked step names its workflow: the reaction, or the user's purge.
+	// A parked step names its workflow: the reaction, or the user's stream.
 	id := workflows.EventWorkflowID(r.Key)
 	if r.WorkflowID != nil && *r.WorkflowID != "" {
 		id = *r.WorkflowID
 	}
-	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, nil)
+	// The key tells a user's stream which of its parked steps to retry.
+	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, r.Key)
 	if err == nil {
 		fmt.Printf("signalled %s to retry\n", id)
 		return nil

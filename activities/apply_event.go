@@ -1,0 +1,253 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/activity"
+
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/kakaoapi"
+	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/userstate"
+)
+
+// ApplyInput is one event for the user's state machine.
+type ApplyInput struct {
+	Subject  userstate.Subject `json:"subject"`
+	EventKey string            `json:"event_key"`
+	Source   event.Source      `json:"source"`
+	// Event carries the clamped event time.
+	Event event.Event   `json:"event"`
+	Steps []policy.Step `json:"steps"`
+}
+
+// ApplyResult is what the event changed; the workflow runs the dependent
+// steps only for parts that changed.
+type ApplyResult struct {
+	Decision userstate.Decision `json:"decision"`
+	Repeat   bool               `json:"repeat,omitempty"`
+	Version  int64              `json:"version"`
+	// Purge is the user's pending purge after the event, if any.
+	Purge *userstate.PendingPurge `json:"purge,omitempty"`
+	// KakaoCheck is what Kakao's user API said about an unlink webhook:
+	// KakaoLinked (the webhook is stale: the user is linked now),
+	// KakaoUnlinked, KakaoUnavailable (no answer; applied as received) or ""
+	// (not asked: no admin key configured, or not an unlink webhook).
+	KakaoCheck string `json:"kakao_check,omitempty"`
+	// FieldsFrom says where profile fields came from: payload or kakao.
+	FieldsFrom string `json:"fields_from,omitempty"`
+}
+
+// Kakao check results.
+const (
+	KakaoLinked      = "linked"
+	KakaoUnlinked    = "unlinked"
+	KakaoUnavailable = "unavailable"
+)
+
+// kakaoCheckAttempts is how many attempts an unlink webhook waits for Kakao's
+// user API before it is applied as received.
+const kakaoCheckAttempts = 5
+
+// ApplyEvent applies one event to the user's state, once per event key, and
+// projects the state into the service's profile table in the same transaction.
+func (a *Activities) ApplyEvent(ctx context.Context, in ApplyInput) (ApplyResult, error) {
+	if in.Subject.UserID == "" {
+		return ApplyResult{}, classify("apply event", errors.New("the event names no user"), false, 0)
+	}
+	c, from, err := a.change(ctx, in)
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	out := ApplyResult{FieldsFrom: from}
+	if in.Source == event.SourceUnlink && c.Link != nil && !*c.Link && a.Kakao != nil {
+		// The unlink webhook carries no event time: its receipt time may be
+		// later than a re-link that it actually preceded. Kakao says what
+		// is true now.
+		linked, err := a.kakaoLinked(ctx, in.Subject.UserID)
+		switch {
+		case err == nil && linked:
+			out.KakaoCheck = KakaoLinked
+		case err == nil:
+			out.KakaoCheck = KakaoUnlinked
+		case activity.GetInfo(ctx).Attempt < kakaoCheckAttempts:
+			return ApplyResult{}, err
+		default:
+			out.KakaoCheck = KakaoUnavailable
+		}
+		if out.KakaoCheck == KakaoLinked {
+			linked, now := true, a.now()
+			c = userstate.Change{Time: now, Now: now, EventKey: in.EventKey, Link: &linked, CancelPurge: true}
+		}
+	}
+	res, err := a.States.Apply(ctx, in.Subject, in.EventKey, func(s userstate.State) (userstate.State, userstate.Decision) {
+		return userstate.Apply(s, c)
+	})
+	if err != nil {
+		return ApplyResult{}, err
+	}
+	out.Decision, out.Repeat, out.Version, out.Purge = res.Decision, res.Repeat, res.State.Version, res.State.Purge
+	return out, nil
+}
+
+// kakaoLinked asks Kakao's user API whether the user is linked now.
+func (a *Activities) kakaoLinked(ctx context.Context, userID string) (bool, error) {
+	_, err := a.Kakao.Profile(ctx, userID)
+	if errors.Is(err, kakaoapi.ErrNotLinked) {
+		return false, nil
+	}
+	if err != nil {
+		return false, kakaoError("kakao link check", err)
+	}
+	return true, nil
+}
+
+func (a *Activities) now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// change derives the state change of an event from the steps its policy runs:
+// a part whose step is not in the policy is left alone.
+func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Change, string, error) {
+	t, f := true, false
+	c := userstate.Change{Time: in.Event.Time.UTC(), Now: a.now(), EventKey: in.EventKey}
+	if c.Time.IsZero() {
+		c.Time = c.Now
+	}
+	p := StepInput{Event: in.Event}.payload()
+	from := ""
+	for _, st := range in.Steps {
+		switch st.Name {
+		case policy.MarkLinked:
+			c.Link = &t
+		case policy.CancelPurge:
+			c.CancelPurge = true
+		case policy.MarkUnlinked:
+			c.Link = &f
+		case policy.SchedulePurge:
+			after := a.PurgeAfter
+			if d, err := time.ParseDuration(st.Params["after"]); err == nil {
+				after = d
+			}
+			c.PurgeAfter = &after
+		case policy.PurgeData:
+			c.PurgeNow = true
+		case policy.LockAccount:
+			c.Lock = &t
+		case policy.UnlockAccount:
+			c.Lock = &f
+		case policy.RequireReauth:
+			c.Reauth = true
+		case policy.UpdateConsents:
+			granted := !strings.HasSuffix(in.Event.Name, "withdraw")
+			for _, s := range scopesOf(p) {
+				if c.Consents == nil {
+					c.Consents = map[string]bool{}
+				}
+				c.Consents[s] = granted
+			}
+		case policy.RefreshProfile:
+			fields, src, err := a.profileChange(ctx, in, st.Params["source"], p)
+			if err != nil {
+				return c, "", err
+			}
+			from = src
+			c.Fields = mergeFields(c.Fields, fields)
+		case policy.UpdateIdentity:
+			c.Fields = mergeFields(c.Fields, identifierChange(in.Event.Name, p))
+		case policy.RecordChannel:
+			switch s, _ := p["event"].(string); strings.ToLower(strings.TrimSpace(s)) {
+			case userstate.Added:
+				c.Channel = userstate.Added
+			case userstate.Blocked:
+				c.Channel = userstate.Blocked
+			}
+		}
+	}
+	return c, from, nil
+}
+
+func mergeFields(dst, src map[userstate.Field]string) map[userstate.Field]string {
+	if len(src) == 0 {
+		return dst
+	}
+	if dst == nil {
+		dst = map[userstate.Field]string{}
+	}
+	for k, v := range src {
+		dst[k] = v
+	}
+	return dst
+}
+
+// identifierChange: identifier-changed carries the new e-mail or phone number;
+// identifier-recycled detaches both (the identifier now belongs to someone else).
+func identifierChange(name string, p map[string]any) map[userstate.Field]string {
+	if name == "identifier-recycled" {
+		return map[userstate.Field]string{userstate.Email: userstate.Blank, userstate.Phone: userstate.Blank}
+	}
+	nv, _ := p["new-value"].(string)
+	if nv == "" {
+		nv, _ = p["new_value"].(string)
+	}
+	switch {
+	case nv == "":
+		return nil
+	case strings.Contains(nv, "@"):
+		return map[userstate.Field]string{userstate.Email: nv}
+	}
+	return map[userstate.Field]string{userstate.Phone: nv}
+}
+
+// profileChange reads the fields of a profile change from the payload, or
+// from Kakao's user API when the payload has none (source auto) or always
+// (source kakao).
+func (a *Activities) profileChange(ctx context.Context, in ApplyInput, source string, p map[string]any) (map[userstate.Field]string, string, error) {
+	if source == "" {
+		source = "auto"
+	}
+	fields := profileFields(p)
+	if source == "payload" || (source == "auto" && len(fields) > 0) {
+		return fields, "payload", nil
+	}
+	if a.Kakao == nil {
+		return nil, "", nil
+	}
+	kp, err := a.Kakao.Profile(ctx, in.Subject.UserID)
+	if errors.Is(err, kakaoapi.ErrNotLinked) {
+		return nil, "", nil
+	}
+	if err != nil {
+		return nil, "", kakaoError("kakao profile", err)
+	}
+	fields = map[userstate.Field]string{}
+	if e := kp.UsableEmail(); e != "" {
+		fields[userstate.Email] = e
+	}
+	if kp.Nickname != "" {
+		fields[userstate.Nickname] = kp.Nickname
+	}
+	if kp.PhoneNumber != "" {
+		fields[userstate.Phone] = kp.PhoneNumber
+	}
+	return fields, "kakao", nil
+}
+
+// scopesOf reads OAUTH scope-consent/withdraw scopes: the field name is not
+// documented by Kakao, so both `scopes` (array) and `scope` (space-separated)
+// are read.
+func scopesOf(p map[string]any) []string {
+	var out []string
+	if arr, ok := p["scopes"].([]any); ok {
+		for _, s := range arr {
+			if str, ok := s.(string); ok && str != "" {
+				out = append(out, str)
+			}
+		}
+	}
+	if s, ok := p["scope"].(string); ok {
+		out = append(out, strings.Fields(s)...)
+	}
+	return out
+}

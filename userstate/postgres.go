@@ -1,0 +1,171 @@
+package userstate
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/profile"
+)
+
+// Subject names one user: the keyed hash that names its stream, and the
+// issuer and user id that the service's tables and the CRM know it by.
+type Subject struct {
+	Hash   string `json:"hash"`
+	Issuer string `json:"issuer"`
+	UserID string `json:"user_id"`
+}
+
+// Result is what one apply did.
+type Result struct {
+	State    State    `json:"state"`
+	Decision Decision `json:"decision"`
+	// Repeat is true when the key was applied before: Decision is the stored
+	// one and nothing changed now.
+	Repeat bool `json:"repeat,omitempty"`
+}
+
+// Store keeps the per-user state in PostgreSQL (setflow_user_state and
+// setflow_user_events) and projects it into the service's profile table in
+// the same transaction. It owns the SQL of those two tables.
+type Store struct{ db *sqlx.DB }
+
+// NewStore returns the store on db.
+func NewStore(db *sqlx.DB) *Store { return &Store{db: db} }
+
+// ErrNotFound is returned by Get for a user with no state.
+var ErrNotFound = errors.New("userstate: no such user")
+
+// Apply runs fn on the user's state under the user's row lock, once per key:
+// a key applied before returns its stored decision (Repeat) without running
+// fn. Only this user's row is locked; other users never wait.
+func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(State) (State, Decision)) (Result, error) {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, `
+		INSERT INTO setflow_user_state (subject_hash, issuer, user_id) VALUES ($1, $2, $3)
+		ON CONFLICT (subject_hash) DO NOTHING`, sub.Hash, sub.Issuer, sub.UserID); err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	var raw []byte
+	if err := tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, sub.Hash); err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	var cur State
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		return Result{}, fmt.Errorf("userstate: stored state: %w", err)
+	}
+	var stored []byte
+	err = tx.GetContext(ctx, &stored, `SELECT decision FROM setflow_user_events WHERE subject_hash = $1 AND event_key = $2`, sub.Hash, key)
+	switch {
+	case err == nil:
+		var d Decision
+		if err := json.Unmarshal(stored, &d); err != nil {
+			return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
+		}
+		return Result{State: cur, Decision: d, Repeat: true}, tx.Commit()
+	case !errors.Is(err, sql.ErrNoRows):
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	next, d := fn(cur)
+	stateJSON, err := json.Marshal(next)
+	if err != nil {
+		return Result{}, err
+	}
+	decisionJSON, err := json.Marshal(d)
+	if err != nil {
+		return Result{}, err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE setflow_user_state SET state = $2, version = $3, updated_at = now() WHERE subject_hash = $1`,
+		sub.Hash, stateJSON, next.Version); err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO setflow_user_events (subject_hash, event_key, decision, version) VALUES ($1, $2, $3, $4)`,
+		sub.Hash, key, decisionJSON, next.Version); err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	if next.Version != cur.Version {
+		if err := profile.Project(ctx, tx, profile.Key{Issuer: sub.Issuer, UserID: sub.UserID}, Projection(next)); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("userstate: %w", err)
+	}
+	return Result{State: next, Decision: d}, nil
+}
+
+// Snapshot is a user's stored state with its subject and sync mark.
+type Snapshot struct {
+	Subject Subject
+	State   State
+	// CRMVersion is the state version the CRM was last synced to.
+	CRMVersion int64
+}
+
+// Get returns the user's state.
+func (s *Store) Get(ctx context.Context, hash string) (Snapshot, error) {
+	var row struct {
+		Issuer     string `db:"issuer"`
+		UserID     string `db:"user_id"`
+		State      []byte `db:"state"`
+		CRMVersion int64  `db:"crm_version"`
+	}
+	err := s.db.GetContext(ctx, &row, `SELECT issuer, user_id, state, crm_version FROM setflow_user_state WHERE subject_hash = $1`, hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Snapshot{}, ErrNotFound
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("userstate: %w", err)
+	}
+	snap := Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, CRMVersion: row.CRMVersion}
+	if err := json.Unmarshal(row.State, &snap.State); err != nil {
+		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
+	}
+	return snap, nil
+}
+
+// MarkSynced records that the CRM holds version (never moving the mark back).
+func (s *Store) MarkSynced(ctx context.Context, hash string, version int64) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE setflow_user_state SET crm_version = $2 WHERE subject_hash = $1 AND crm_version < $2`, hash, version)
+	if err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	return nil
+}
+
+// Projection is the profile row the state shows.
+func Projection(s State) profile.Projection {
+	p := profile.Projection{Consents: s.Granted(), Locked: s.Lock.Value == Locked}
+	str := func(f Field) sql.NullString {
+		v := s.Field(f)
+		return sql.NullString{String: v, Valid: v != ""}
+	}
+	at := func(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }
+	p.Email, p.Nickname, p.Phone = str(Email), str(Nickname), str(Phone)
+	if s.Link.Set() {
+		p.Linked = sql.NullBool{Bool: s.Link.Value == Linked, Valid: true}
+	}
+	p.LinkChangedAt, p.LockChangedAt, p.ReauthRequiredAt = at(s.Link.At), at(s.Lock.At), at(s.Reauth)
+	var fieldsAt, consentsAt time.Time
+	for _, r := range s.Fields {
+		if r.At.After(fieldsAt) {
+			fieldsAt = r.At
+		}
+	}
+	for _, r := range s.Consents {
+		if r.At.After(consentsAt) {
+			consentsAt = r.At
+		}
+	}
+	p.ProfileChangedAt, p.ConsentsChangedAt = at(fieldsAt), at(consentsAt)
+	return p
+}

@@ -1,0 +1,637 @@
+package workflows
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/setflow/setflow/activities"
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/userstate"
+)
+
+// UserStreamID names the stream of one user. The subject hash is keyed, so
+// the id reveals nothing about the user.
+func UserStreamID(subjectHash string) string { return "setflow-user/" + subjectHash }
+
+// SignalEvent delivers one inbox entry's events to a user's stream (the relay
+// sends it with Signal-With-Start).
+const SignalEvent = "event"
+
+// QueryState returns a stream's StreamStatus.
+const QueryState = "state"
+
+// StreamEvent is one inbox entry for one user's stream.
+type StreamEvent struct {
+	Envelope event.Envelope `json:"envelope"`
+	// Events are the indexes of the envelope's events about this user.
+	Events []int `json:"events"`
+}
+
+// UserStreamInput starts a user's stream; the fields other than SubjectHash
+// are what a run carries over Continue-As-New.
+type UserStreamInput struct {
+	SubjectHash string `json:"subject_hash"`
+	// IdleAfter is how long a stream with nothing to do waits for more
+	// events before it completes (DefaultIdleAfter when zero).
+	IdleAfter time.Duration           `json:"idle_after,omitempty"`
+	Subject   *userstate.Subject      `json:"subject,omitempty"`
+	Queue     []StreamEvent           `json:"queue,omitempty"`
+	Seen      []string                `json:"seen,omitempty"`
+	Sync      bool                    `json:"sync,omitempty"`
+	Purge     *userstate.PendingPurge `json:"purge,omitempty"`
+}
+
+// StreamStatus is what the state query answers (no personal data).
+type StreamStatus struct {
+	SubjectHash string                  `json:"subject_hash"`
+	Queued      int                     `json:"queued"`
+	Running     int                     `json:"running"`
+	Parked      []string                `json:"parked,omitempty"`
+	SyncPending bool                    `json:"sync_pending"`
+	SyncRunning bool                    `json:"sync_running"`
+	Purge       *userstate.PendingPurge `json:"purge,omitempty"`
+	Seen        int                     `json:"seen"`
+}
+
+const (
+	// DefaultIdleAfter is how long an idle stream lives.
+	DefaultIdleAfter = 10 * time.Minute
+	// seenLimit bounds the event keys a stream remembers across
+	// Continue-As-New; older repeats are caught by the state store, which
+	// keeps every applied key.
+	seenLimit = 2000
+	// historyLimit is the history length past which a quiet stream continues
+	// as new (Temporal suggests it well before its hard limits too).
+	historyLimit = 10000
+)
+
+// UserStream is the one ordered stream of work of one user. Events arrive as
+// signals; each is applied to the user's state (activities.ApplyEvent) one at
+// a time, in arrival order, and the state machine decides by event time what
+// it changes. Then:
+//   - session revocation runs at once, in its own coroutine, before the
+//     event is even applied, so it never waits behind another step's
+//     retries (it is order-independent: sessions created after the event
+//     survive);
+//   - steps that carry a state change report what the state machine decided
+//     (done, or superseded: a newer event decided that part);
+//   - CRM steps ask the stream's sync loop to bring the CRM to the current
+//     state, one sync at a time;
+//   - other steps (notices, Kakao logout, a service's own) run in the
+//     event's coroutine.
+//
+// A pending purge is a timer in the stream. Repeated event keys are skipped
+// (signals are not deduplicated); the set travels over Continue-As-New. A
+// stream with nothing to do completes after IdleAfter.
+//
+// Versioning: a change to the commands this workflow issues for the same
+// history (added, removed or reordered activities, timers or coroutines) must
+// be guarded with workflow.GetVersion, keyed by a change id, so that streams
+// in flight replay; the replay tests over testdata/histories catch an
+// unguarded change.
+func UserStream(ctx workflow.Context, in UserStreamInput) error {
+	s := newStream(ctx, in)
+	if err := workflow.SetQueryHandler(ctx, QueryState, func() (StreamStatus, error) { return s.status(), nil }); err != nil {
+		return err
+	}
+	workflow.Go(ctx, s.receiveRetries)
+	workflow.Go(ctx, s.syncLoop)
+	if in.Purge != nil {
+		s.setPurge(in.Purge)
+	}
+	for {
+		s.drainSignals()
+		if len(s.queue) > 0 {
+			se := s.queue[0]
+			s.queue = s.queue[1:]
+			if err := s.process(se); err != nil {
+				return err
+			}
+			continue
+		}
+		if s.quiet() && s.historyLong() {
+			// Signals that arrived with this task travel in the new run's queue.
+			s.drainSignals()
+			return workflow.NewContinueAsNewError(ctx, UserStream, s.carry())
+		}
+		idle := s.idle()
+		timedOut := false
+		sel := workflow.NewSelector(ctx)
+		sel.AddReceive(s.events, func(c workflow.ReceiveChannel, _ bool) {
+			var se StreamEvent
+			c.Receive(ctx, &se)
+			s.enqueue(se)
+		})
+		sel.AddReceive(s.wake, func(c workflow.ReceiveChannel, _ bool) { c.Receive(ctx, nil) })
+		var cancelTimer workflow.CancelFunc
+		if idle {
+			var tctx workflow.Context
+			tctx, cancelTimer = workflow.WithCancel(ctx)
+			sel.AddFuture(workflow.NewTimer(tctx, s.idleAfter), func(workflow.Future) { timedOut = true })
+		}
+		sel.Select(ctx)
+		if cancelTimer != nil && !timedOut {
+			cancelTimer()
+		}
+		if timedOut {
+			s.drainSignals()
+			if len(s.queue) == 0 && s.idle() {
+				workflow.GetLogger(ctx).Info("user stream idle: completing", "subject", s.hash)
+				return nil
+			}
+		}
+	}
+}
+
+type stream struct {
+	ctx       workflow.Context
+	hash      string
+	subject   *userstate.Subject
+	idleAfter time.Duration
+	events    workflow.ReceiveChannel
+	wake      workflow.Channel
+
+	queue     []StreamEvent
+	seen      map[string]bool
+	seenOrder []string
+
+	running     int
+	parked      map[string]bool
+	syncPending bool
+	syncRunning bool
+
+	purge       *userstate.PendingPurge
+	cancelPurge workflow.CancelFunc
+
+	retryAll int
+	retryKey map[string]int
+}
+
+func newStream(ctx workflow.Context, in UserStreamInput) *stream {
+	s := &stream{
+		ctx: ctx, hash: in.SubjectHash, subject: in.Subject, idleAfter: in.IdleAfter,
+		events: workflow.GetSignalChannel(ctx, SignalEvent), wake: workflow.NewBufferedChannel(ctx, 1),
+		seen: map[string]bool{}, parked: map[string]bool{}, retryKey: map[string]int{}, syncPending: in.Sync,
+	}
+	if s.idleAfter <= 0 {
+		s.idleAfter = DefaultIdleAfter
+	}
+	for _, k := range in.Seen {
+		s.remember(k)
+	}
+	s.queue = append(s.queue, in.Queue...)
+	return s
+}
+
+func (s *stream) remember(key string) {
+	if s.seen[key] {
+		return
+	}
+	s.seen[key] = true
+	s.seenOrder = append(s.seenOrder, key)
+	if len(s.seenOrder) > seenLimit {
+		delete(s.seen, s.seenOrder[0])
+		s.seenOrder = s.seenOrder[1:]
+	}
+}
+
+// enqueue takes an event unless its key was seen: a signal may be repeated
+// (the relay re-sends an entry whose dispatch it could not record).
+func (s *stream) enqueue(se StreamEvent) {
+	if s.seen[se.Envelope.Key] {
+		workflow.GetLogger(s.ctx).Info("user stream: repeated event skipped", "event", se.Envelope.Key)
+		return
+	}
+	s.remember(se.Envelope.Key)
+	s.queue = append(s.queue, se)
+}
+
+func (s *stream) drainSignals() {
+	var se StreamEvent
+	for s.events.ReceiveAsync(&se) {
+		s.enqueue(se)
+		se = StreamEvent{}
+	}
+}
+
+// quiet: nothing runs, so the run can continue as new without losing work.
+func (s *stream) quiet() bool { return s.running == 0 && !s.syncRunning }
+
+func (s *stream) idle() bool {
+	return s.quiet() && !s.syncPending && s.purge == nil && len(s.queue) == 0
+}
+
+func (s *stream) historyLong() bool {
+	info := workflow.GetInfo(s.ctx)
+	return info.GetContinueAsNewSuggested() || info.GetCurrentHistoryLength() > historyLimit
+}
+
+func (s *stream) carry() UserStreamInput {
+	return UserStreamInput{SubjectHash: s.hash, IdleAfter: s.idleAfter, Subject: s.subject,
+		Queue: s.queue, Seen: s.seenOrder, Sync: s.syncPending, Purge: s.purge}
+}
+
+func (s *stream) status() StreamStatus {
+	st := StreamStatus{SubjectHash: s.hash, Queued: len(s.queue), Running: s.running,
+		SyncPending: s.syncPending, SyncRunning: s.syncRunning, Purge: s.purge, Seen: len(s.seen)}
+	for k := range s.parked {
+		st.Parked = append(st.Parked, k)
+	}
+	slices.Sort(st.Parked)
+	return st
+}
+
+func (s *stream) notify() { s.wake.SendAsync(true) }
+
+// spawn runs fn in a coroutine that counts as running work.
+func (s *stream) spawn(fn func(ctx workflow.Context)) {
+	s.running++
+	workflow.Go(s.ctx, func(ctx workflow.Context) {
+		defer func() { s.running--; s.notify() }()
+		fn(ctx)
+	})
+}
+
+// receiveRetries takes operators' retry requests: the payload names the
+// event key to retry, or nothing for every parked step of this user.
+func (s *stream) receiveRetries(ctx workflow.Context) {
+	ch := workflow.GetSignalChannel(ctx, SignalRetry)
+	for {
+		var key string
+		ch.Receive(ctx, &key)
+		if key == "" {
+			s.retryAll++
+		} else {
+			s.retryKey[key]++
+		}
+		s.notify()
+	}
+}
+
+func (s *stream) retries(key string) int { return s.retryAll + s.retryKey[key] }
+
+// awaitRetry is a parked step's wait: a retry request for its key (or all)
+// that arrives after it parked, or ParkTimeout.
+func (s *stream) awaitRetry(ctx workflow.Context, key string) func() bool {
+	return func() bool {
+		s.parked[key] = true
+		defer delete(s.parked, key)
+		before := s.retries(key)
+		ok, err := workflow.AwaitWithTimeout(ctx, ParkTimeout, func() bool { return s.retries(key) > before })
+		return ok && err == nil
+	}
+}
+
+func applyOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		StartToCloseTimeout: 30 * time.Second,
+		// The state must be applied before anything that depends on it: retry
+		// as long as the database (or Kakao, for an unlink check) is away.
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute,
+			NonRetryableErrorTypes: []string{activities.ErrTypePermanent}},
+	}
+}
+
+// process applies one inbox entry's events for this user, in order.
+func (s *stream) process(se StreamEvent) error {
+	env := se.Envelope
+	var plans []activities.PlannedEvent
+	lctx := workflow.WithLocalActivityOptions(s.ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
+	if err := workflow.ExecuteLocalActivity(lctx, a.PlanReaction, env).Get(s.ctx, &plans); err != nil {
+		return err
+	}
+	if len(plans) != len(env.Events) {
+		return temporal.NewNonRetryableApplicationError("plan does not match the events", "BadPlan", nil)
+	}
+	for _, i := range se.Events {
+		if i < 0 || i >= len(env.Events) {
+			continue
+		}
+		ev := env.Events[i]
+		if ev.Subject.UserID == "" {
+			ev.Subject = env.Subject
+		}
+		if s.subject == nil {
+			s.subject = &userstate.Subject{Hash: s.hash, Issuer: ev.Subject.Issuer, UserID: ev.Subject.UserID}
+		}
+		ev.Time = plans[i].Time
+		applyKey := env.Key
+		if len(env.Events) > 1 {
+			applyKey = fmt.Sprintf("%s#%d", env.Key, i)
+		}
+		if err := s.event(env, applyKey, ev, plans[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// event runs one event: received, revocation at once, the state change, and
+// the rest of its steps in a coroutine.
+func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent) error {
+	r := newRunner(s.ctx, env.Key, ev, s.hash)
+	r.awaitRetry = s.awaitRetry(s.ctx, env.Key)
+	received := map[string]any{"source": string(env.Source), "event_time": ev.Time, "shadow": plan.Reaction.Shadow,
+		"steps": len(plan.Reaction.Steps)}
+	if plan.Clamped {
+		received["clamped"] = true
+	}
+	if err := r.audit("received", OutcomeReceived, received); err != nil {
+		return err
+	}
+	steps := plan.Reaction.Steps
+	labels := make([]string, len(steps))
+	for i, st := range steps {
+		labels[i] = r.label(st.Name)
+	}
+	payload := map[string]any{}
+	_ = json.Unmarshal(ev.Payload, &payload)
+	if plan.Reaction.Shadow {
+		for i, st := range steps {
+			if err := r.audit(labels[i], OutcomeShadow, map[string]any{"params": st.Params}); err != nil {
+				return err
+			}
+		}
+		return r.audit(StepCompleted, activities.OutcomeDone, nil)
+	}
+	// Revocation first, unless an unlink webhook must be confirmed with
+	// Kakao before it may end a re-linked user's sessions.
+	var revocations []workflow.Future
+	if !plan.ConfirmUnlink {
+		for i, st := range steps {
+			if st.Name == policy.RevokeSessions && matches(st.When, payload) {
+				st, label := st, labels[i]
+				f, settle := workflow.NewFuture(s.ctx)
+				revocations = append(revocations, f)
+				s.spawn(func(ctx workflow.Context) { settle.Set(nil, s.runStep(ctx, env.Key, ev, st, label)) })
+			}
+		}
+	}
+	var res activities.ApplyResult
+	actx := workflow.WithActivityOptions(s.ctx, applyOptions())
+	err := workflow.ExecuteActivity(actx, a.ApplyEvent, activities.ApplyInput{
+		Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps,
+	}).Get(actx, &res)
+	if err != nil {
+		// A permanent error (the event cannot be applied): audited, the
+		// stream goes on with the next event.
+		return r.audit("apply", OutcomeFailed, map[string]any{"error": err.Error()})
+	}
+	s.setPurge(res.Purge)
+	s.spawn(func(ctx workflow.Context) {
+		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) {
+			return
+		}
+		for _, f := range revocations {
+			if f.Get(ctx, nil) != nil {
+				return
+			}
+		}
+		// Every step of the event is through: operators (and tests) read
+		// this row as the event's end.
+		r := newRunner(ctx, env.Key, ev, s.hash)
+		_ = r.audit(StepCompleted, activities.OutcomeDone, nil)
+	})
+	return nil
+}
+
+// StepCompleted is the audit step written when all of an event's steps are
+// through (as "<event name>/completed").
+const StepCompleted = "completed"
+
+// runStep runs one activity step with its own runner (audit and parking).
+func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, st policy.Step, label string) error {
+	r := newRunner(ctx, eventKey, ev, s.hash)
+	r.awaitRetry = s.awaitRetry(ctx, eventKey)
+	_, err := r.step(st, label)
+	if err != nil {
+		workflow.GetLogger(ctx).Error("user stream: step gave up", "event", eventKey, "step", label, "error", err)
+	}
+	return err
+}
+
+// finish audits the state steps as the state machine decided and runs the
+// event's other steps, in policy order.
+func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, plan activities.PlannedEvent,
+	labels []string, payload map[string]any, res activities.ApplyResult) bool {
+	r := newRunner(ctx, eventKey, ev, s.hash)
+	r.awaitRetry = s.awaitRetry(ctx, eventKey)
+	log := workflow.GetLogger(ctx)
+	d := res.Decision
+	stale := res.KakaoCheck == activities.KakaoLinked
+	for i, st := range plan.Reaction.Steps {
+		label := labels[i]
+		if !matches(st.When, payload) {
+			if err := r.audit(label, OutcomeSkipped, map[string]any{"reason": "condition not met"}); err != nil {
+				log.Error("audit failed", "error", err)
+				return false
+			}
+			continue
+		}
+		var err error
+		switch {
+		case st.Name == policy.RevokeSessions && !plan.ConfirmUnlink:
+			continue // already running
+		case st.Name == policy.RevokeSessions && stale:
+			err = r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
+		case isCRMStep(st.Name):
+			err = s.crmStep(r, label, d)
+		case st.Name == policy.PurgeData:
+			if d.Purge != userstate.PurgeRun {
+				err = r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "a newer purge already covers this"})
+				break
+			}
+			_, err = r.step(policy.Step{Name: policy.PurgeData, Params: map[string]string{"cutoff": d.Cutoff.Format(time.RFC3339Nano)}}, label)
+		case isStateStep(st.Name):
+			err = s.stateStep(r, label, st.Name, res)
+		default:
+			_, err = r.step(st, label)
+		}
+		if err != nil {
+			log.Error("user stream: step gave up", "event", eventKey, "step", label, "error", err)
+			return false
+		}
+	}
+	return true
+}
+
+// stateStep audits what the state machine decided for a step's parts.
+func (s *stream) stateStep(r *runner, label, step string, res activities.ApplyResult) error {
+	d := res.Decision
+	if res.KakaoCheck == activities.KakaoLinked && (step == policy.MarkUnlinked || step == policy.SchedulePurge) {
+		return r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
+	}
+	detail := map[string]any{}
+	if res.KakaoCheck != "" {
+		detail["kakao_check"] = res.KakaoCheck
+	}
+	if res.Repeat {
+		detail["repeat"] = true
+	}
+	switch step {
+	case policy.SchedulePurge, policy.CancelPurge:
+		if d.Purge != "" {
+			detail["purge"] = string(d.Purge)
+			if res.Purge != nil && step == policy.SchedulePurge {
+				detail["due"] = res.Purge.Due
+			}
+			return r.audit(label, activities.OutcomeDone, detail)
+		}
+	case policy.RefreshProfile:
+		if res.FieldsFrom != "" {
+			detail["source"] = res.FieldsFrom
+		}
+	}
+	switch d.Of(stateSteps[step]...) {
+	case userstate.Applied:
+		return r.audit(label, activities.OutcomeDone, detail)
+	case userstate.Superseded:
+		detail["reason"] = "a newer event already decided this"
+		return r.audit(label, activities.OutcomeSuperseded, detail)
+	}
+	detail["reason"] = "the state already holds this"
+	return r.audit(label, OutcomeSkipped, detail)
+}
+
+// crmStep asks for a sync when the desired contact changed.
+func (s *stream) crmStep(r *runner, label string, d userstate.Decision) error {
+	if d.ContactChanged {
+		s.requestSync()
+		return r.audit(label, activities.OutcomeDone, map[string]any{"sync": "requested"})
+	}
+	if !d.Changed() && len(d.Parts) > 0 && d.Of("link", "lock", "field", "channel", "purge", "consent", "reauth") == userstate.Superseded {
+		return r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "a newer event already decided the contact"})
+	}
+	return r.audit(label, OutcomeSkipped, map[string]any{"reason": "the contact did not change"})
+}
+
+func (s *stream) requestSync() {
+	s.syncPending = true
+	s.notify()
+}
+
+func syncOptions() workflow.ActivityOptions {
+	return workflow.ActivityOptions{
+		TaskQueue:           CRMTaskQueue,
+		StartToCloseTimeout: 30 * time.Second,
+		// A sync always sends the current state, so retrying it is always
+		// right: retry for a day, then wait for an operator or a newer change.
+		ScheduleToCloseTimeout: 24 * time.Hour,
+		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 5 * time.Minute,
+			NonRetryableErrorTypes: []string{activities.ErrTypePermanent}},
+	}
+}
+
+// syncLoop brings the CRM to the user's current state, one sync at a time:
+// changes that arrive during a sync are sent by the next one.
+func (s *stream) syncLoop(ctx workflow.Context) {
+	for {
+		if err := workflow.Await(ctx, func() bool { return s.syncPending }); err != nil {
+			return
+		}
+		s.syncPending, s.syncRunning = false, true
+		var res activities.StepResult
+		actx := workflow.WithActivityOptions(ctx, syncOptions())
+		err := workflow.ExecuteActivity(actx, a.SyncCRM, activities.SyncInput{SubjectHash: s.hash}).Get(actx, &res)
+		key := "crm-sync/" + s.hash
+		ev := event.Event{Type: "setflow:crm-sync", Name: "crm-sync"}
+		r := newRunner(ctx, key, ev, s.hash)
+		if err == nil {
+			if v, ok := res.Detail["version"]; ok && res.Outcome == activities.OutcomeDone {
+				_ = r.audit(fmt.Sprintf("v%v", v), res.Outcome, res.Detail)
+			}
+			s.syncRunning = false
+			s.notify()
+			continue
+		}
+		workflow.GetLogger(ctx).Warn("user stream: crm sync parked", "subject", s.hash, "error", err)
+		_ = r.audit(fmt.Sprintf("failed@%d", workflow.Now(ctx).Unix()), OutcomeFailed, map[string]any{"error": err.Error()})
+		s.parked[key] = true
+		before := s.retries(key)
+		_ = workflow.Await(ctx, func() bool { return s.retries(key) > before || s.syncPending })
+		delete(s.parked, key)
+		s.syncPending, s.syncRunning = true, false
+	}
+}
+
+// setPurge follows the user's pending purge: a timer until it is due, reset
+// when a newer unlink moves it, stopped when a link cancels it.
+func (s *stream) setPurge(p *userstate.PendingPurge) {
+	if p != nil && s.purge != nil && p.Cutoff.Equal(s.purge.Cutoff) && p.Due.Equal(s.purge.Due) {
+		return
+	}
+	if s.cancelPurge != nil {
+		s.cancelPurge()
+		s.cancelPurge = nil
+	}
+	s.purge = p
+	if p == nil {
+		return
+	}
+	pending := *p
+	tctx, cancel := workflow.WithCancel(s.ctx)
+	s.cancelPurge = cancel
+	workflow.Go(tctx, func(ctx workflow.Context) {
+		if wait := pending.Due.Sub(workflow.Now(ctx)); wait > 0 {
+			if err := workflow.Sleep(ctx, wait); err != nil {
+				return // moved or cancelled
+			}
+		}
+		s.spawn(func(ctx workflow.Context) { s.runPurge(ctx, pending) })
+	})
+}
+
+// runPurge runs a due purge: the state becomes a tombstone, then the
+// sessions up to the cutoff are deleted and the CRM synced (deleted).
+func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
+	log := workflow.GetLogger(ctx)
+	ev := event.Event{Type: "setflow:purge", Name: "purge", Time: p.Cutoff}
+	if s.subject != nil {
+		ev.Subject.Issuer, ev.Subject.UserID = s.subject.Issuer, s.subject.UserID
+	}
+	r := newRunner(ctx, p.EventKey, ev, s.hash)
+	r.awaitRetry = s.awaitRetry(ctx, p.EventKey)
+	if s.subject == nil {
+		_ = r.audit("run", OutcomeFailed, map[string]any{"error": "the stream does not know the user"})
+		return
+	}
+	var res activities.RunPurgeResult
+	actx := workflow.WithActivityOptions(ctx, applyOptions())
+	if err := workflow.ExecuteActivity(actx, a.RunPurge, activities.RunPurgeInput{Subject: *s.subject, Cutoff: p.Cutoff}).Get(actx, &res); err != nil {
+		_ = r.audit("run", OutcomeFailed, map[string]any{"error": err.Error()})
+		return
+	}
+	if s.purge != nil && s.purge.Cutoff.Equal(p.Cutoff) {
+		s.purge, s.cancelPurge = nil, nil
+	}
+	detail := map[string]any{"cutoff": p.Cutoff}
+	if res.KakaoCheck != "" {
+		detail["kakao_check"] = res.KakaoCheck
+	}
+	switch res.Decision.Purge {
+	case userstate.PurgeRun:
+		if err := r.audit("run", activities.OutcomeDone, detail); err != nil {
+			log.Error("audit failed", "error", err)
+			return
+		}
+		if _, err := r.step(policy.Step{Name: policy.PurgeData, Params: map[string]string{"cutoff": p.Cutoff.Format(time.RFC3339Nano)}}, "sessions"); err != nil {
+			log.Error("user stream: purge gave up", "error", err)
+			return
+		}
+	case userstate.PurgeCancelled:
+		detail["reason"] = "the user linked again"
+		_ = r.audit("run", "cancelled", detail)
+	default:
+		detail["reason"] = "the purge was moved or cancelled"
+		_ = r.audit("run", activities.OutcomeSuperseded, detail)
+	}
+	if res.Decision.ContactChanged {
+		s.requestSync()
+	}
+}
