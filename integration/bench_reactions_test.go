@@ -30,13 +30,15 @@ func benchServer(b *testing.B) *devserver.Server {
 }
 
 // BenchmarkReactions measures full setflow reactions — SETs POSTed to the
-// ingress, stored in the Postgres inbox, relayed, run by the production worker
-// set with the real activities on Postgres — and, on the same dev server in
-// the same run, the product's no-op baseline (workflows of four no-op
-// activities). One op is a batch of reactionsPerOp reactions; workflows/s is
-// setflow's rate, baseline-workflows/s the baseline's, ratio their quotient
-// (target ≥ 0.8). ns/op counts setflow's time only. server-ms/workflow is the
-// dev server's CPU time per workflow of each kind.
+// ingress, stored in the Postgres inbox, relayed to their users' streams, run
+// by the production worker set with the real activities on Postgres, each
+// counted when its "completed" audit row is written — and, on the same dev
+// server in the same run, the product's no-op baseline (workflows of four
+// no-op activities). One op is a batch of reactionsPerOp reactions;
+// workflows/s is setflow's rate (reactions per second), baseline-workflows/s
+// the baseline's, ratio their quotient (target ≥ 0.8). ns/op counts setflow's
+// time only. server-ms/workflow is the dev server's CPU time per reaction or
+// baseline workflow.
 //
 //	go test ./integration -run '^$' -bench Reactions -benchtime 1x
 func BenchmarkReactions(b *testing.B) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
@@ -34,6 +36,7 @@ import (
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/simulator"
+	"github.com/setflow/setflow/userstate"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -49,9 +52,10 @@ import (
 //     and it is stopped without a goodbye (results of running activities and
 //     workflow tasks are lost, its sticky queue is not released), then a new
 //     worker set starts;
-//   - the relay, after Temporal accepted a workflow start and before the
-//     inbox row is marked dispatched: its context is cancelled, so the claim
-//     rolls back, then a new relay starts;
+//   - the relay, after Temporal accepted a Signal-With-Start of a user's
+//     stream and before the inbox row is marked dispatched: its context is
+//     cancelled, so the claim rolls back, then a new relay starts (and
+//     signals the event again, which the stream must skip);
 //   - the Temporal dev server: SIGKILL, then a new process on the same port
 //     and the same SQLite file (WAL), so its state survives as in production;
 //   - the ingress, while it holds deliveries it has stored but not answered:
@@ -60,12 +64,15 @@ import (
 //
 // The senders behave like Kakao: they retry on connection errors and 5xx and
 // count only a 2xx as accepted. Afterwards every accepted event must have
-// exactly one inbox row, one completed reaction workflow (one run), one
-// "received" audit row and each expected step once; side effects that are not
-// unique by construction must have happened exactly once per event: session
-// revocations (counted by a trigger added to this test's database), CRM
-// writes applied by a CRM stand-in (counted per contact, not per idempotency
-// key), and security emails (counted in Mailpit) at most once.
+// exactly one inbox row, been taken by its user's one stream (one run), and
+// have one "received" audit row, each expected step once and its "completed"
+// row; side effects that are not unique by construction must have happened
+// exactly once per event: session revocations (counted by a trigger added to
+// this test's database) and security emails (counted in Mailpit) at most
+// once. CRM writes are counted by idempotency key: each user's sync of a
+// state version uses one key per call, also when it is retried after a crash,
+// and the CRM stand-in applies each key once; the contact it ends with must
+// be the one the user's state asks for.
 //
 // PostgreSQL itself is not killed: the test database lives on the machine's
 // shared server, used by other tests at the same time. The ingress's answer
@@ -78,7 +85,6 @@ func TestChaosKillAndRestart(t *testing.T) {
 		t.Helper()
 		t.Logf("%6.1fs  %s", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
-	ctx := t.Context()
 	s := newStack(t)
 	s.DB.SetMaxOpenConns(32)
 	s.DB.SetMaxIdleConns(32)
@@ -101,19 +107,19 @@ func TestChaosKillAndRestart(t *testing.T) {
 
 	// The events: distinct users, each with a session from before the event
 	// (to be revoked) and one from after it (to be kept); SET users have an
-	// email address on file, so their reactions send a notice.
+	// email address in their state, so their reactions send a notice.
 	events := chaosEvents(t, s, perKind)
 	logf("%d events prepared (%d per kind)", len(events), perKind)
 
 	// Crash points, armed one phase at a time: the first worker dies after a
 	// revocation, a CRM write and an email have happened, the first relay
-	// after a workflow start, the ingress after storing deliveries.
+	// after a Signal-With-Start, the ingress after storing deliveries.
 	revoked, crmWritten, mailed := newCrashPoint(), newCrashPoint(), newCrashPoint()
 	acts := s.activities()
 	acts.Sessions = crashingRevoker{Revoker: acts.Sessions, at: revoked}
 	acts.CRM = crashingCRM{CRM: &crm.Webhook{URL: crmStandIn.URL(), Secret: crmStandIn.secret}, at: crmWritten}
 	acts.Mailer = crashingMailer{Mailer: notices, at: mailed}
-	started := newCrashPoint()  // the first relay, after a workflow start
+	started := newCrashPoint()  // the first relay, after a Signal-With-Start
 	answered := newCrashPoint() // the ingress, after storing deliveries
 
 	in := startChaosIngress(t, s)
@@ -138,9 +144,9 @@ func TestChaosKillAndRestart(t *testing.T) {
 	// (b) Relay.
 	load.waitAccepted(t, 100)
 	started.arm(1)
-	started.waitHeld(t, "the relay holding a started workflow")
+	started.waitHeld(t, "the relay holding a signalled stream")
 	rel.kill()
-	logf("relay killed after starting a workflow, before marking it dispatched (accepted %d)", load.accepted.Load())
+	logf("relay killed after signalling a stream, before marking the entry dispatched (accepted %d)", load.accepted.Load())
 	load.waitAccepted(t, 115)
 	rel = startChaosRelay(t, s, tempo.hostPort, nil)
 	logf("new relay started (accepted %d)", load.accepted.Load())
@@ -178,21 +184,39 @@ func TestChaosKillAndRestart(t *testing.T) {
 		return s.DB.Get(&n, `SELECT count(*) FROM setflow_inbox WHERE status = 'dispatched'`) == nil && n >= len(events)
 	})
 	logf("all inbox entries dispatched")
-	eventually(t, 150*time.Second, "every reaction completed", func() bool {
-		n, err := countWorkflows(ctx, observer, "WorkflowType = 'Reaction' AND ExecutionStatus = 'Completed'")
-		return err == nil && n >= len(events)
+	eventually(t, 150*time.Second, "every event completed", func() bool {
+		var n int
+		return s.DB.Get(&n, `SELECT count(*) FROM setflow_audit WHERE step LIKE '%/completed'`) == nil && n >= len(events)
 	})
-	logf("all reactions completed")
+	logf("all events completed")
+	var synced []string
+	for _, e := range events {
+		if chaosSyncs[e.kind] {
+			synced = append(synced, subjects.Hash(testIssuer, e.user))
+		}
+	}
+	eventually(t, 150*time.Second, "every CRM sync through", func() bool {
+		var n int
+		return s.DB.Get(&n, `SELECT count(*) FROM setflow_user_state WHERE subject_hash = ANY($1) AND version > 0 AND crm_version >= version`,
+			pq.Array(synced)) == nil && n >= len(synced)
+	})
+	logf("all CRM syncs through")
 
 	checkChaosOutcome(t, s, observer, events, crmStandIn, mail)
 	logf("checked: no event lost, no side effect twice")
 }
 
 // chaosUnlinkWindow makes the unlink webhook's dedupe bucket the same for the
-// whole test: a sender's retry must hit the first delivery's key even if a
-// (default, one-hour) bucket boundary passes between them. Every user is
-// unlinked once here, so the window merges nothing else.
+// whole test, so that each event's key is known in advance: a sender's retry
+// must hit the first delivery's key even when it comes later than the
+// (default, one-minute) window, as it may while the ingress is down. Every
+// user is unlinked once here, so the window merges nothing else.
 const chaosUnlinkWindow = 200 * 365 * 24 * time.Hour
+
+// chaosSyncs says which events change the contact the CRM should hold, so
+// that their user's stream syncs the CRM: an unlink (the link) and
+// account-disabled (the lock). A credential change leaves the state as it is.
+var chaosSyncs = map[string]bool{"user-unlinked": true, "account-disabled": true, "credential-change": false}
 
 type chaosEvent struct {
 	kind  string // account-disabled, credential-change or user-unlinked
@@ -223,16 +247,18 @@ func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
 				t.Fatal(err)
 			}
 			e.kind, e.key = set.EventType, ingress.SETKey(set.JTI)
-			if _, err := s.DB.Exec(`INSERT INTO user_profiles (issuer, user_id, email, nickname) VALUES ($1, $2, $3, $4)`,
-				testIssuer, e.user, chaosEmail(e.user), "user "+e.user); err != nil {
-				t.Fatal(err)
-			}
+			// In the user's state: the profile row is its projection.
+			s.seedProfile(e.user, chaosEmail(e.user), "user "+e.user)
 		case 2:
 			e.kind = "user-unlinked"
 			e.hook = ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm, AdminKey: webhookAdminKey,
 				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
-			e.key = ingress.UnlinkKey(ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
+			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
 				now, chaosUnlinkWindow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.key = key
 		}
 		s.insertSession(e.user+"-old", e.user, now.Add(-time.Hour))
 		s.insertSession(e.user+"-later", e.user, now.Add(time.Hour))
@@ -342,7 +368,8 @@ func startChaosIngress(t *testing.T, s *stack) *chaosIngress {
 		t.Fatal(err)
 	}
 	srv := &ingress.Server{Inbox: s.Inbox, SETs: v, Log: s.log, Ready: s.DB.PingContext,
-		Kakao: ingress.Kakao{AdminKeys: []string{webhookAdminKey}, AppID: webhookAppID, Issuer: testIssuer, UnlinkWindow: chaosUnlinkWindow}}
+		Kakao: ingress.Kakao{AdminKeys: []string{webhookAdminKey}, AppID: webhookAppID, Issuer: testIssuer, UnlinkWindow: chaosUnlinkWindow,
+			KeyHash: subjects.Key}}
 	in := &chaosIngress{}
 	inner := srv.Handler()
 	// A crash point between storing and answering: a held delivery is in the
@@ -422,7 +449,7 @@ func startChaosRelay(t *testing.T, s *stack, hostPort string, started *crashPoin
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &relay.Relay{Inbox: inbox.NewPostgres(s.DB), Temporal: c, Log: s.log, Poll: 100 * time.Millisecond,
+	r := &relay.Relay{Inbox: inbox.NewPostgres(s.DB), Temporal: c, Log: s.log, Poll: 100 * time.Millisecond, Subjects: subjects,
 		StartTimeout: 2 * time.Second, Backoff: func(int) time.Duration { return 300 * time.Millisecond }}
 	cr := &chaosRelay{cancel: cancel, done: make(chan struct{}), c: c, started: started}
 	if started != nil {
@@ -594,8 +621,9 @@ func (l *chaosLoad) wait(t *testing.T) {
 // crmStandIn implements the documented receiving side of crm.Webhook: it
 // verifies the signature, applies each idempotency key once and answers a
 // repeat with 200. It fails the first attempt of every tenth key with 503, so
-// that retries happen outside the crashes too. It counts applied writes per
-// contact: a reaction that ran twice under two keys would show as two.
+// that retries happen outside the crashes too. It records the applied keys
+// per contact (a sync retried under a new key would show as two) and keeps
+// the contacts as the applied documents left them.
 type crmStandIn struct {
 	ts       *httptest.Server
 	secret   []byte
@@ -603,12 +631,20 @@ type crmStandIn struct {
 	requests map[string]int          // by idempotency key
 	applied  map[string]crm.Document // by idempotency key
 	writes   map[string][]string     // contact → applied keys
+	contacts map[string]*chaosContact
+}
+
+// chaosContact is a contact as the stand-in holds it.
+type chaosContact struct {
+	Email, Nickname, Phone string
+	Properties             map[string]string
+	Marketing              *bool
 }
 
 func newCRMStandIn(t *testing.T) *crmStandIn {
 	t.Helper()
 	c := &crmStandIn{secret: []byte("chaos-crm-secret"), requests: map[string]int{}, applied: map[string]crm.Document{},
-		writes: map[string][]string{}}
+		writes: map[string][]string{}, contacts: map[string]*chaosContact{}}
 	c.ts = httptest.NewServer(http.HandlerFunc(c.serve))
 	t.Cleanup(c.ts.Close)
 	return c
@@ -644,8 +680,46 @@ func (c *crmStandIn) serve(w http.ResponseWriter, r *http.Request) {
 	if _, done := c.applied[key]; !done {
 		c.applied[key] = doc
 		c.writes[doc.Contact.ExternalID] = append(c.writes[doc.Contact.ExternalID], key)
+		c.apply(doc)
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// apply changes the contact as the document says (c.mu held).
+func (c *crmStandIn) apply(doc crm.Document) {
+	id := doc.Contact.ExternalID
+	ct := c.contacts[id]
+	if ct == nil && doc.Type != crm.TypeDelete {
+		ct = &chaosContact{Properties: map[string]string{}}
+		c.contacts[id] = ct
+	}
+	switch doc.Type {
+	case crm.TypeUpsert:
+		// Empty fields are left alone, as an upsert does.
+		for dst, v := range map[*string]string{&ct.Email: doc.Contact.Email, &ct.Nickname: doc.Contact.Nickname, &ct.Phone: doc.Contact.Phone} {
+			if v != "" {
+				*dst = v
+			}
+		}
+		for k, v := range doc.Contact.Properties {
+			ct.Properties[k] = v
+		}
+	case crm.TypeFieldsDeleted:
+		for _, f := range doc.Contact.DeletedFields {
+			switch f {
+			case crm.FieldEmail:
+				ct.Email = ""
+			case crm.FieldNickname:
+				ct.Nickname = ""
+			case crm.FieldPhone:
+				ct.Phone = ""
+			}
+		}
+	case crm.TypeMarketing:
+		ct.Marketing = doc.Contact.MarketingSubscribed
+	case crm.TypeDelete:
+		delete(c.contacts, id)
+	}
 }
 
 // checkChaosOutcome asserts that nothing was lost and nothing happened twice.
@@ -684,12 +758,17 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		}
 	}
 
-	// Temporal: one run per event, completed.
+	// Temporal: every event names a user, so no reaction workflow ran; each
+	// user's stream (one user per event) ran once, and is still waiting for
+	// more events or completed when idle.
+	if n, err := countWorkflows(ctx, c, "WorkflowType = 'Reaction'"); err != nil || n != 0 {
+		t.Errorf("%d reaction workflows (%v), want none", n, err)
+	}
 	runs := map[string][]enums.WorkflowExecutionStatus{}
 	var token []byte
 	for {
 		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query: "WorkflowType = 'Reaction'", PageSize: 1000, NextPageToken: token})
+			Query: "WorkflowType = 'UserStream'", PageSize: 1000, NextPageToken: token})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -701,17 +780,22 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		}
 	}
 	if len(runs) != len(events) {
-		t.Errorf("%d reaction workflow ids, want %d", len(runs), len(events))
+		t.Errorf("%d user stream ids, want %d", len(runs), len(events))
 	}
-	for k := range keys {
-		st := runs[workflows.EventWorkflowID(k)]
-		if len(st) != 1 || st[0] != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
-			t.Errorf("event %s: runs %v, want one completed", k, st)
+	byHash := map[string]chaosEvent{}
+	for k, e := range keys {
+		h := subjects.Hash(testIssuer, e.user)
+		byHash[h] = e
+		st := runs[workflows.UserStreamID(h)]
+		if len(st) != 1 || (st[0] != enums.WORKFLOW_EXECUTION_STATUS_RUNNING && st[0] != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED) {
+			t.Errorf("event %s: stream runs %v, want one running or completed", k, st)
 		}
 	}
 
 	// Audit: one row per (event, step) — the unique key — and exactly the
-	// expected steps of each event, starting with one "received".
+	// expected steps of each event, starting with one "received" and ending
+	// with "completed"; the CRM syncs of unlinked users are audited under
+	// their own key, one row per synced version.
 	var audits []struct {
 		Key     string `db:"event_key"`
 		Step    string `db:"step"`
@@ -722,10 +806,21 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		t.Fatal(err)
 	}
 	steps := map[string]map[string]string{}
-	revokedOnRetry := 0 // revocations that a crashed attempt had already done
+	syncs := map[string]map[string]string{} // subject hash → step → outcome
+	revokedOnRetry := 0                     // revocations that a crashed attempt had already done
 	for _, a := range audits {
 		if strings.HasSuffix(a.Step, "/revoke_sessions") && a.Revoked != nil && *a.Revoked == 0 {
 			revokedOnRetry++
+		}
+		if h, ok := strings.CutPrefix(a.Key, "crm-sync/"); ok && chaosSyncs[byHash[h].kind] {
+			if syncs[h] == nil {
+				syncs[h] = map[string]string{}
+			}
+			if _, dup := syncs[h][a.Step]; dup {
+				t.Errorf("sync of %s: step %s audited twice", a.Key, a.Step)
+			}
+			syncs[h][a.Step] = a.Outcome
+			continue
 		}
 		if _, ok := keys[a.Key]; !ok {
 			t.Errorf("audit row %s %s belongs to no sent event", a.Key, a.Step)
@@ -740,9 +835,10 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		steps[a.Key][a.Step] = a.Outcome
 	}
 	want := map[string][]string{
-		"account-disabled":  {"received=received", "revoke_sessions=done", "lock_account=done", "send_notice=done|duplicate"},
-		"credential-change": {"received=received", "revoke_sessions=done", "send_notice=done|duplicate"},
-		"user-unlinked":     {"received=received", "revoke_sessions=done", "mark_unlinked=done", "schedule_purge=done", "crm_upsert=done"},
+		"account-disabled":  {"received=received", "revoke_sessions=done", "lock_account=done", "send_notice=done|duplicate", "completed=done"},
+		"credential-change": {"received=received", "revoke_sessions=done", "send_notice=done|duplicate", "completed=done"},
+		"user-unlinked": {"received=received", "revoke_sessions=done", "mark_unlinked=done", "schedule_purge=done", "crm_upsert=done",
+			"completed=done"},
 	}
 	var notices, noticeDuplicates int
 	for k, e := range keys {
@@ -795,7 +891,12 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		t.Errorf("%d revocations logged for %d events", len(revs), len(events))
 	}
 
-	// CRM: one applied write per unlinked user, under its step's key.
+	// CRM: the contacts of the users whose event changed what the CRM should
+	// hold are synced (chaosSyncs), the others never written. Each sync of a
+	// state version makes its calls under keys of that version — a retried
+	// sync reuses them — and the stand-in applies a key once: each event here
+	// is its user's one change, so one sync, one upsert key. The contact the
+	// CRM ends with is the one the user's state asks for.
 	crmStandIn.mu.Lock()
 	replays := 0
 	for _, n := range crmStandIn.requests {
@@ -805,24 +906,63 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 	for contact, ks := range crmStandIn.writes {
 		writes[contact] = append([]string(nil), ks...)
 	}
+	contacts := map[string]chaosContact{}
+	for id, ct := range crmStandIn.contacts {
+		contacts[id] = *ct
+	}
+	requested := map[string]int{}
+	for k, n := range crmStandIn.requests {
+		requested[k] = n
+	}
 	appliedWrites := len(crmStandIn.applied)
 	crmStandIn.mu.Unlock()
-	unlinked := 0
+	states := userstate.NewStore(s.DB)
+	syncedUsers := 0
 	for _, e := range events {
 		ws := writes[e.user]
-		if e.kind != "user-unlinked" {
-			if len(ws) != 0 {
-				t.Errorf("event %s (%s): CRM writes %v, want none", e.key, e.kind, ws)
+		h := subjects.Hash(testIssuer, e.user)
+		if !chaosSyncs[e.kind] {
+			if len(ws) != 0 || len(syncs[h]) != 0 {
+				t.Errorf("event %s (%s): CRM writes %v, syncs %v, want none", e.key, e.kind, ws, syncs[h])
 			}
 			continue
 		}
-		unlinked++
-		if wantKey := workflows.StepKey(e.key, "user-unlinked", "crm_upsert"); len(ws) != 1 || ws[0] != wantKey {
-			t.Errorf("event %s: CRM writes applied %v, want exactly [%s]", e.key, ws, wantKey)
+		syncedUsers++
+		snap, err := states.Get(ctx, h)
+		if err != nil {
+			t.Errorf("event %s: state: %v", e.key, err)
+			continue
+		}
+		v := snap.State.Version
+		if snap.CRMVersion != v {
+			t.Errorf("event %s (%s): CRM synced to v%d, state is v%d", e.key, e.kind, snap.CRMVersion, v)
+		}
+		wantKey := fmt.Sprintf("crm-sync/%s/v%d/upsert", h, v)
+		if len(ws) != 1 || ws[0] != wantKey {
+			t.Errorf("event %s (%s): CRM writes applied %v, want exactly [%s]", e.key, e.kind, ws, wantKey)
+		}
+		for k := range requested {
+			if strings.HasPrefix(k, "crm-sync/"+h+"/") && k != wantKey {
+				t.Errorf("event %s (%s): CRM call under key %s (%d times), want only %s", e.key, e.kind, k, requested[k], wantKey)
+			}
+		}
+		if got, want := syncs[h], map[string]string{fmt.Sprintf("crm-sync/v%d", v): "done"}; !maps.Equal(got, want) {
+			t.Errorf("event %s (%s): sync audit %v, want %v", e.key, e.kind, got, want)
+		}
+		wc := snap.State.Contact()
+		wantLinked := "" // not sent while the link is unknown
+		if wc.Linked != "" {
+			wantLinked = fmt.Sprint(wc.Linked == userstate.Linked)
+		}
+		ct, ok := contacts[e.user]
+		if ok != wc.Present || ct.Email != wc.Email || ct.Nickname != wc.Nickname || ct.Phone != wc.Phone ||
+			ct.Properties["kakao_locked"] != fmt.Sprint(wc.Locked) || ct.Properties["kakao_linked"] != wantLinked ||
+			(ct.Marketing != nil) != (wc.Marketing != "") {
+			t.Errorf("event %s (%s): CRM contact %+v (exists %v), the state asks for %+v", e.key, e.kind, ct, ok, wc)
 		}
 	}
-	if appliedWrites != unlinked {
-		t.Errorf("CRM applied %d writes for %d unlinked users", appliedWrites, unlinked)
+	if appliedWrites != syncedUsers {
+		t.Errorf("CRM applied %d writes for %d users whose contact changed", appliedWrites, syncedUsers)
 	}
 
 	// Email: at most one per user, and exactly one where the step reports it sent.
@@ -858,7 +998,7 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 		t.Errorf("crash windows not exercised: %d revocations found done on retry, %d notices found claimed on retry, %d CRM repeats",
 			revokedOnRetry, noticeDuplicates, replays)
 	}
-	t.Logf("outcome: %d events, %d inbox rows, %d completed runs, %d audit rows (chain intact), %d sessions revoked once "+
+	t.Logf("outcome: %d events, %d inbox rows, %d user streams, %d audit rows (chain intact), %d sessions revoked once "+
 		"(%d found already revoked by a crashed attempt), %d CRM writes applied (%d repeated requests deduplicated by key), "+
 		"%d emails for %d notices (%d reported as already claimed after a crash: never sent twice)",
 		len(events), len(rows), len(runs), len(audits), len(revs), revokedOnRetry, appliedWrites, replays, len(msgs), notices, noticeDuplicates)
@@ -981,6 +1121,15 @@ type crashingStarter struct {
 
 func (s crashingStarter) ExecuteWorkflow(ctx context.Context, o client.StartWorkflowOptions, wf any, args ...any) (client.WorkflowRun, error) {
 	run, err := s.Starter.ExecuteWorkflow(ctx, o, wf, args...)
+	if err == nil && s.at.reached(ctx) {
+		return nil, errCrashed
+	}
+	return run, err
+}
+
+func (s crashingStarter) SignalWithStartWorkflow(ctx context.Context, workflowID, signalName string, signalArg any,
+	o client.StartWorkflowOptions, wf any, args ...any) (client.WorkflowRun, error) {
+	run, err := s.Starter.SignalWithStartWorkflow(ctx, workflowID, signalName, signalArg, o, wf, args...)
 	if err == nil && s.at.reached(ctx) {
 		return nil, errCrashed
 	}

@@ -10,19 +10,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"go.temporal.io/api/enums/v1"
-	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
@@ -36,6 +36,7 @@ import (
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/simulator"
+	"github.com/setflow/setflow/userstate"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -577,54 +578,145 @@ func (s *stack) inboxRow(key string) inboxRow {
 
 // finish waits for an event's reaction to complete. A reaction that parks or
 // ends otherwise fails the test at once, with its audit trail.
-func (s *stack) finish(key string) workflows.ReactionResult {
+func (s *stack) finish(key string) workflows.ReactionResult { return s.waitReaction(key) }
+
+// expectAudit checks an event's whole audit trail, so a duplicated or missing
+// row fails. Session revocation runs at once, beside the event's state change
+// and other steps, so its rows may come anywhere after "received": they are
+// compared apart from the others, whose order is checked.
+func (s *stack) expectAudit(key string, want ...string) {
 	s.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	id := workflows.EventWorkflowID(key)
-	for {
-		desc, err := s.Temporal.DescribeWorkflowExecution(ctx, id, "")
-		var nf *serviceerror.NotFound
-		switch {
-		case err == nil:
-			switch st := desc.GetWorkflowExecutionInfo().GetStatus(); st {
-			case enums.WORKFLOW_EXECUTION_STATUS_COMPLETED:
-				var res workflows.ReactionResult
-				if err := s.Temporal.GetWorkflow(ctx, id, "").Get(ctx, &res); err != nil {
-					s.t.Fatalf("reaction %s: %v", key, err)
-				}
-				return res
-			case enums.WORKFLOW_EXECUTION_STATUS_RUNNING:
-			default:
-				s.t.Fatalf("reaction %s ended %s; audit %s", key, st, s.auditSteps(key))
+	got := s.auditSteps(key)
+	if !sameTrail(strings.Split(got, ","), want) {
+		s.t.Fatalf("audit of %s:\n got %s\nwant %s", key, got, strings.Join(want, ","))
+	}
+}
+
+// sameTrail compares two audit trails (step=outcome): revocations as a set,
+// every other row in order.
+func sameTrail(got, want []string) bool {
+	split := func(trail []string) (ordered, revocations []string) {
+		for _, row := range trail {
+			_, step, _ := strings.Cut(row, "/")
+			if strings.HasPrefix(step, policy.RevokeSessions) {
+				revocations = append(revocations, row)
+			} else {
+				ordered = append(ordered, row)
 			}
-		case !errors.As(err, &nf):
-			s.t.Fatalf("reaction %s: %v", key, err)
 		}
-		if r := s.inboxRow(key); r.Status == "parked" {
-			s.t.Fatalf("reaction %s parked: %s; audit %s", key, r.LastError, s.auditSteps(key))
+		slices.Sort(revocations)
+		return ordered, revocations
+	}
+	go1, gr := split(got)
+	wo, wr := split(want)
+	return slices.Equal(go1, wo) && slices.Equal(gr, wr)
+}
+
+// completed is the row that ends every event of a user's stream.
+func completed(name string) string { return name + "/" + workflows.StepCompleted + "=done" }
+
+// subjectOf names a test user as the worker and relay do.
+func subjectOf(userID string) userstate.Subject {
+	return userstate.Subject{Hash: subjects.Hash(testIssuer, userID), Issuer: testIssuer, UserID: userID}
+}
+
+// state returns a user's stored state.
+func (s *stack) state(userID string) userstate.Snapshot {
+	s.t.Helper()
+	snap, err := userstate.NewStore(s.DB).Get(context.Background(), subjects.Hash(testIssuer, userID))
+	if err != nil {
+		s.t.Fatalf("state of %s: %v", userID, err)
+	}
+	return snap
+}
+
+// waitSynced waits until the CRM holds the user's current state (the sync
+// of the state's version is through and audited), and returns that version.
+func (s *stack) waitSynced(userID string) int64 {
+	s.t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		snap := s.state(userID)
+		if v := snap.State.Version; v > 0 && snap.CRMVersion >= v {
+			s.waitAudit(syncEventKey(userID), fmt.Sprintf("crm-sync/v%d", v))
+			return v
 		}
-		if ctx.Err() != nil {
-			s.t.Fatalf("reaction %s did not complete; audit %s", key, s.auditSteps(key))
+		if time.Now().After(deadline) {
+			s.t.Fatalf("crm of %s not synced: state v%d, crm v%d; sync audit %s", userID, snap.State.Version, snap.CRMVersion,
+				s.auditSteps(syncEventKey(userID)))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// expectAudit checks an event's whole audit trail, so a duplicated or missing
-// row fails.
-func (s *stack) expectAudit(key string, want ...string) {
+// syncEventKey is the audit event key of a user's CRM syncs.
+func syncEventKey(userID string) string { return "crm-sync/" + subjects.Hash(testIssuer, userID) }
+
+// syncKey is the idempotency key of one CRM call of the sync of a version
+// (op: upsert, blank, marketing or delete).
+func syncKey(userID string, version int64, op string) string {
+	return fmt.Sprintf("%s/v%d/%s", syncEventKey(userID), version, op)
+}
+
+// waitAudit waits for an audit row of an event's step and returns it.
+func (s *stack) waitAudit(key, step string) audit.Record {
 	s.t.Helper()
-	if got := s.auditSteps(key); got != strings.Join(want, ",") {
-		s.t.Fatalf("audit of %s:\n got %s\nwant %s", key, got, strings.Join(want, ","))
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		recs, err := s.Audit.ForEvent(context.Background(), key)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.Step == step {
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("no audit row %s for %s; audit %s", step, key, s.auditSteps(key))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// stream asks a user's stream what it is doing.
+func (s *stack) stream(userID string) workflows.StreamStatus {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := s.Temporal.QueryWorkflow(ctx, workflows.UserStreamID(subjects.Hash(testIssuer, userID)), "", workflows.QueryState)
+	if err != nil {
+		s.t.Fatalf("query stream of %s: %v", userID, err)
+	}
+	var st workflows.StreamStatus
+	if err := v.Get(&st); err != nil {
+		s.t.Fatal(err)
+	}
+	return st
+}
+
+// streamRuns counts the runs of a user's stream, open or closed.
+func (s *stack) streamRuns(userID string) int {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := s.Temporal.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+		Query: "WorkflowId = '" + workflows.UserStreamID(subjects.Hash(testIssuer, userID)) + "'"})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return len(resp.Executions)
 }
 
 func (s *stack) seedProfile(userID, email, nickname string) {
 	s.t.Helper()
-	f := profile.Fields{Email: &email, Nickname: &nickname}
-	if _, err := profile.NewStore(s.DB).UpdateFields(context.Background(), profile.Key{Issuer: testIssuer, UserID: userID},
-		f, time.Now().Add(-24*time.Hour)); err != nil {
+	// A day-old profile change, applied as the stream would.
+	sub := subjectOf(userID)
+	c := userstate.Change{Time: time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Microsecond), Now: time.Now(),
+		Fields: map[userstate.Field]string{userstate.Email: email, userstate.Nickname: nickname}}
+	if _, err := userstate.NewStore(s.DB).Apply(context.Background(), sub, "seed:"+userID, func(st userstate.State) (userstate.State, userstate.Decision) {
+		return userstate.Apply(st, c)
+	}); err != nil {
 		s.t.Fatal(err)
 	}
 }
@@ -651,16 +743,15 @@ func (s *stack) sessionCount(userID string) int {
 	return n
 }
 
-var subjects = audit.SubjectHasher{Key: []byte("test-audit-key")} // as in stack.activities
-
 // defaultTrail is the audit trail of an event whose default reaction ran
-// every step to done, in the default policy's order.
+// every step to done, in the default policy's order, through to its
+// completed row.
 func defaultTrail(name string) []string {
 	out := []string{name + "/received=received"}
 	for _, st := range policy.Default().For("", name).Steps {
 		out = append(out, name+"/"+st.Name+"=done")
 	}
-	return out
+	return append(out, completed(name))
 }
 
 // noticeID is the Message-ID (without brackets) of an event's notice.
@@ -751,11 +842,11 @@ func TestReactionSecurityFamily(t *testing.T) {
 		}
 	}
 	s.expectAudit(disableKey, "account-disabled/received=received", "account-disabled/revoke_sessions=done",
-		"account-disabled/lock_account=done", "account-disabled/send_notice=done")
+		"account-disabled/lock_account=done", "account-disabled/send_notice=done", completed("account-disabled"))
 	s.expectAudit(changeKey, "credential-change/received=received", "credential-change/revoke_sessions=done",
-		"credential-change/send_notice=done")
+		"credential-change/send_notice=done", completed("credential-change"))
 	s.expectAudit(compromiseKey, "credential-compromise/received=received", "credential-compromise/revoke_sessions=done",
-		"credential-compromise/require_reauth=done", "credential-compromise/send_notice=done")
+		"credential-compromise/require_reauth=done", "credential-compromise/send_notice=done", completed("credential-compromise"))
 
 	if p := s.mustProfile("1001"); !p.Locked || !p.LockChangedAt.Time.Equal(at) {
 		t.Fatalf("1001 after account-disabled: locked=%v at %v, want locked at %v", p.Locked, p.LockChangedAt, at)
@@ -781,20 +872,24 @@ func TestReactionSecurityFamily(t *testing.T) {
 	// account stays locked.
 	olderEnable := s.deliverSET(simulator.SET{UserID: "1001", EventType: "account-enabled", IssuedAt: at.Add(-5 * time.Minute)})
 	s.finish(olderEnable)
-	s.expectAudit(olderEnable, "account-enabled/received=received", "account-enabled/unlock_account=superseded")
+	s.expectAudit(olderEnable, "account-enabled/received=received", "account-enabled/unlock_account=superseded",
+		completed("account-enabled"))
 	if p := s.mustProfile("1001"); !p.Locked {
 		t.Fatal("an account-enabled older than the disable unlocked the account")
 	}
 	// One that happened after the disable unlocks.
 	newerEnable := s.deliverSET(simulator.SET{UserID: "1001", EventType: "account-enabled", IssuedAt: now})
 	s.finish(newerEnable)
-	s.expectAudit(newerEnable, "account-enabled/received=received", "account-enabled/unlock_account=done")
+	s.expectAudit(newerEnable, "account-enabled/received=received", "account-enabled/unlock_account=done",
+		completed("account-enabled"))
 	if p := s.mustProfile("1001"); p.Locked || !p.LockChangedAt.Time.Equal(now) {
 		t.Fatalf("after a newer account-enabled: locked=%v at %v", p.Locked, p.LockChangedAt)
 	}
 
-	if n := s.runsOf(disableKey); n != 1 {
-		t.Fatalf("%d runs of the account-disabled reaction, want 1", n)
+	// The SET delivered three times was applied once (the audit above has
+	// one "received"), by the user's one stream.
+	if n := s.streamRuns("1001"); n != 1 {
+		t.Fatalf("%d runs of 1001's stream, want 1", n)
 	}
 	if msgs := mp.Messages(t); len(msgs) != 3 {
 		t.Fatalf("%d emails in Mailpit, want 3 (one per notice event)", len(msgs))
@@ -805,8 +900,9 @@ func TestReactionSecurityFamily(t *testing.T) {
 // 2. Link family.
 
 // user-unlinked revokes, marks the user unlinked, syncs the CRM and schedules
-// the purge; when the retention timer fires the profile row, the sessions and
-// the CRM contact are deleted.
+// the purge; when the retention timer fires the user's data is purged: the
+// profile row stays as a tombstone with its fields blanked, the sessions
+// created up to the unlink are deleted, and the CRM sync deletes the contact.
 func TestReactionUnlinkPurgesAfterRetention(t *testing.T) {
 	s := newStack(t)
 	c := s.temporalStack()
@@ -818,8 +914,9 @@ func TestReactionUnlinkPurgesAfterRetention(t *testing.T) {
 	s.seedProfile("2001", "gone@example.com", "gone")
 	s.insertSession("2001-old", "2001", time.Now().Add(-time.Hour))
 	s.insertSession("2001-other", "2002", time.Now().Add(-time.Hour))
-	sent := time.Now()
-	key := s.deliverSET(simulator.SET{UserID: "2001", EventType: "user-unlinked",
+	// The retention runs from the unlink's event time (its iat, in seconds).
+	unlinkedAt := time.Now().Truncate(time.Second)
+	key := s.deliverSET(simulator.SET{UserID: "2001", EventType: "user-unlinked", IssuedAt: unlinkedAt,
 		Fields: map[string]any{"reason": "UNLINK_FROM_SERVICE"}})
 	if res := s.finish(key); res.SessionsRevoked != 1 || !s.revoked("2001-old") {
 		t.Fatalf("unlink reaction %+v", res)
@@ -828,26 +925,39 @@ func TestReactionUnlinkPurgesAfterRetention(t *testing.T) {
 	if p := s.mustProfile("2001"); !p.Linked.Valid || p.Linked.Bool {
 		t.Fatalf("profile after unlink: linked %v", p.Linked)
 	}
+	unlinkedVersion := s.waitSynced("2001")
 	if ct, _ := hs.contact("2001"); ct["kakao_linked"] != "false" || ct["email"] != "gone@example.com" {
 		t.Fatalf("crm contact after unlink: %v", ct)
 	}
+	if ups := hs.withKey(syncKey("2001", unlinkedVersion, "upsert")); len(ups) != 1 || !ups[0].Applied {
+		t.Fatalf("crm upserts of the unlinked state: %+v", ups)
+	}
 
-	// The purge waits out the retention on its durable timer, then deletes.
-	var out workflows.PurgeResult
-	purgeID := workflows.PurgeWorkflowID(subjects.Hash(testIssuer, "2001"))
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := s.Temporal.GetWorkflow(ctx, purgeID, "").Get(ctx, &out); err != nil {
-		t.Fatal(err)
+	// The purge waits out the retention on the stream's durable timer, then
+	// deletes.
+	run := s.waitAudit(key, "purge/run")
+	if run.Outcome != "done" {
+		t.Fatalf("purge run %s %v", run.Outcome, run.Detail)
 	}
-	if out.Outcome != "purged" {
-		t.Fatalf("purge outcome %q", out.Outcome)
-	}
-	if d := time.Since(sent); d < 3*time.Second {
+	if d := run.CreatedAt.Sub(unlinkedAt); d < 3*time.Second {
 		t.Fatalf("purged %v after the unlink, before the 3s retention", d)
 	}
-	if _, err := s.profileOf("2001"); !errors.Is(err, profile.ErrNotFound) {
-		t.Fatalf("profile after purge: %v, want deleted", err)
+	if c, err := time.Parse(time.RFC3339Nano, fmt.Sprint(run.Detail["cutoff"])); err != nil || !c.Equal(unlinkedAt) {
+		t.Fatalf("purge cutoff %v (%v), want the unlink's time %v", run.Detail["cutoff"], err, unlinkedAt)
+	}
+	if r := s.waitAudit(key, "purge/sessions"); r.Outcome != "done" || r.Detail["sessions_deleted"] != float64(1) {
+		t.Fatalf("purge sessions %s %v", r.Outcome, r.Detail)
+	}
+	p, err := s.profileOf("2001")
+	if err != nil {
+		t.Fatalf("profile after purge: %v, want the tombstone row", err)
+	}
+	if p.Email.Valid || p.Nickname.Valid || p.PhoneNumber.Valid || !p.Linked.Valid || p.Linked.Bool {
+		t.Fatalf("profile after purge: email %v nickname %v phone %v linked %v, want blank fields, unlinked",
+			p.Email, p.Nickname, p.PhoneNumber, p.Linked)
+	}
+	if st := s.state("2001").State; st.Tombstone == nil || st.Purge != nil {
+		t.Fatalf("state after purge: tombstone %+v pending %+v", st.Tombstone, st.Purge)
 	}
 	if n := s.sessionCount("2001"); n != 0 {
 		t.Fatalf("%d sessions left after purge", n)
@@ -855,15 +965,22 @@ func TestReactionUnlinkPurgesAfterRetention(t *testing.T) {
 	if s.sessionCount("2002") != 1 {
 		t.Fatal("purge deleted another user's session")
 	}
+	purgedVersion := s.waitSynced("2001")
 	if _, ok := hs.contact("2001"); ok || hs.deleted("2001") != 1 {
 		t.Fatalf("crm contact still there or deleted %d times", hs.deleted("2001"))
 	}
-	s.expectAudit(key, append(defaultTrail("user-unlinked"), "user-unlinked/purge_data=done", "user-unlinked/crm_delete=done")...)
+	if dels := hs.seen(func(r crmRequest) bool { return r.Contact == "2001" && r.Op == "gdpr-delete" }); len(dels) != 1 || purgedVersion <= unlinkedVersion {
+		t.Fatalf("crm deletes %+v (sync v%d after v%d)", dels, purgedVersion, unlinkedVersion)
+	}
+	s.expectAudit(key, append(defaultTrail("user-unlinked"), "purge/run=done", "purge/sessions=done")...)
+	s.expectAudit(syncEventKey("2001"), fmt.Sprintf("crm-sync/v%d=done", unlinkedVersion), fmt.Sprintf("crm-sync/v%d=done", purgedVersion))
 }
 
 // A user who links again before the retention ends cancels the purge and
-// keeps their data. The unlink webhook and the OAUTH user-unlinked SET for the
-// same user run the reaction once.
+// keeps their data. The unlink webhook and the OAUTH user-unlinked SET report
+// the same unlink: both are applied to the user's state, the second changes
+// nothing (its unlink is not newer) and its revocation ends no session
+// created since the first.
 func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 	s := newStack(t)
 	w := s.withWebhooks()
@@ -880,23 +997,28 @@ func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 	s.insertSession("2101-old", "2101", now.Add(-time.Hour))
 	unlink := s.deliverSET(simulator.SET{UserID: "2101", EventType: "user-unlinked", IssuedAt: now.Add(-2 * time.Second)})
 	s.finish(unlink)
+	if st := s.stream("2101"); st.Purge == nil || !st.Purge.Cutoff.Equal(now.Add(-2*time.Second)) {
+		t.Fatalf("stream after unlink: pending purge %+v", st.Purge)
+	}
 	link := s.deliverSET(simulator.SET{UserID: "2101", EventType: "user-linked", IssuedAt: now})
 	s.finish(link)
 	s.expectAudit(link, "user-linked/received=received", "user-linked/mark_linked=done",
-		"user-linked/cancel_purge=done", "user-linked/crm_upsert=done")
+		"user-linked/cancel_purge=done", "user-linked/crm_upsert=done", completed("user-linked"))
 
-	var out workflows.PurgeResult
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	purgeID := workflows.PurgeWorkflowID(subjects.Hash(testIssuer, "2101"))
-	if err := s.Temporal.GetWorkflow(ctx, purgeID, "").Get(ctx, &out); err != nil || out.Outcome != "cancelled" {
-		t.Fatalf("purge: %+v %v, want cancelled", out, err)
+	// The cancellation stopped the stream's timer: nothing is pending, in
+	// the stream or in the state, and the unlink's trail has no purge.
+	if st := s.stream("2101"); st.Purge != nil {
+		t.Fatalf("stream after the link: pending purge %+v", st.Purge)
 	}
-	s.expectAudit(unlink, append(defaultTrail("user-unlinked"), "user-unlinked/purge=cancelled")...)
+	if st := s.state("2101").State; st.Purge != nil || st.Tombstone != nil {
+		t.Fatalf("state after the link: pending %+v tombstone %+v", st.Purge, st.Tombstone)
+	}
+	s.expectAudit(unlink, defaultTrail("user-unlinked")...)
 	p := s.mustProfile("2101")
 	if !p.Linked.Bool || p.Email.String != "back@example.com" || s.sessionCount("2101") != 1 {
 		t.Fatalf("data not kept: %+v sessions %d", p, s.sessionCount("2101"))
 	}
+	s.waitSynced("2101")
 	if ct, ok := hs.contact("2101"); !ok || hs.deleted("2101") != 0 || ct["kakao_linked"] != "true" {
 		t.Fatalf("crm contact %v (exists %v), deleted %d times", ct, ok, hs.deleted("2101"))
 	}
@@ -915,14 +1037,22 @@ func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 		t.Fatalf("webhook reaction %+v", res)
 	}
 	s.expectAudit(hookKey, defaultTrail("user-unlinked")...)
-	s.insertSession("2102-between", "2102", now.Add(-time.Minute)) // would be revoked by a second run
+	hookVersion := s.waitSynced("2102")
+	// Signed in after the webhook's unlink: the SET's revocation (as of its
+	// own, earlier event time) must not end it.
+	s.insertSession("2102-between", "2102", time.Now())
 	setKey := s.deliverSET(simulator.SET{UserID: "2102", EventType: "user-unlinked", IssuedAt: now})
 	if res := s.finish(setKey); res.SessionsRevoked != 0 {
 		t.Fatalf("second report of the unlink revoked %d sessions", res.SessionsRevoked)
 	}
-	s.expectAudit(setKey, "user-unlinked/received=received", "user-unlinked/claim=duplicate")
+	s.expectAudit(setKey, "user-unlinked/received=received", "user-unlinked/revoke_sessions=done",
+		"user-unlinked/mark_unlinked=superseded", "user-unlinked/crm_upsert=superseded",
+		"user-unlinked/schedule_purge=superseded", completed("user-unlinked"))
 	if s.revoked("2102-between") {
-		t.Fatal("the second report of the same unlink ran the reaction again")
+		t.Fatal("the second report of the same unlink revoked a session created after the first")
+	}
+	if st := s.state("2102"); st.State.Version != hookVersion || st.State.Purge == nil || st.State.Purge.EventKey != hookKey {
+		t.Fatalf("state after the second report: v%d (want v%d), pending purge %+v", st.State.Version, hookVersion, st.State.Purge)
 	}
 	if ups := hs.seen(func(r crmRequest) bool { return r.Contact == "2102" && r.Op == "upsert" }); len(ups) != 1 {
 		t.Fatalf("%d crm upserts for the unlinked user, want 1", len(ups))
@@ -936,7 +1066,7 @@ func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 // API and syncs the new email to the CRM; user-scope-withdraw deletes the
 // withdrawn email from the profile and the CRM; Talk Channel added and blocked
 // switch the CRM's marketing property on and off, and an older event does not
-// flip it.
+// flip it (nor write to the CRM at all).
 func TestReactionProfileAndCRMFamily(t *testing.T) {
 	s := newStack(t)
 	w := s.withWebhooks()
@@ -951,14 +1081,15 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 	changed := s.deliverSET(simulator.SET{UserID: "3001", EventType: "user-profile-changed"})
 	s.finish(changed)
 	s.expectAudit(changed, "user-profile-changed/received=received", "user-profile-changed/refresh_profile=done",
-		"user-profile-changed/crm_upsert=done")
+		"user-profile-changed/crm_upsert=done", completed("user-profile-changed"))
 	if calls := kakao.Calls(); len(calls) != 1 || calls[0] != "GET /v2/user/me 3001" {
 		t.Fatalf("kakao api calls %q", calls)
 	}
 	if p := s.mustProfile("3001"); p.Email.String != "new@example.com" || p.Nickname.String != "새이름" {
 		t.Fatalf("profile after refresh: %v %v", p.Email, p.Nickname)
 	}
-	upsertKey := workflows.StepKey(changed, "user-profile-changed", policy.CRMUpsert)
+	v := s.waitSynced("3001")
+	upsertKey := syncKey("3001", v, "upsert")
 	ups := hs.withKey(upsertKey)
 	if len(ups) != 1 || ups[0].Op != "upsert" || ups[0].Contact != "3001" ||
 		ups[0].Props["email"] != "new@example.com" || ups[0].Props["firstname"] != "새이름" {
@@ -969,10 +1100,11 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 		Fields: map[string]any{"scopes": []string{"account_email"}}})
 	s.finish(withdraw)
 	s.expectAudit(withdraw, "user-scope-withdraw/received=received", "user-scope-withdraw/update_consents=done",
-		"user-scope-withdraw/crm_delete_fields=done")
+		"user-scope-withdraw/crm_delete_fields=done", completed("user-scope-withdraw"))
 	if p := s.mustProfile("3001"); p.Email.Valid || p.Nickname.String != "새이름" {
 		t.Fatalf("profile after withdrawing account_email: email %v nickname %v", p.Email, p.Nickname)
 	}
+	s.waitSynced("3001")
 	patches := hs.seen(func(r crmRequest) bool { return r.Contact == "3001" && r.Op == "patch" })
 	if len(patches) != 1 || len(patches[0].Props) != 1 || patches[0].Props["email"] != "" {
 		t.Fatalf("crm delete-fields writes %+v, want one PATCH blanking email", patches)
@@ -981,8 +1113,9 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 		t.Fatalf("crm contact after withdraw: %v", ct)
 	}
 
-	// Talk Channel: added, an older blocked, a newer blocked.
-	t0 := time.Date(2025, 4, 16, 7, 0, 0, 0, time.UTC)
+	// Talk Channel: added, an older blocked, a newer blocked. Event times
+	// lie within the bounds an event time is clamped to.
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	channel := func(resource, ev string, at time.Time) string {
 		t.Helper()
 		d := ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: resource,
@@ -1000,21 +1133,29 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 		return ct[crm.DefaultMarketingProperty]
 	}
 	added := channel("ch-add", "added", t0.Add(5*time.Minute))
-	s.expectAudit(added, "channel-added/received=received", "channel-added/record_channel=done", "channel-added/crm_marketing=done")
+	s.expectAudit(added, "channel-added/received=received", "channel-added/record_channel=done", "channel-added/crm_marketing=done",
+		completed("channel-added"))
+	s.waitSynced("3001")
 	if got := marketing(); got != "true" {
 		t.Fatalf("marketing after added: %q", got)
 	}
+	before, writes := s.state("3001").State.Version, len(hs.forContact("3001"))
 	older := channel("ch-old", "blocked", t0)
 	s.expectAudit(older, "channel-blocked/received=received", "channel-blocked/record_channel=superseded",
-		"channel-blocked/crm_marketing=superseded")
+		"channel-blocked/crm_marketing=superseded", completed("channel-blocked"))
 	if got := marketing(); got != "true" {
 		t.Fatalf("an older blocked flipped marketing to %q", got)
 	}
-	if ws := hs.seen(func(r crmRequest) bool { return strings.HasPrefix(r.Key, older+"/") }); len(ws) != 0 {
-		t.Fatalf("the older channel event wrote to the CRM: %+v", ws)
+	if v := s.state("3001").State.Version; v != before {
+		t.Fatalf("the older channel event changed the state: v%d after v%d", v, before)
+	}
+	if ws := hs.forContact("3001"); len(ws) != writes {
+		t.Fatalf("the older channel event wrote to the CRM: %+v", ws[writes:])
 	}
 	newer := channel("ch-new", "blocked", t0.Add(10*time.Minute))
-	s.expectAudit(newer, "channel-blocked/received=received", "channel-blocked/record_channel=done", "channel-blocked/crm_marketing=done")
+	s.expectAudit(newer, "channel-blocked/received=received", "channel-blocked/record_channel=done", "channel-blocked/crm_marketing=done",
+		completed("channel-blocked"))
+	s.waitSynced("3001")
 	if got := marketing(); got != "false" {
 		t.Fatalf("marketing after a newer blocked: %q", got)
 	}
@@ -1024,9 +1165,12 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 // 4. Failure handling.
 
 // A CRM answering 429 with Retry-After is retried after the delay it asked
-// for, and a 503 is retried: each step then succeeds with one write applied.
-// A 400 is permanent: not retried, the event parks, and an operator's retry
-// signal re-drives it once the CRM is fixed.
+// for, and a 503 is retried: each sync then succeeds with one write applied,
+// every attempt of a version's sync under the same idempotency key. A 400 is
+// permanent: not retried, the user's sync parks in the stream (the event
+// itself is through: the sync brings the CRM to the state, whichever events
+// asked for it), and an operator's retry signal re-drives it once the CRM is
+// fixed.
 func TestReactionCRMFailures(t *testing.T) {
 	s := newStack(t)
 	c := s.temporalStack()
@@ -1043,13 +1187,12 @@ func TestReactionCRMFailures(t *testing.T) {
 	unavailable := s.deliverSET(simulator.SET{UserID: "4002", EventType: "user-linked"})
 	refused := s.deliverSET(simulator.SET{UserID: "4003", EventType: "user-linked"})
 
-	okTrail := func(failed ...string) []string {
-		return append(append([]string{"user-linked/received=received", "user-linked/mark_linked=done",
-			"user-linked/cancel_purge=skipped"}, failed...), "user-linked/crm_upsert=done")
-	}
+	okTrail := []string{"user-linked/received=received", "user-linked/mark_linked=done",
+		"user-linked/cancel_purge=skipped", "user-linked/crm_upsert=done", completed("user-linked")}
 	s.finish(limited)
-	s.expectAudit(limited, okTrail()...)
-	reqs := hs.withKey(workflows.StepKey(limited, "user-linked", policy.CRMUpsert))
+	s.expectAudit(limited, okTrail...)
+	v := s.waitSynced("4001")
+	reqs := hs.withKey(syncKey("4001", v, "upsert"))
 	if len(reqs) != 3 || applied(reqs) != 1 || !reqs[2].Applied {
 		t.Fatalf("rate-limited upsert: %d requests, %d applied, want 3 and 1 (the last)", len(reqs), applied(reqs))
 	}
@@ -1060,40 +1203,54 @@ func TestReactionCRMFailures(t *testing.T) {
 			t.Fatalf("retry %d came %v after a 429 with Retry-After: 2", i, gap)
 		}
 	}
+	s.expectAudit(syncEventKey("4001"), fmt.Sprintf("crm-sync/v%d=done", v))
 
 	s.finish(unavailable)
-	s.expectAudit(unavailable, okTrail()...)
-	if reqs := hs.withKey(workflows.StepKey(unavailable, "user-linked", policy.CRMUpsert)); len(reqs) != 2 || applied(reqs) != 1 {
+	s.expectAudit(unavailable, okTrail...)
+	v = s.waitSynced("4002")
+	if reqs := hs.withKey(syncKey("4002", v, "upsert")); len(reqs) != 2 || applied(reqs) != 1 {
 		t.Fatalf("upsert after a 503: %d requests, %d applied", len(reqs), applied(reqs))
 	}
 
-	// 400: parked after one attempt.
-	refusedKey := workflows.StepKey(refused, "user-linked", policy.CRMUpsert)
-	waitFor(t, "the refused event to park", func() bool { return s.inboxRow(refused).Status == "parked" })
-	row := s.inboxRow(refused)
-	if !strings.Contains(row.LastError, "crm_upsert") || !strings.Contains(row.LastError, "HTTP 400") ||
-		row.WorkflowID != workflows.EventWorkflowID(refused) {
-		t.Fatalf("parked row %+v", row)
+	// 400: the event completes; its sync fails once and parks.
+	s.finish(refused)
+	s.expectAudit(refused, okTrail...)
+	v = s.state("4003").State.Version
+	refusedKey := syncKey("4003", v, "upsert")
+	waitFor(t, "the refused sync to park", func() bool { return slices.Contains(s.stream("4003").Parked, syncEventKey("4003")) })
+	recs, err := s.Audit.ForEvent(context.Background(), syncEventKey("4003"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	s.expectAudit(refused, "user-linked/received=received", "user-linked/mark_linked=done",
-		"user-linked/cancel_purge=skipped", "user-linked/crm_upsert@1=failed")
+	if len(recs) != 1 || !strings.HasPrefix(recs[0].Step, "crm-sync/failed@") || recs[0].Outcome != "failed" ||
+		!strings.Contains(fmt.Sprint(recs[0].Detail["error"]), "HTTP 400") {
+		t.Fatalf("sync audit after a 400: %+v", recs)
+	}
+	if r := s.inboxRow(refused); r.Status != "dispatched" {
+		t.Fatalf("inbox row of the event whose sync parked: %+v", r)
+	}
 	if reqs := hs.withKey(refusedKey); len(reqs) != 1 {
 		t.Fatalf("a permanent 400 was tried %d times, want once", len(reqs))
 	}
+	if snap := s.state("4003"); snap.CRMVersion >= snap.State.Version {
+		t.Fatalf("a refused sync marked v%d synced", snap.CRMVersion)
+	}
 
-	// The CRM is fixed; the operator retries.
+	// The CRM is fixed; the operator retries the user's sync.
 	hs.refuseAll("4003", 0)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := s.Temporal.SignalWorkflow(ctx, row.WorkflowID, "", workflows.SignalRetry, nil); err != nil {
+	if err := s.Temporal.SignalWorkflow(ctx, workflows.UserStreamID(subjects.Hash(testIssuer, "4003")), "",
+		workflows.SignalRetry, syncEventKey("4003")); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the retried event to unpark", func() bool { return s.inboxRow(refused).Status != "parked" })
-	s.finish(refused)
-	s.expectAudit(refused, okTrail("user-linked/crm_upsert@1=failed")...)
-	if r := s.inboxRow(refused); r.Status != "dispatched" || r.LastError != "" {
-		t.Fatalf("inbox row after the retry: %+v", r)
+	if got := s.waitSynced("4003"); got != v {
+		t.Fatalf("synced v%d, want v%d", got, v)
 	}
+	if st := s.stream("4003"); len(st.Parked) != 0 {
+		t.Fatalf("still parked after the retry: %v", st.Parked)
+	}
+	s.expectAudit(syncEventKey("4003"), recs[0].Step+"=failed", fmt.Sprintf("crm-sync/v%d=done", v))
 	if reqs := hs.withKey(refusedKey); len(reqs) != 2 || applied(reqs) != 1 {
 		t.Fatalf("after the retry: %d requests, %d applied", len(reqs), applied(reqs))
 	}
@@ -1106,11 +1263,11 @@ func TestReactionCRMFailures(t *testing.T) {
 // 5. Crash and retry.
 
 // A worker goes away mid-reaction — one event after the email was accepted by
-// the SMTP server but before the worker heard so, another while its CRM write
+// the SMTP server but before the worker heard so, another while its CRM sync
 // is in flight. A fresh worker (new activities, same database) finishes both:
 // exactly one email per event, exactly one applied CRM write per idempotency
-// key, each audit row once. The same holds when the SMTP answer is lost
-// without any crash.
+// key (the retried sync of a version reuses its key), each audit row once.
+// The same holds when the SMTP answer is lost without any crash.
 func TestReactionCrashAndRetry(t *testing.T) {
 	s := newStack(t)
 	c := s.temporalStack()
@@ -1170,27 +1327,32 @@ events:
 	s.finish(mailEvent)
 	s.finish(crmEvent)
 
+	// Re-authentication is not part of the CRM contact: credential-compromise
+	// changes nothing the CRM holds, so its crm_upsert asks for no sync.
 	s.expectAudit(mailEvent, "credential-compromise/received=received", "credential-compromise/revoke_sessions=done",
 		"credential-compromise/kakao_logout=done", "credential-compromise/require_reauth=done",
-		"credential-compromise/send_notice=duplicate", "credential-compromise/crm_upsert=done")
+		"credential-compromise/send_notice=duplicate", "credential-compromise/crm_upsert=skipped", completed("credential-compromise"))
 	s.expectAudit(crmEvent, "user-linked/received=received", "user-linked/mark_linked=done",
-		"user-linked/cancel_purge=skipped", "user-linked/crm_upsert=done")
+		"user-linked/cancel_purge=skipped", "user-linked/crm_upsert=done", completed("user-linked"))
+	v := s.waitSynced("5002")
 	if n := len(mailsWithID(t, mp, noticeID(mailEvent, "credential-compromise"))); n != 1 {
 		t.Fatalf("%d emails for the event, want exactly 1", n)
 	}
 	if calls := kakao.Calls(); len(calls) != 1 || calls[0] != "POST /v1/user/logout 5001" {
 		t.Fatalf("kakao api calls %q", calls)
 	}
-	mailUpsert := hs.withKey(workflows.StepKey(mailEvent, "credential-compromise", policy.CRMUpsert))
-	if len(mailUpsert) != 1 || applied(mailUpsert) != 1 || mailUpsert[0].Props["email"] != "a@example.com" {
-		t.Fatalf("crm writes for the email event: %+v", mailUpsert)
+	if ws := hs.forContact("5001"); len(ws) != 0 {
+		t.Fatalf("crm writes for the email event: %+v, want none", ws)
 	}
-	crmUpsert := hs.withKey(workflows.StepKey(crmEvent, "user-linked", policy.CRMUpsert))
-	if len(crmUpsert) != 2 || crmUpsert[0].Applied || applied(crmUpsert) != 1 {
+	crmUpsert := hs.withKey(syncKey("5002", v, "upsert"))
+	if len(crmUpsert) != 2 || crmUpsert[0].Applied || applied(crmUpsert) != 1 || crmUpsert[1].Props["email"] != "b@example.com" {
 		t.Fatalf("crm writes for the crm event: %+v, want the abandoned one and one applied", crmUpsert)
 	}
-	if ws := hs.seen(func(r crmRequest) bool { return r.Applied }); len(ws) != 2 {
-		t.Fatalf("%d crm writes applied in all, want 2", len(ws))
+	if ws := hs.seen(func(r crmRequest) bool { return r.Applied }); len(ws) != 1 {
+		t.Fatalf("%d crm writes applied in all, want 1", len(ws))
+	}
+	if ws := hs.forContact("5002"); len(ws) != 2 {
+		t.Fatalf("crm requests for 5002: %+v, want only the two attempts of one key", ws)
 	}
 
 	// The SMTP server accepts a message but the connection drops before the
@@ -1201,7 +1363,7 @@ events:
 		Fields: map[string]any{"reason": "hijacking"}})
 	s.finish(lostAck)
 	s.expectAudit(lostAck, "account-disabled/received=received", "account-disabled/revoke_sessions=done",
-		"account-disabled/lock_account=done", "account-disabled/send_notice=duplicate")
+		"account-disabled/lock_account=done", "account-disabled/send_notice=duplicate", completed("account-disabled"))
 	if n := len(mailsWithID(t, mp, noticeID(lostAck, "account-disabled"))); n != 1 {
 		t.Fatalf("%d emails after a lost SMTP answer, want exactly 1", n)
 	}

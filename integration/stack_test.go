@@ -2,15 +2,15 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http/httptest"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/jmoiron/sqlx"
-	"go.temporal.io/api/serviceerror"
+	"go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 
@@ -25,6 +25,7 @@ import (
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
+	"github.com/setflow/setflow/userstate"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -98,7 +99,7 @@ func (s *stack) startRelay(hostPort string) {
 		s.t.Fatal(err)
 	}
 	s.t.Cleanup(c.Close)
-	r := &relay.Relay{Inbox: s.Inbox, Temporal: c, Log: s.log, Poll: 100 * time.Millisecond,
+	r := &relay.Relay{Inbox: s.Inbox, Temporal: c, Log: s.log, Poll: 100 * time.Millisecond, Subjects: subjects,
 		StartTimeout: 2 * time.Second,
 		// Short backoff so that the catch-up after an outage is quick in tests.
 		Backoff: func(int) time.Duration { return 200 * time.Millisecond }}
@@ -122,7 +123,8 @@ func (s *stack) activities() *activities.Activities {
 		Backends: activities.Backends{
 			DB:       s.DB,
 			Profiles: profile.NewStore(s.DB),
-			Subjects: audit.SubjectHasher{Key: []byte("test-audit-key")},
+			States:   userstate.NewStore(s.DB),
+			Subjects: subjects,
 			// Unlinked users' data waits a month, so tests see the revocation
 			// before any purge; purge tests set their own retention.
 			PurgeAfter: 30 * 24 * time.Hour,
@@ -175,21 +177,52 @@ func (s *stack) post(token string) (int, string) {
 	return status, body
 }
 
-// waitReaction waits for the reaction workflow of an event key to complete.
+// waitReaction waits for an event to be through: every event of a user's
+// stream has written its "<name>/completed" audit row, or the reaction
+// workflow of user-less events completed. It fails at once on a parked step.
 func (s *stack) waitReaction(key string) workflows.ReactionResult {
 	s.t.Helper()
-	id := workflows.EventWorkflowID(key)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for {
+		recs, err := s.Audit.ForEvent(ctx, key)
+		if err != nil {
+			s.t.Fatal(err)
+		}
 		var res workflows.ReactionResult
-		err := s.Temporal.GetWorkflow(ctx, id, "").Get(ctx, &res)
-		if err == nil {
+		received, completed := 0, 0
+		for _, r := range recs {
+			_, step, _ := strings.Cut(r.Step, "/")
+			switch {
+			case step == "received":
+				received++
+			case step == workflows.StepCompleted:
+				completed++
+			case strings.HasPrefix(step, "revoke_sessions") && r.Outcome == "done":
+				if n, ok := r.Detail["revoked"].(float64); ok {
+					res.SessionsRevoked += int64(n)
+				}
+			}
+			if step != "received" && step != workflows.StepCompleted {
+				res.Steps++
+			}
+		}
+		if received > 0 && completed == received {
+			res.Events = received
 			return res
 		}
-		var nf *serviceerror.NotFound
-		if !errors.As(err, &nf) || ctx.Err() != nil {
-			s.t.Fatalf("reaction %s: %v", id, err)
+		desc, err := s.Temporal.DescribeWorkflowExecution(ctx, workflows.EventWorkflowID(key), "")
+		if err == nil && desc.GetWorkflowExecutionInfo().GetStatus() == enums.WORKFLOW_EXECUTION_STATUS_COMPLETED {
+			if err := s.Temporal.GetWorkflow(ctx, workflows.EventWorkflowID(key), "").Get(ctx, &res); err != nil {
+				s.t.Fatalf("reaction %s: %v", key, err)
+			}
+			return res
+		}
+		if e, err := s.Inbox.Get(ctx, key); err == nil && e.Status == "parked" {
+			s.t.Fatalf("event %s parked; audit %s", key, s.auditSteps(key))
+		}
+		if ctx.Err() != nil {
+			s.t.Fatalf("event %s did not complete; audit %s", key, s.auditSteps(key))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -250,3 +283,6 @@ func (nopLogger) Debug(string, ...any) {}
 func (nopLogger) Info(string, ...any)  {}
 func (nopLogger) Warn(string, ...any)  {}
 func (nopLogger) Error(string, ...any) {}
+
+// subjects keys the subject hashes of the test stacks (as the worker and relay do).
+var subjects = audit.SubjectHasher{Key: []byte("test-audit-key")}

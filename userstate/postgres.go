@@ -84,8 +84,13 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 	if err != nil {
 		return Result{}, err
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE setflow_user_state SET state = $2, version = $3, updated_at = now() WHERE subject_hash = $1`,
-		sub.Hash, stateJSON, next.Version); err != nil {
+	// A change that leaves the desired CRM contact as it was keeps a CRM
+	// that was in sync in sync: crm_version >= version means "nothing to send".
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE setflow_user_state SET state = $2, version = $3, updated_at = now(),
+			crm_version = CASE WHEN crm_version >= $4 AND NOT $5 THEN $3 ELSE crm_version END
+		WHERE subject_hash = $1`,
+		sub.Hash, stateJSON, next.Version, cur.Version, next.Contact() != cur.Contact()); err != nil {
 		return Result{}, fmt.Errorf("userstate: %w", err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO setflow_user_events (subject_hash, event_key, decision, version) VALUES ($1, $2, $3, $4)`,

@@ -292,6 +292,9 @@ func Apply(s State, c Change) (State, Decision) {
 	}
 	if c.PurgeNow {
 		if n.Tombstone != nil && !t.After(n.Tombstone.Cutoff) {
+			if t.Equal(n.Tombstone.Cutoff) {
+				n.Tombstone.EventKey = min(n.Tombstone.EventKey, c.EventKey)
+			}
 			d.set("purge", Superseded)
 		} else {
 			n.purge(t, c.Now, c.EventKey)
@@ -375,6 +378,15 @@ func (s *State) schedulePurge(t time.Time, after time.Duration, key string, o Ou
 		s.Purge = &PendingPurge{Cutoff: t, Due: t.Add(after), EventKey: key}
 		d.Purge = PurgeMoved
 	default:
+		// An unlink at the same cutoff (the webhook and the SET of one
+		// unlink): keep the earlier due time and the smaller key, so that the
+		// order of delivery does not show.
+		if t.Equal(s.Purge.Cutoff) {
+			if due := t.Add(after); due.Before(s.Purge.Due) {
+				s.Purge.Due = due
+			}
+			s.Purge.EventKey = min(s.Purge.EventKey, key)
+		}
 		d.set("purge", Unchanged)
 		return
 	}

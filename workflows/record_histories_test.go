@@ -29,10 +29,13 @@ import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/secevent"
 )
 
 // recorder runs the scenarios on a real worker and writes their histories.
+// Its activities are simple stand-ins: the state is the real state machine
+// over memory (memState), every side effect succeeds.
 type recorder struct {
 	t      *testing.T
 	c      client.Client
@@ -40,6 +43,22 @@ type recorder struct {
 	parked chan string // event keys as ParkEvent sees them
 	// failOnce names event keys whose first RevokeSessions fails for good.
 	failOnce map[string]bool
+	// states are the users' states by subject hash; retention overrides the
+	// purge retention of a user.
+	states    map[string]*memState
+	retention map[string]time.Duration
+	synced    map[string]int64
+}
+
+func (rc *recorder) state(hash string) *memState {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	s := rc.states[hash]
+	if s == nil {
+		s = newMemState()
+		rc.states[hash] = s
+	}
+	return s
 }
 
 func (rc *recorder) stepActivity(name string) func(context.Context, activities.StepInput) (activities.StepResult, error) {
@@ -58,13 +77,45 @@ func (rc *recorder) stepActivity(name string) func(context.Context, activities.S
 	}
 }
 
+func (rc *recorder) applyEvent(_ context.Context, in activities.ApplyInput) (activities.ApplyResult, error) {
+	rc.mu.Lock()
+	after, ok := rc.retention[in.Subject.Hash]
+	rc.mu.Unlock()
+	if ok {
+		steps := append([]policy.Step(nil), in.Steps...)
+		for i := range steps {
+			if steps[i].Name == policy.SchedulePurge {
+				steps[i].Params = map[string]string{"after": after.String()}
+			}
+		}
+		in.Steps = steps
+	}
+	return rc.state(in.Subject.Hash).apply(in, time.Now().UTC()), nil
+}
+
+func (rc *recorder) runPurge(_ context.Context, in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
+	return rc.state(in.Subject.Hash).runPurge(in, time.Now().UTC()), nil
+}
+
+func (rc *recorder) syncCRM(_ context.Context, in activities.SyncInput) (activities.StepResult, error) {
+	v := rc.state(in.SubjectHash).version()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if v <= rc.synced[in.SubjectHash] {
+		return activities.StepResult{Outcome: activities.OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}, nil
+	}
+	rc.synced[in.SubjectHash] = v
+	return activities.StepResult{Outcome: activities.OutcomeDone, Detail: map[string]any{"version": v, "contact": "upserted"}}, nil
+}
+
 func (rc *recorder) register(w worker.Worker) {
 	for _, name := range stepActivityNames {
 		w.RegisterActivityWithOptions(rc.stepActivity(name), activity.RegisterOptions{Name: name})
 	}
 	w.RegisterActivityWithOptions(func(context.Context, audit.Record) error { return nil }, activity.RegisterOptions{Name: "RecordAudit"})
-	w.RegisterActivityWithOptions(func(context.Context, activities.ClaimInput) (bool, error) { return true, nil },
-		activity.RegisterOptions{Name: "ClaimReaction"})
+	w.RegisterActivityWithOptions(rc.applyEvent, activity.RegisterOptions{Name: "ApplyEvent"})
+	w.RegisterActivityWithOptions(rc.runPurge, activity.RegisterOptions{Name: "RunPurge"})
+	w.RegisterActivityWithOptions(rc.syncCRM, activity.RegisterOptions{Name: "SyncCRM"})
 	w.RegisterActivityWithOptions(func(_ context.Context, in activities.ParkInput) error {
 		rc.parked <- in.EventKey
 		return nil
@@ -90,11 +141,41 @@ func (rc *recorder) save(ctx context.Context, workflowID, file string) {
 	rc.t.Logf("recorded %s (%d events)", file, len(hist.Events))
 }
 
-func (rc *recorder) runReaction(ctx context.Context, envl event.Envelope) client.WorkflowRun {
+// recIdle is how long a recorded stream waits for more events.
+const recIdle = 2 * time.Second
+
+// signal delivers envl to its user's stream with Signal-With-Start, as the
+// relay does, and returns the stream's id.
+func (rc *recorder) signal(ctx context.Context, envl event.Envelope) string {
 	rc.t.Helper()
-	run, err := rc.c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: EventWorkflowID(envl.Key), TaskQueue: TaskQueue}, Reaction, envl)
+	hash := testHasher.Hash(envl.Subject.Issuer, envl.Subject.UserID)
+	id := UserStreamID(hash)
+	_, err := rc.c.SignalWithStartWorkflow(ctx, id, SignalEvent, streamEvent(envl), client.StartWorkflowOptions{
+		ID: id, TaskQueue: TaskQueue, WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+	}, UserStream, UserStreamInput{SubjectHash: hash, IdleAfter: recIdle})
 	require.NoError(rc.t, err)
-	return run
+	return id
+}
+
+// wait waits for the stream to complete (idle).
+func (rc *recorder) wait(ctx context.Context, id string) {
+	rc.t.Helper()
+	require.NoError(rc.t, rc.c.GetWorkflow(ctx, id, "").Get(ctx, nil))
+}
+
+// forUser moves envl to another user, happening now (a stream's timers run
+// against the real clock).
+func forUser(envl event.Envelope, userID string) event.Envelope {
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	envl.Subject.UserID = userID
+	envl.IssuedAt, envl.ReceivedAt = now, now
+	events := append([]event.Event(nil), envl.Events...)
+	for i := range events {
+		events[i].Subject.UserID = userID
+		events[i].Time = now
+	}
+	envl.Events = events
+	return envl
 }
 
 // TestRecordHistories records the replayed histories (see the top of this file).
@@ -103,14 +184,14 @@ func TestRecordHistories(t *testing.T) {
 	c := srv.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	rc := &recorder{t: t, c: c, parked: make(chan string, 10), failOnce: map[string]bool{}}
+	rc := &recorder{t: t, c: c, parked: make(chan string, 10), failOnce: map[string]bool{},
+		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}}
 
-	// The plan is the real PlanReaction with the default policy; the purge
-	// retention is short so that the purge's timer fires during the recording.
-	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: 2 * time.Second}}
+	// The plan is the real PlanReaction with the default policy.
+	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: time.Hour}}
 	main := worker.New(c, TaskQueue, worker.Options{})
 	main.RegisterWorkflow(Reaction)
-	main.RegisterWorkflow(Purge)
+	main.RegisterWorkflow(UserStream)
 	main.RegisterActivityWithOptions(acts.PlanReaction, activity.RegisterOptions{Name: "PlanReaction"})
 	rc.register(main)
 	crm := worker.New(c, CRMTaskQueue, worker.Options{})
@@ -120,50 +201,76 @@ func TestRecordHistories(t *testing.T) {
 		defer w.Stop()
 	}
 
-	// account-disabled for hijacking: revoke, lock, send the notice.
-	var res ReactionResult
-	require.NoError(t, rc.runReaction(ctx, setEnvelope("rec-disabled", secevent.EventAccountDisabled, payloadWith(`"reason":"hijacking"`))).Get(ctx, &res))
-	require.Equal(t, 3, res.Steps)
-	rc.save(ctx, EventWorkflowID("rec-disabled"), "reaction-account-disabled-hijacking.json")
+	// account-disabled for hijacking: revocation at once, the lock from the
+	// decision, the notice, the CRM sync of the lock; then the stream idles.
+	id := rc.signal(ctx, forUser(setEnvelope("rec-disabled", secevent.EventAccountDisabled, payloadWith(`"reason":"hijacking"`)), "1001"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-account-disabled-hijacking.json")
 
-	// user-unlinked: claim, steps, the purge child, whose timer then fires.
-	require.NoError(t, rc.runReaction(ctx, unlinkEnvelope("unlink:rec")).Get(ctx, &res))
-	rc.save(ctx, EventWorkflowID("unlink:rec"), "reaction-user-unlinked.json")
-	var pres PurgeResult
-	require.NoError(t, c.GetWorkflow(ctx, PurgeWorkflowID(testHash), "").Get(ctx, &pres))
-	require.Equal(t, "purged", pres.Outcome)
-	rc.save(ctx, PurgeWorkflowID(testHash), "purge-after-timer.json")
+	// An unlink schedules a purge (a timer in the stream); a later link
+	// cancels it, and the stream idles.
+	id = rc.signal(ctx, forUser(unlinkEnvelope("unlink:rec-relink"), "1002"))
+	waitForTimer(ctx, t, c, id)
+	rc.signal(ctx, forUser(setEnvelope("rec-relinked", secevent.EventUserLinked, payloadWith("")), "1002"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-unlink-then-relink-cancels-purge.json")
+
+	// An unlink whose purge is due after 2 s: the timer fires, the purge
+	// runs (state, then sessions), the CRM is synced.
+	rc.retention[testHasher.Hash(testIssuer, "1003")] = 2 * time.Second
+	id = rc.signal(ctx, forUser(setEnvelope("rec-unlinked", secevent.EventUserUnlinked, payloadWith("")), "1003"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-purge-after-timer.json")
 
 	// A step that fails for good parks; the operator's retry re-runs it.
 	rc.failOnce["rec-parked"] = true
-	run := rc.runReaction(ctx, setEnvelope("rec-parked", secevent.EventAccountDisabled, payloadWith(`"reason":"hijacking"`)))
+	id = rc.signal(ctx, forUser(setEnvelope("rec-parked", secevent.EventAccountDisabled, payloadWith(`"reason":"hijacking"`)), "1004"))
 	select {
 	case key := <-rc.parked:
 		require.Equal(t, "rec-parked", key)
 	case <-ctx.Done():
-		t.Fatal("the reaction did not park")
+		t.Fatal("the stream did not park")
 	}
-	require.NoError(t, c.SignalWorkflow(ctx, run.GetID(), "", SignalRetry, nil))
-	require.NoError(t, run.Get(ctx, &res))
-	rc.save(ctx, run.GetID(), "reaction-parked-then-retried.json")
+	waitParked(ctx, t, c, id, "rec-parked")
+	require.NoError(t, c.SignalWorkflow(ctx, id, "", SignalRetry, "rec-parked"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-parked-then-retried.json")
 
-	// user-linked for a user without a pending purge: cancel_purge skipped.
-	other := setEnvelope("rec-linked-1", secevent.EventUserLinked, payloadWith(""))
-	other.Subject.UserID = "1111"
-	other.Events[0].Subject.UserID = "1111"
-	require.NoError(t, rc.runReaction(ctx, other).Get(ctx, &res))
-	rc.save(ctx, EventWorkflowID(other.Key), "reaction-user-linked-no-pending-purge.json")
-
-	// user-linked while the user's purge waits: the purge is cancelled.
-	prun, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: PurgeWorkflowID(testHash), TaskQueue: TaskQueue}, Purge,
-		PurgeInput{EventKey: "unlink:rec-2", Event: unlinkEnvelope("unlink:rec-2").Events[0], SubjectHash: testHash, After: time.Hour})
+	// A Talk Share delivery names no user: a reaction workflow.
+	envl := talkShareEnvelope("talk-share:rec")
+	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: EventWorkflowID(envl.Key), TaskQueue: TaskQueue}, Reaction, envl)
 	require.NoError(t, err)
-	waitForTimer(ctx, t, c, prun.GetID())
-	require.NoError(t, rc.runReaction(ctx, setEnvelope("rec-linked-2", secevent.EventUserLinked, payloadWith(""))).Get(ctx, &res))
-	rc.save(ctx, EventWorkflowID("rec-linked-2"), "reaction-user-linked-cancels-purge.json")
-	require.NoError(t, prun.Get(ctx, &pres))
-	require.Equal(t, "cancelled", pres.Outcome)
-	rc.save(ctx, prun.GetID(), "purge-cancelled.json")
+	var res ReactionResult
+	require.NoError(t, run.Get(ctx, &res))
+	require.Equal(t, ReactionResult{Events: 1, Steps: 2}, res)
+	rc.save(ctx, run.GetID(), "reaction-talk-share.json")
+
+	// The stand-ins saw what the scenarios meant.
+	require.Nil(t, rc.state(testHasher.Hash(testIssuer, "1002")).state.Purge, "the link cancelled the purge")
+	require.NotNil(t, rc.state(testHasher.Hash(testIssuer, "1003")).state.Tombstone, "the purge ran")
+}
+
+// waitParked waits until the stream says the event's step waits for a retry
+// (a retry sent while ParkEvent still runs is lost: see
+// TestUserStreamRetryWhileParkingIsNotLost).
+func waitParked(ctx context.Context, t *testing.T, c client.Client, id, key string) {
+	t.Helper()
+	for {
+		v, err := c.QueryWorkflow(ctx, id, "", QueryState)
+		require.NoError(t, err)
+		var st StreamStatus
+		require.NoError(t, v.Get(&st))
+		for _, k := range st.Parked {
+			if k == key {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(errors.New("the stream did not park"))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // waitForTimer waits until the workflow's history shows a started timer.

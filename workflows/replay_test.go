@@ -5,23 +5,21 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
+	historypb "go.temporal.io/api/history/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
-
-	"github.com/setflow/setflow/activities"
-	"github.com/setflow/setflow/event"
 )
 
 // The histories in testdata/histories were recorded from real runs against a
 // Temporal dev server. Replaying them against the current workflow code fails
 // when a change makes the code issue different commands for the same history
-// (reordered steps, an added or removed activity, timer or child workflow, a
-// changed local activity) — a change that would break every reaction in
-// flight when the worker is deployed. Such a change needs workflow.GetVersion,
-// not new recordings.
+// (reordered steps, an added or removed activity, timer or coroutine that
+// issues commands, a changed local activity) — a change that would break
+// every user stream and reaction in flight when the worker is deployed (a
+// user's stream lives as long as its pending purge). Such a change needs
+// workflow.GetVersion, not new recordings.
 //
 // To re-record (after an intended, versioned change, or to add a scenario):
 //
@@ -37,20 +35,18 @@ func newReplayer(t *testing.T) worker.WorkflowReplayer {
 	t.Helper()
 	r := worker.NewWorkflowReplayer()
 	r.RegisterWorkflow(Reaction)
-	r.RegisterWorkflow(Purge)
+	r.RegisterWorkflow(UserStream)
 	return r
 }
 
 // recordedHistories are the scenarios TestRecordHistories writes; each must
 // be present, so a lost file does not silently shrink the replay coverage.
 var recordedHistories = []string{
-	"reaction-account-disabled-hijacking.json",
-	"reaction-user-unlinked.json",
-	"purge-after-timer.json",
-	"reaction-parked-then-retried.json",
-	"reaction-user-linked-no-pending-purge.json",
-	"reaction-user-linked-cancels-purge.json",
-	"purge-cancelled.json",
+	"stream-account-disabled-hijacking.json",
+	"stream-unlink-then-relink-cancels-purge.json",
+	"stream-purge-after-timer.json",
+	"stream-parked-then-retried.json",
+	"reaction-talk-share.json",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
@@ -83,31 +79,52 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// The replay check has teeth: a Reaction that runs the same steps in another
-// order does not replay the recorded history.
-func TestReplayDetectsReorderedSteps(t *testing.T) {
-	reordered := func(ctx workflow.Context, env event.Envelope) (ReactionResult, error) {
-		var plans []activities.PlannedEvent
-		lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
-		if err := workflow.ExecuteLocalActivity(lctx, a.PlanReaction, env).Get(ctx, &plans); err != nil {
-			return ReactionResult{}, err
+// swapScheduled loads a recorded history and swaps the activity types of the
+// first scheduled activities named a and b: the history of a workflow that
+// ran the same steps in the other order.
+func swapScheduled(t *testing.T, file, a, b string) *historypb.History {
+	t.Helper()
+	f, err := os.Open(filepath.Join(historiesDir, file))
+	require.NoError(t, err)
+	defer f.Close()
+	hist, err := client.HistoryFromJSON(f, client.HistoryJSONOptions{})
+	require.NoError(t, err)
+	var ea, eb *historypb.ActivityTaskScheduledEventAttributes
+	for _, ev := range hist.Events {
+		attrs := ev.GetActivityTaskScheduledEventAttributes()
+		switch {
+		case attrs == nil:
+		case attrs.ActivityType.GetName() == a && ea == nil:
+			ea = attrs
+		case attrs.ActivityType.GetName() == b && eb == nil:
+			eb = attrs
 		}
-		r := newRunner(ctx, env.Key, env.Events[0], plans[0].SubjectHash)
-		if err := r.audit("received", OutcomeReceived, nil); err != nil {
-			return ReactionResult{}, err
-		}
-		steps := plans[0].Reaction.Steps
-		steps[0], steps[1] = steps[1], steps[0] // lock before revoke
-		for _, st := range steps {
-			if _, err := r.step(st, ""); err != nil {
-				return ReactionResult{}, err
-			}
-		}
-		return ReactionResult{}, nil
 	}
-	r := worker.NewWorkflowReplayer()
-	r.RegisterWorkflowWithOptions(reordered, workflow.RegisterOptions{Name: "Reaction"})
-	err := r.ReplayWorkflowHistoryFromJSONFile(quietLogger{}, filepath.Join(historiesDir, "reaction-account-disabled-hijacking.json"))
-	require.Error(t, err)
-	require.Contains(t, err.Error(), "nondeterministic")
+	require.NotNil(t, ea, "%s scheduled in %s", a, file)
+	require.NotNil(t, eb, "%s scheduled in %s", b, file)
+	ea.ActivityType, eb.ActivityType = eb.ActivityType, ea.ActivityType
+	return hist
+}
+
+// The replay check has teeth: the current code does not replay a history in
+// which the same steps were scheduled in another order — the history a
+// reordered workflow would have recorded (replay compares the code's
+// commands with the history, so reordering either side is the same test).
+func TestReplayDetectsReorderedSteps(t *testing.T) {
+	for _, tc := range []struct{ file, a, b string }{
+		// The stream schedules the state change and the revocation in one
+		// workflow task: the state first.
+		{"stream-account-disabled-hijacking.json", "ApplyEvent", "RevokeSessions"},
+		// A purge's state change, then its sessions.
+		{"stream-purge-after-timer.json", "RunPurge", "PurgeSessions"},
+		{"reaction-talk-share.json", "RecordTalkShare", "RunTalkShareHook"},
+	} {
+		t.Run(strings.TrimSuffix(tc.file, ".json"), func(t *testing.T) {
+			err := newReplayer(t).ReplayWorkflowHistory(quietLogger{}, swapScheduled(t, tc.file, tc.a, tc.b))
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "nondeterministic")
+			require.Contains(t, err.Error(), tc.a)
+			require.Contains(t, err.Error(), tc.b)
+		})
+	}
 }

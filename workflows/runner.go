@@ -106,42 +106,45 @@ type runner struct {
 	subjectHash string
 	labels      map[string]int
 	revoked     int64
-	// awaitRetry waits for an operator's retry of this event; false when
+	// armRetry is called before a park is recorded; the wait it returns
+	// waits for an operator's retry of this event sent since, false when
 	// ParkTimeout passed first.
-	awaitRetry func() bool
+	armRetry func() (wait func() bool)
 }
 
 func newRunner(ctx workflow.Context, eventKey string, ev event.Event, subjectHash string) *runner {
 	r := &runner{ctx: ctx, eventKey: eventKey, ev: ev, subjectHash: subjectHash, labels: map[string]int{}}
-	r.awaitRetry = r.awaitRetrySignal(workflow.GetSignalChannel(ctx, SignalRetry))
+	r.armRetry = r.awaitRetrySignal(workflow.GetSignalChannel(ctx, SignalRetry))
 	return r
 }
 
 // awaitRetrySignal waits on the workflow's own retry signal channel (a
 // reaction workflow has one parked step at a time).
-func (r *runner) awaitRetrySignal(retry workflow.ReceiveChannel) func() bool {
-	return func() bool {
+func (r *runner) awaitRetrySignal(retry workflow.ReceiveChannel) func() func() bool {
+	return func() func() bool {
 		// A request that arrived before this park (a duplicate of the one
 		// that ended the previous park) must not end it.
 		for retry.ReceiveAsync(nil) {
 		}
-		retried := false
-		sel := workflow.NewSelector(r.ctx)
-		sel.AddReceive(retry, func(c workflow.ReceiveChannel, _ bool) {
-			c.Receive(r.ctx, nil)
-			retried = true
-		})
-		// The timer is cancelled on retry so that a long-running workflow is
-		// not woken by it a month later.
-		tctx, cancelTimer := workflow.WithCancel(r.ctx)
-		timer := workflow.NewTimer(tctx, ParkTimeout)
-		sel.AddFuture(timer, func(workflow.Future) {})
-		sel.Select(r.ctx)
-		cancelTimer()
-		// Requests delivered with this one are the same retry.
-		for retry.ReceiveAsync(nil) {
+		return func() bool {
+			retried := false
+			sel := workflow.NewSelector(r.ctx)
+			sel.AddReceive(retry, func(c workflow.ReceiveChannel, _ bool) {
+				c.Receive(r.ctx, nil)
+				retried = true
+			})
+			// The timer is cancelled on retry so that a long-running workflow is
+			// not woken by it a month later.
+			tctx, cancelTimer := workflow.WithCancel(r.ctx)
+			timer := workflow.NewTimer(tctx, ParkTimeout)
+			sel.AddFuture(timer, func(workflow.Future) {})
+			sel.Select(r.ctx)
+			cancelTimer()
+			// Requests delivered with this one are the same retry.
+			for retry.ReceiveAsync(nil) {
+			}
+			return retried
 		}
-		return retried
 	}
 }
 
@@ -212,6 +215,9 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 
 // park marks the event parked and waits for a retry or ParkTimeout.
 func (r *runner) park(label string, cause error) error {
+	// Armed before the inbox shows the event parked: a retry sent from then
+	// on ends this park.
+	wait := r.armRetry()
 	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
 	info := workflow.GetInfo(r.ctx)
 	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{
@@ -219,7 +225,7 @@ func (r *runner) park(label string, cause error) error {
 	}).Get(ctx, nil); err != nil {
 		return err
 	}
-	if !r.awaitRetry() {
+	if !wait() {
 		return fmt.Errorf("%s/%s: %w", r.ev.Name, label, errParkedTooLong)
 	}
 	return workflow.ExecuteActivity(ctx, a.UnparkEvent, r.eventKey).Get(ctx, nil)

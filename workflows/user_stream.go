@@ -23,6 +23,10 @@ func UserStreamID(subjectHash string) string { return "setflow-user/" + subjectH
 // sends it with Signal-With-Start).
 const SignalEvent = "event"
 
+// CRMSyncKeyPrefix starts the audit event key of a user's CRM syncs
+// ("crm-sync/<subject hash>"); a parked sync is retried under that key.
+const CRMSyncKeyPrefix = "crm-sync/"
+
 // QueryState returns a stream's StreamStatus.
 const QueryState = "state"
 
@@ -278,13 +282,15 @@ func (s *stream) retries(key string) int { return s.retryAll + s.retryKey[key] }
 
 // awaitRetry is a parked step's wait: a retry request for its key (or all)
 // that arrives after it parked, or ParkTimeout.
-func (s *stream) awaitRetry(ctx workflow.Context, key string) func() bool {
-	return func() bool {
-		s.parked[key] = true
-		defer delete(s.parked, key)
+func (s *stream) awaitRetry(ctx workflow.Context, key string) func() func() bool {
+	return func() func() bool {
 		before := s.retries(key)
-		ok, err := workflow.AwaitWithTimeout(ctx, ParkTimeout, func() bool { return s.retries(key) > before })
-		return ok && err == nil
+		return func() bool {
+			s.parked[key] = true
+			defer delete(s.parked, key)
+			ok, err := workflow.AwaitWithTimeout(ctx, ParkTimeout, func() bool { return s.retries(key) > before })
+			return ok && err == nil
+		}
 	}
 }
 
@@ -336,7 +342,7 @@ func (s *stream) process(se StreamEvent) error {
 // the rest of its steps in a coroutine.
 func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent) error {
 	r := newRunner(s.ctx, env.Key, ev, s.hash)
-	r.awaitRetry = s.awaitRetry(s.ctx, env.Key)
+	r.armRetry = s.awaitRetry(s.ctx, env.Key)
 	received := map[string]any{"source": string(env.Source), "event_time": ev.Time, "shadow": plan.Reaction.Shadow,
 		"steps": len(plan.Reaction.Steps)}
 	if plan.Clamped {
@@ -354,7 +360,11 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 	_ = json.Unmarshal(ev.Payload, &payload)
 	if plan.Reaction.Shadow {
 		for i, st := range steps {
-			if err := r.audit(labels[i], OutcomeShadow, map[string]any{"params": st.Params}); err != nil {
+			outcome, detail := OutcomeShadow, map[string]any{"params": st.Params}
+			if !matches(st.When, payload) {
+				outcome, detail = OutcomeSkipped, map[string]any{"reason": "condition not met"}
+			}
+			if err := r.audit(labels[i], outcome, detail); err != nil {
 				return err
 			}
 		}
@@ -373,18 +383,23 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 			}
 		}
 	}
-	var res activities.ApplyResult
-	actx := workflow.WithActivityOptions(s.ctx, applyOptions())
-	err := workflow.ExecuteActivity(actx, a.ApplyEvent, activities.ApplyInput{
-		Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps,
-	}).Get(actx, &res)
-	if err != nil {
-		// A permanent error (the event cannot be applied): audited, the
-		// stream goes on with the next event.
-		return r.audit("apply", OutcomeFailed, map[string]any{"error": err.Error()})
+	in := activities.ApplyInput{Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps}
+	apply := func(ctx workflow.Context) (activities.ApplyResult, error) {
+		var res activities.ApplyResult
+		actx := workflow.WithActivityOptions(ctx, applyOptions())
+		err := workflow.ExecuteActivity(actx, a.ApplyEvent, in).Get(actx, &res)
+		return res, err
 	}
-	s.setPurge(res.Purge)
-	s.spawn(func(ctx workflow.Context) {
+	// The rest of the event runs in its own coroutine once the state says
+	// what changed.
+	applied := func(res activities.ApplyResult) {
+		s.setPurge(res.Purge)
+		if res.Decision.ContactChanged {
+			// The CRM follows the state, whichever event changed it.
+			s.requestSync()
+		}
+	}
+	rest := func(ctx workflow.Context, res activities.ApplyResult) {
 		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) {
 			return
 		}
@@ -397,6 +412,33 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 		// this row as the event's end.
 		r := newRunner(ctx, env.Key, ev, s.hash)
 		_ = r.audit(StepCompleted, activities.OutcomeDone, nil)
+	}
+	res, err := apply(s.ctx)
+	if err == nil {
+		applied(res)
+		s.spawn(func(ctx workflow.Context) { rest(ctx, res) })
+		return nil
+	}
+	// A permanent error: the event parks for an operator, in its own
+	// coroutine — the user's later events go on, which is safe because the
+	// state machine does not depend on the order it sees events in.
+	s.spawn(func(ctx workflow.Context) {
+		r := newRunner(ctx, env.Key, ev, s.hash)
+		r.armRetry = s.awaitRetry(ctx, env.Key)
+		for attempt := 1; ; attempt++ {
+			if aerr := r.audit(fmt.Sprintf("apply@%d", attempt), OutcomeFailed, map[string]any{"error": err.Error()}); aerr != nil {
+				return
+			}
+			if perr := r.park("apply", err); perr != nil {
+				workflow.GetLogger(ctx).Error("user stream: event gave up", "event", env.Key, "error", perr)
+				return
+			}
+			if res, err = apply(ctx); err == nil {
+				applied(res)
+				rest(ctx, res)
+				return
+			}
+		}
 	})
 	return nil
 }
@@ -408,7 +450,7 @@ const StepCompleted = "completed"
 // runStep runs one activity step with its own runner (audit and parking).
 func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, st policy.Step, label string) error {
 	r := newRunner(ctx, eventKey, ev, s.hash)
-	r.awaitRetry = s.awaitRetry(ctx, eventKey)
+	r.armRetry = s.awaitRetry(ctx, eventKey)
 	_, err := r.step(st, label)
 	if err != nil {
 		workflow.GetLogger(ctx).Error("user stream: step gave up", "event", eventKey, "step", label, "error", err)
@@ -421,7 +463,7 @@ func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, 
 func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, plan activities.PlannedEvent,
 	labels []string, payload map[string]any, res activities.ApplyResult) bool {
 	r := newRunner(ctx, eventKey, ev, s.hash)
-	r.awaitRetry = s.awaitRetry(ctx, eventKey)
+	r.armRetry = s.awaitRetry(ctx, eventKey)
 	log := workflow.GetLogger(ctx)
 	d := res.Decision
 	stale := res.KakaoCheck == activities.KakaoLinked
@@ -499,10 +541,10 @@ func (s *stream) stateStep(r *runner, label, step string, res activities.ApplyRe
 	return r.audit(label, OutcomeSkipped, detail)
 }
 
-// crmStep asks for a sync when the desired contact changed.
+// crmStep audits the CRM step: the event asked for a sync (requested in
+// event, for any change of the desired contact) or changed nothing to sync.
 func (s *stream) crmStep(r *runner, label string, d userstate.Decision) error {
 	if d.ContactChanged {
-		s.requestSync()
 		return r.audit(label, activities.OutcomeDone, map[string]any{"sync": "requested"})
 	}
 	if !d.Changed() && len(d.Parts) > 0 && d.Of("link", "lock", "field", "channel", "purge", "consent", "reauth") == userstate.Superseded {
@@ -539,7 +581,7 @@ func (s *stream) syncLoop(ctx workflow.Context) {
 		var res activities.StepResult
 		actx := workflow.WithActivityOptions(ctx, syncOptions())
 		err := workflow.ExecuteActivity(actx, a.SyncCRM, activities.SyncInput{SubjectHash: s.hash}).Get(actx, &res)
-		key := "crm-sync/" + s.hash
+		key := CRMSyncKeyPrefix + s.hash
 		ev := event.Event{Type: "setflow:crm-sync", Name: "crm-sync"}
 		r := newRunner(ctx, key, ev, s.hash)
 		if err == nil {
@@ -596,7 +638,7 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 		ev.Subject.Issuer, ev.Subject.UserID = s.subject.Issuer, s.subject.UserID
 	}
 	r := newRunner(ctx, p.EventKey, ev, s.hash)
-	r.awaitRetry = s.awaitRetry(ctx, p.EventKey)
+	r.armRetry = s.awaitRetry(ctx, p.EventKey)
 	if s.subject == nil {
 		_ = r.audit("run", OutcomeFailed, map[string]any{"error": "the stream does not know the user"})
 		return

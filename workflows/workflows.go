@@ -22,10 +22,6 @@ func StepKey(eventKey, eventName, step string) string {
 // setflow under the CRM's own API limits.
 const CRMTaskQueue = "setflow-crm"
 
-// SignalRetry re-drives a parked reaction (`setflow events retry <key>`).
+// SignalRetry re-drives a parked step (`setflow events retry <key>`). A user's
+// stream reads the event key from the payload (empty: every parked step).
 const SignalRetry = "retry"
-
-// PurgeWorkflowID names the pending data purge of one user. The subject hash
-// is keyed, so the id reveals nothing about the user; one id per user means a
-// later link can find and cancel it.
-func PurgeWorkflowID(subjectHash string) string { return "setflow-purge/" + subjectHash }

@@ -19,12 +19,24 @@ import (
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/talk"
+	"github.com/setflow/setflow/userstate"
 )
 
 // devAuditKey keys subject hashes when SETFLOW_AUDIT_KEY is unset. It is
 // public, so hashes made with it can be reversed by enumeration: fine for local
 // use, and the worker warns about it.
 const devAuditKey = "setflow-development-audit-key"
+
+// auditKey is the key of subject hashes (worker) and of the unlink webhook's
+// dedupe key (ingress): SETFLOW_AUDIT_KEY, or the public development key with
+// a warning when it is unset.
+func auditKey(log *slog.Logger, configured string) []byte {
+	if configured == "" {
+		log.Warn(config.EnvAuditKey + " is not set: subject hashes and unlink dedupe keys use the public development key")
+		return []byte(devAuditKey)
+	}
+	return []byte(configured)
+}
 
 // backendsConfig is everything newActivities needs from the command line.
 type backendsConfig struct {
@@ -52,11 +64,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if err != nil {
 		return nil, err
 	}
-	key := r.AuditKey
-	if key == "" {
-		log.Warn("SETFLOW_AUDIT_KEY is not set: subject hashes use the public development key")
-		key = devAuditKey
-	}
+	key := auditKey(log, r.AuditKey)
 	acts := &activities.Activities{
 		Sessions: revoker,
 		Audit:    audit.NewPostgres(db),
@@ -64,8 +72,10 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		Backends: activities.Backends{
 			DB:          db,
 			Profiles:    profile.NewStore(db),
+			States:      userstate.NewStore(db),
+			TimeBounds:  userstate.Bounds{Past: r.EventTimePast, Future: r.EventTimeFuture},
 			Policy:      pol,
-			Subjects:    audit.SubjectHasher{Key: []byte(key)},
+			Subjects:    audit.SubjectHasher{Key: key},
 			PurgeAfter:  r.PurgeAfter,
 			ServiceName: r.ServiceName,
 		},

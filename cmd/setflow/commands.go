@@ -149,7 +149,7 @@ func runIngress(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	srv := newIngress(db, log, v, c.ing.MaxBody)
-	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer); err != nil {
+	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()))
@@ -214,9 +214,13 @@ const (
 )
 
 // configureKakao sets up the admin-key webhooks and the optional IP allowlist
-// on srv, and keeps Kakao's IP list fresh until ctx ends.
-func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, k *config.Kakao, issuer string) error {
-	srv.Kakao = ingress.Kakao{AdminKeys: k.AdminKeys, AppID: k.AppID, Issuer: issuer, UnlinkWindow: k.UnlinkDedupeWindow}
+// on srv, and keeps Kakao's IP list fresh until ctx ends. keyHash is the audit
+// key (see auditKey), which keys the unlink dedupe key.
+func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, k *config.Kakao, issuer string, keyHash []byte) error {
+	srv.Kakao = ingress.Kakao{AdminKeys: k.AdminKeys, AppID: k.AppID, Issuer: issuer, UnlinkWindow: k.UnlinkDedupeWindow, KeyHash: keyHash}
+	if err := srv.Kakao.Validate(); err != nil {
+		return err
+	}
 	if !k.Enabled() {
 		log.Warn("no " + config.EnvKakaoAdminKeys + ": the unlink, Talk Share and Talk Channel webhooks answer 401")
 	}
@@ -288,7 +292,10 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	srv := newIngress(db, log, v, 0)
-	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer}
+	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer, KeyHash: auditKey(log, c.rea.AuditKey)}
+	if err := srv.Kakao.Validate(); err != nil {
+		return err
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())

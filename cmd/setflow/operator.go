@@ -179,8 +179,14 @@ func runEvents(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
+		// The relay records where it handed the event: the user's stream, or a
+		// reaction workflow for events that name no user.
+		wf := workflows.EventWorkflowID(r.Key)
+		if r.WorkflowID != nil && *r.WorkflowID != "" {
+			wf = *r.WorkflowID
+		}
 		fmt.Printf("key:        %s\nsource:     %s\nstatus:     %s\nattempts:   %d\nreceived:   %s\nworkflow:   %s\n",
-			r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), workflows.EventWorkflowID(r.Key))
+			r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), wf)
 		if r.LastError != nil {
 			fmt.Printf("last error: %s\n", *r.LastError)
 		}
@@ -194,11 +200,19 @@ func runEvents(ctx context.Context, args []string) error {
 		if c.fs.NArg() != 1 {
 			return errors.New("usage: setflow events retry <key>")
 		}
-		r, err := get(c.fs.Arg(0))
+		topts, err := temporalOptions(&tmp, log)
 		if err != nil {
 			return err
 		}
-		topts, err := temporalOptions(&tmp, log)
+		if strings.HasPrefix(c.fs.Arg(0), workflows.CRMSyncKeyPrefix) {
+			tc, err := client.DialContext(ctx, topts)
+			if err != nil {
+				return fmt.Errorf("temporal: %w", err)
+			}
+			defer tc.Close()
+			return retryCRMSync(ctx, tc, c.fs.Arg(0))
+		}
+		r, err := get(c.fs.Arg(0))
 		if err != nil {
 			return err
 		}
@@ -210,6 +224,18 @@ func runEvents(ctx context.Context, args []string) error {
 		return retryEvent(ctx, db, tc, r)
 	}
 	return fmt.Errorf("unknown events command %q (list, show, retry)", sub)
+}
+
+// retryCRMSync re-drives a user's parked CRM sync (key crm-sync/<subject
+// hash>, as the audit trail shows it): it has no inbox row; its stream waits
+// for a retry under that key.
+func retryCRMSync(ctx context.Context, tc client.Client, key string) error {
+	id := workflows.UserStreamID(strings.TrimPrefix(key, workflows.CRMSyncKeyPrefix))
+	if err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, key); err != nil {
+		return fmt.Errorf("signal %s: %w", id, err)
+	}
+	fmt.Printf("signalled %s to retry its crm sync\n", id)
+	return nil
 }
 
 // retryEvent signals a parked reaction that still waits, or — when its

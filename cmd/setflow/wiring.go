@@ -13,6 +13,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -80,7 +81,8 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	} else {
 		defer stopListen()
 	}
-	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention}
+	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention,
+		Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
 	log.Info("relay running", "temporal", topts.HostPort)
 	return r.Run(ctx)
 }

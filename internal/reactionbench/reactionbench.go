@@ -1,13 +1,16 @@
 // Package reactionbench measures reaction throughput against the product's
 // baseline ("Numbers to beat"): a Temporal dev server with SQLite in WAL mode
 // completing no-op workflows of four no-op activities, and full setflow
-// reactions (ingress → Postgres inbox → relay → Reaction workflow → real
-// Postgres back ends) on the same server in the same run. `setflow bench
-// reactions` and integration's BenchmarkReactions share it.
+// reactions (ingress → Postgres inbox → relay → the user's stream
+// (UserStream), which applies the event to the user's state and runs its
+// steps → real Postgres back ends) on the same server in the same run.
+// `setflow bench reactions` and integration's BenchmarkReactions share it.
 package reactionbench
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -34,6 +37,7 @@ import (
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
+	"github.com/setflow/setflow/userstate"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -256,12 +260,18 @@ func describeOneRunning(ctx context.Context, c client.Client, base string) strin
 		return fmt.Sprintf("no running workflow listed (%v)", err)
 	}
 	ex := resp.Executions[0].Execution
-	d, err := c.DescribeWorkflowExecution(cctx, ex.WorkflowId, ex.RunId)
+	return describe(cctx, c, ex.WorkflowId, ex.RunId)
+}
+
+// describe names a workflow's pending work.
+func describe(ctx context.Context, c client.Client, workflowID, runID string) string {
+	d, err := c.DescribeWorkflowExecution(ctx, workflowID, runID)
 	if err != nil {
 		return err.Error()
 	}
-	out := fmt.Sprintf("%s started %s ago, history length %d", ex.WorkflowId,
-		time.Since(resp.Executions[0].StartTime.AsTime()).Round(time.Second), d.WorkflowExecutionInfo.HistoryLength)
+	info := d.WorkflowExecutionInfo
+	out := fmt.Sprintf("%s started %s ago, history length %d", workflowID,
+		time.Since(info.GetStartTime().AsTime()).Round(time.Second), info.GetHistoryLength())
 	if wt := d.PendingWorkflowTask; wt != nil {
 		out += fmt.Sprintf("; workflow task %s attempt %d", wt.State, wt.Attempt)
 	}
@@ -286,9 +296,10 @@ func count(ctx context.Context, c client.Client, query string) (int64, error) {
 
 // Setflow is a complete setflow in one process on a dev server: the ingress on
 // a loopback port (real SET verification, Postgres inbox), the relay (LISTEN/
-// NOTIFY + poll) and the production worker set with the real activities on
-// Postgres back ends (sessions, profile store, audit chain). Email, CRM and
-// Kakao's API are not configured: their steps are audited as skipped.
+// NOTIFY + poll, Signal-With-Start of each user's stream) and the production
+// worker set with the real activities on Postgres back ends (per-user state
+// with its profile projection, sessions, audit chain). Email, CRM and Kakao's
+// API are not configured: their steps are audited as skipped.
 type Setflow struct {
 	db       *sqlx.DB
 	observer client.Client
@@ -398,12 +409,17 @@ func NewSetflow(ctx context.Context, srv *devserver.Server, cfg Config) (_ *Setf
 		}
 		wake, s.stopWake = w, stop
 	}
-	r := &relay.Relay{Inbox: rin, Temporal: rc, Log: log, Batch: cfg.RelayBatch, Poll: 200 * time.Millisecond, Wake: wake}
+	r := &relay.Relay{Inbox: rin, Temporal: rc, Log: log, Batch: cfg.RelayBatch, Poll: 200 * time.Millisecond, Wake: wake,
+		Subjects: Subjects}
 	rctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go func() { defer close(s.relayed); _ = r.Run(rctx) }()
 	return s, nil
 }
+
+// Subjects keys the subject hashes of the bench's worker and relay (they must
+// agree: the relay names a user's stream by it).
+var Subjects = audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}
 
 // Activities are the real activities on db with Postgres back ends and the
 // default policy; no email, CRM or Kakao API.
@@ -419,7 +435,8 @@ func Activities(db *sqlx.DB) (*activities.Activities, error) {
 		Backends: activities.Backends{
 			DB:       db,
 			Profiles: profile.NewStore(db),
-			Subjects: audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")},
+			States:   userstate.NewStore(db),
+			Subjects: Subjects,
 		},
 	}, nil
 }
@@ -448,8 +465,11 @@ func (s *Setflow) Close() {
 // Run sends n events (alternately account-disabled for a hijacked account —
 // revoke sessions, lock account, security notice — and credential-change —
 // revoke sessions, password notice) for n distinct users, each with a session
-// to revoke, and measures from the first POST to the last completed reaction.
-// Afterwards it checks the audit trail and the sessions.
+// to revoke, and measures from the first POST to the last completed reaction:
+// the events run in their users' streams, which do not complete with an
+// event (they wait for the user's next one), so a reaction counts as
+// completed when its "<event name>/completed" audit row is written, after
+// every step. Afterwards it checks the audit trail and the sessions.
 func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error) {
 	tokens := make([]string, n)
 	now := time.Now()
@@ -503,13 +523,13 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 		return Result{}, err
 	default:
 	}
-	if err := WaitCompleted(ctx, s.observer, "Reaction", workflows.EventWorkflowID(ingress.SETKey(prefix)), n); err != nil {
+	if err := s.waitAudited(ctx, ingress.SETKey(prefix), n); err != nil {
 		return Result{}, err
 	}
 	res := Result{Workflows: n, Elapsed: time.Since(start)}
 
-	// Check that the reactions did their work: 4 audit rows per
-	// account-disabled (received, revoke, lock, notice), 3 per
+	// Check that the reactions did their work: 5 audit rows per
+	// account-disabled (received, revoke, lock, notice, completed), 4 per
 	// credential-change, and every session revoked.
 	var rows, revoked int
 	if err := s.db.GetContext(ctx, &rows, `SELECT count(*) FROM setflow_audit WHERE event_key LIKE $1`, ingress.SETKey(prefix)+"%"); err != nil {
@@ -518,12 +538,71 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 	if err := s.db.GetContext(ctx, &revoked, `SELECT count(*) FROM sessions WHERE user_id LIKE $1 AND revoked_at IS NOT NULL`, prefix+"-u%"); err != nil {
 		return res, err
 	}
-	wantRows := 4*((n+1)/2) + 3*(n/2)
+	wantRows := 5*((n+1)/2) + 4*(n/2)
 	if rows != wantRows || revoked != n {
 		return res, fmt.Errorf("after %d reactions: %d audit rows (want %d), %d sessions revoked (want %d)", n, rows, wantRows, revoked, n)
 	}
 	res.Detail = fmt.Sprintf("%d audit rows, %d sessions revoked", rows, revoked)
 	return res, nil
+}
+
+// waitAudited polls the audit trail until n events whose keys start with
+// prefix have written their "completed" row; it fails as soon as a step of
+// one failed (a step that failed parks, so the batch would never finish).
+// The polls cost Postgres, not the dev server, so they do not count in the
+// server's CPU time as the baseline's visibility queries do.
+func (s *Setflow) waitAudited(ctx context.Context, prefix string, n int) error {
+	lastDone, lastProgress := -1, time.Now()
+	for {
+		var c struct {
+			Done   int `db:"done"`
+			Failed int `db:"failed"`
+		}
+		if err := s.db.GetContext(ctx, &c, `
+			SELECT count(*) FILTER (WHERE step LIKE '%/`+workflows.StepCompleted+`') AS done,
+			       count(*) FILTER (WHERE outcome = 'failed') AS failed
+			FROM setflow_audit WHERE starts_with(event_key, $1)`, prefix); err != nil {
+			return fmt.Errorf("count completed reactions: %w", err)
+		}
+		if c.Failed > 0 {
+			return fmt.Errorf("%d step(s) of the batch failed (see setflow_audit)", c.Failed)
+		}
+		if c.Done >= n {
+			return nil
+		}
+		if c.Done != lastDone {
+			lastDone, lastProgress = c.Done, time.Now()
+		} else if Diagnostics != nil && time.Since(lastProgress) > 10*time.Second {
+			lastProgress = time.Now()
+			fmt.Fprintf(Diagnostics, "reactionbench: no reaction completed for 10 s (%d of %d): %s\n", c.Done, n,
+				s.describeUnfinished(ctx, prefix))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d reactions completed: %w", c.Done, n, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// describeUnfinished describes the stream of one event that was received but
+// has not completed.
+func (s *Setflow) describeUnfinished(ctx context.Context, prefix string) string {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var hash string
+	err := s.db.GetContext(cctx, &hash, `
+		SELECT r.subject_hash FROM setflow_audit r
+		WHERE starts_with(r.event_key, $1) AND r.step LIKE '%/received'
+		  AND NOT EXISTS (SELECT 1 FROM setflow_audit c WHERE c.event_key = r.event_key AND c.step LIKE '%/`+workflows.StepCompleted+`')
+		LIMIT 1`, prefix)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "every event received so far has completed: the rest wait in the inbox or the relay"
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return describe(cctx, s.observer, workflows.UserStreamID(hash), "")
 }
 
 // Report prints the two figures and their ratio next to the target, and the

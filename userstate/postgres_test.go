@@ -1,0 +1,103 @@
+package userstate
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/profile"
+)
+
+func TestStoreAppliesEachKeyOnceAndProjects(t *testing.T) {
+	db, _ := testenv.Database(t)
+	st := NewStore(db)
+	ctx := context.Background()
+	sub := Subject{Hash: "h-701", Issuer: "https://kauth.kakao.com", UserID: "701"}
+	if _, err := st.Get(ctx, sub.Hash); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("Get before any event: %v, want ErrNotFound", err)
+	}
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	locked := true
+	lock := func(s State) (State, Decision) {
+		return Apply(s, Change{Time: t0, Lock: &locked, Fields: map[Field]string{Email: "a@example.test"}})
+	}
+	res, err := st.Apply(ctx, sub, "set:1", lock)
+	if err != nil || res.Repeat || res.Decision.Of("lock") != Applied || res.State.Version != 1 {
+		t.Fatalf("first apply: %+v %v", res, err)
+	}
+	calls := 0
+	again, err := st.Apply(ctx, sub, "set:1", func(s State) (State, Decision) { calls++; return lock(s) })
+	if err != nil || !again.Repeat || calls != 0 || again.Decision.Of("lock") != Applied || again.State.Version != 1 {
+		t.Fatalf("repeated key: %+v calls %d %v", again, calls, err)
+	}
+	p, err := profile.NewStore(db).Get(ctx, profile.Key{Issuer: sub.Issuer, UserID: sub.UserID})
+	if err != nil || !p.Locked || p.Email.String != "a@example.test" || !p.LockChangedAt.Time.Equal(t0) {
+		t.Fatalf("projection: %+v %v", p, err)
+	}
+	snap, err := st.Get(ctx, sub.Hash)
+	if err != nil || snap.Subject != sub || snap.State.Version != 1 || snap.CRMVersion != 0 {
+		t.Fatalf("snapshot: %+v %v", snap, err)
+	}
+	if err := st.MarkSynced(ctx, sub.Hash, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkSynced(ctx, sub.Hash, 0); err != nil { // never moves back
+		t.Fatal(err)
+	}
+	if snap, _ := st.Get(ctx, sub.Hash); snap.CRMVersion != 1 {
+		t.Fatalf("crm version %d, want 1", snap.CRMVersion)
+	}
+}
+
+// Concurrent applies for one user serialise on its row and lose nothing;
+// applies for another user do not wait on that row.
+func TestStoreSerialisesOneUserOnly(t *testing.T) {
+	db, _ := testenv.Database(t)
+	st := NewStore(db)
+	ctx := context.Background()
+	a := Subject{Hash: "h-a", Issuer: "i", UserID: "a"}
+	b := Subject{Hash: "h-b", Issuer: "i", UserID: "b"}
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at := base.Add(time.Duration(i) * time.Second)
+			if _, err := st.Apply(ctx, a, "k"+at.String(), func(s State) (State, Decision) {
+				return Apply(s, Change{Time: at, Reauth: true})
+			}); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	// Hold user a's row in an open transaction: user b must still apply.
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO setflow_user_state (subject_hash, issuer, user_id) VALUES ($1, 'i', 'a') ON CONFLICT DO NOTHING`, a.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `SELECT 1 FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, a.Hash); err != nil {
+		t.Fatal(err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	if _, err := st.Apply(bctx, b, "kb", func(s State) (State, Decision) { return Apply(s, Change{Time: base, Reauth: true}) }); err != nil {
+		t.Fatalf("user b waited on user a's row: %v", err)
+	}
+	cancel()
+	_ = tx.Rollback()
+	wg.Wait()
+	snap, err := st.Get(ctx, a.Hash)
+	var applied int
+	if err := db.Get(&applied, `SELECT count(*) FROM setflow_user_events WHERE subject_hash = $1`, a.Hash); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil || applied != 20 || !snap.State.Reauth.Equal(base.Add(19*time.Second)) {
+		t.Fatalf("user a after 20 concurrent applies: %d recorded, reauth %v %v", applied, snap.State.Reauth, err)
+	}
+}
