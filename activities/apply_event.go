@@ -107,16 +107,37 @@ func (a *Activities) kakaoLinked(ctx context.Context, userID string) (bool, erro
 
 func (a *Activities) now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
-// change derives the state change of an event from the steps its policy runs:
-// a part whose step is not in the policy is left alone.
+// change derives the state change of an event (ChangeOf), with profile
+// fields from Kakao's user API where the policy asks for them.
 func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Change, string, error) {
+	c := ChangeOf(in, a.now(), a.PurgeAfter)
+	from := ""
+	for _, st := range in.Steps {
+		if st.Name != policy.RefreshProfile {
+			continue
+		}
+		fields, src, err := a.profileChange(ctx, in, st.Params["source"], StepInput{Event: in.Event}.payload())
+		if err != nil {
+			return c, "", err
+		}
+		from = src
+		c.Fields = mergeFields(c.Fields, fields)
+	}
+	return c, from, nil
+}
+
+// ChangeOf is the state change an event carries, from its payload and the
+// steps its policy runs: a part whose step is not in the policy is left
+// alone. Pure; refresh_profile's fields from Kakao's API are the activity's.
+// now stamps a tombstone and stands in for a missing event time; purgeAfter
+// is the retention of a schedule_purge step without its own.
+func ChangeOf(in ApplyInput, now time.Time, purgeAfter time.Duration) userstate.Change {
 	t, f := true, false
-	c := userstate.Change{Time: in.Event.Time.UTC(), Now: a.now(), EventKey: in.EventKey}
+	c := userstate.Change{Time: in.Event.Time.UTC(), Now: now, EventKey: in.EventKey}
 	if c.Time.IsZero() {
 		c.Time = c.Now
 	}
 	p := StepInput{Event: in.Event}.payload()
-	from := ""
 	for _, st := range in.Steps {
 		switch st.Name {
 		case policy.MarkLinked:
@@ -126,7 +147,7 @@ func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Chang
 		case policy.MarkUnlinked:
 			c.Link = &f
 		case policy.SchedulePurge:
-			after := a.PurgeAfter
+			after := purgeAfter
 			if d, err := time.ParseDuration(st.Params["after"]); err == nil {
 				after = d
 			}
@@ -147,13 +168,6 @@ func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Chang
 				}
 				c.Consents[s] = granted
 			}
-		case policy.RefreshProfile:
-			fields, src, err := a.profileChange(ctx, in, st.Params["source"], p)
-			if err != nil {
-				return c, "", err
-			}
-			from = src
-			c.Fields = mergeFields(c.Fields, fields)
 		case policy.UpdateIdentity:
 			c.Fields = mergeFields(c.Fields, identifierChange(in.Event.Name, p))
 		case policy.RecordChannel:
@@ -165,7 +179,7 @@ func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Chang
 			}
 		}
 	}
-	return c, from, nil
+	return c
 }
 
 func mergeFields(dst, src map[userstate.Field]string) map[userstate.Field]string {

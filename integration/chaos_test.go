@@ -509,10 +509,14 @@ func startChaosWorker(t *testing.T, hostPort string, acts *activities.Activities
 func (w *chaosWorker) kill() {
 	w.once.Do(func() {
 		w.c.Close()
+		// Stop first: it cancels the running activities' contexts, so the
+		// steps held at a crash point see a dead process (nothing they do
+		// afterwards, like releasing a claim, reaches the database), as a
+		// killed process would. Releasing them first let a step run on.
+		w.ws.Stop()
 		for _, p := range w.points {
 			p.crash()
 		}
-		w.ws.Stop()
 	})
 }
 

@@ -72,9 +72,11 @@ func Default() *Policy {
 	notice := func(kind string, when map[string]string) Step {
 		return Step{Name: SendNotice, Params: map[string]string{"notice": kind}, When: when}
 	}
-	// The CRM update comes before the purge is scheduled: with an immediate
-	// retention the purge's CRM delete must not race (and lose to) a retried
-	// upsert that would recreate the contact.
+	// State steps (mark_*, lock/unlock, require_reauth, update_*,
+	// refresh_profile, schedule/cancel_purge, purge_data) say which parts of
+	// the user's state an event may change; the state machine decides by
+	// event time whether it does. CRM steps mark the events whose change is
+	// synced; the sync always sends the current state (userstate.Contact).
 	unlinked := Reaction{Steps: []Step{s(RevokeSessions), s(MarkUnlinked), s(CRMUpsert), s(SchedulePurge)}}
 	revokeOnly := Reaction{Steps: []Step{s(RevokeSessions)}}
 	reauth := Reaction{Steps: []Step{s(RequireReauth)}}

@@ -83,43 +83,6 @@ type memState struct {
 
 func newMemState() *memState { return &memState{applied: map[string]bool{}} }
 
-func changeOf(in activities.ApplyInput, now time.Time) userstate.Change {
-	t, f := true, false
-	c := userstate.Change{Time: in.Event.Time.UTC(), Now: now, EventKey: in.EventKey}
-	payload := map[string]any{}
-	_ = json.Unmarshal(in.Event.Payload, &payload)
-	for _, st := range in.Steps {
-		switch st.Name {
-		case policy.MarkLinked:
-			c.Link = &t
-		case policy.MarkUnlinked:
-			c.Link = &f
-		case policy.CancelPurge:
-			c.CancelPurge = true
-		case policy.SchedulePurge:
-			d, _ := time.ParseDuration(st.Params["after"])
-			c.PurgeAfter = &d
-		case policy.PurgeData:
-			c.PurgeNow = true
-		case policy.LockAccount:
-			c.Lock = &t
-		case policy.UnlockAccount:
-			c.Lock = &f
-		case policy.RequireReauth:
-			c.Reauth = true
-		case policy.UpdateIdentity:
-			if nv, _ := payload["new-value"].(string); nv != "" {
-				c.Fields = map[userstate.Field]string{userstate.Email: nv}
-			}
-		case policy.RecordChannel:
-			if s, _ := payload["event"].(string); s == userstate.Added || s == userstate.Blocked {
-				c.Channel = s
-			}
-		}
-	}
-	return c
-}
-
 func (m *memState) apply(in activities.ApplyInput, now time.Time) activities.ApplyResult {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -128,7 +91,7 @@ func (m *memState) apply(in activities.ApplyInput, now time.Time) activities.App
 	}
 	m.applied[in.EventKey] = true
 	var d userstate.Decision
-	m.state, d = userstate.Apply(m.state, changeOf(in, now))
+	m.state, d = userstate.Apply(m.state, activities.ChangeOf(in, now, 0))
 	return activities.ApplyResult{Decision: d, Version: m.state.Version, Purge: m.state.Clone().Purge}
 }
 

@@ -40,7 +40,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 	log := workflow.GetLogger(ctx)
 	var plans []activities.PlannedEvent
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
-	if err := workflow.ExecuteLocalActivity(lctx, a.PlanReaction, env).Get(ctx, &plans); err != nil {
+	if err := localUntilDone(lctx, a.PlanReaction, env, &plans); err != nil {
 		return ReactionResult{}, err
 	}
 	if len(plans) != len(env.Events) {

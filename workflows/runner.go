@@ -169,14 +169,37 @@ func (r *runner) audit(step, outcome string, detail map[string]any) error {
 		// The audit trail must be written: retry as long as it takes.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
 	})
-	return workflow.ExecuteLocalActivity(ctx, a.RecordAudit, audit.Record{
+	return localUntilDone(ctx, a.RecordAudit, audit.Record{
 		EventKey:    r.eventKey,
 		EventType:   r.ev.Type,
 		SubjectHash: r.subjectHash,
 		Step:        r.ev.Name + "/" + step,
 		Outcome:     outcome,
 		Detail:      detail,
-	}).Get(ctx, nil)
+	}, nil)
+}
+
+// localUntilDone runs a local activity until it succeeds. Its own retry
+// policy covers a failing database; this loop covers the attempt that ends
+// because the worker running it went away (a deploy stops workers): the SDK
+// then hands the workflow a cancellation, which must not end an event's
+// steps half-way. Only a non-retryable error, or the workflow's own
+// cancellation, is returned.
+func localUntilDone(ctx workflow.Context, activity, arg, result any) error {
+	for {
+		err := workflow.ExecuteLocalActivity(ctx, activity, arg).Get(ctx, result)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		var appErr *temporal.ApplicationError
+		if errors.As(err, &appErr) && appErr.NonRetryable() {
+			return err
+		}
+		workflow.GetLogger(ctx).Warn("local activity interrupted: trying again", "error", err)
+		if serr := workflow.Sleep(ctx, time.Second); serr != nil {
+			return err
+		}
+	}
 }
 
 // step runs one policy step until it succeeds. When its retries are exhausted

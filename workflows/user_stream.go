@@ -115,7 +115,10 @@ func UserStream(ctx workflow.Context, in UserStreamInput) error {
 			se := s.queue[0]
 			s.queue = s.queue[1:]
 			if err := s.process(se); err != nil {
-				return err
+				// Only a non-retryable error gets here (a broken plan or
+				// audit): the stream must go on with the user's other events
+				// rather than fail and lose its queue.
+				workflow.GetLogger(ctx).Error("user stream: event not processed", "event", se.Envelope.Key, "error", err)
 			}
 			continue
 		}
@@ -309,7 +312,7 @@ func (s *stream) process(se StreamEvent) error {
 	env := se.Envelope
 	var plans []activities.PlannedEvent
 	lctx := workflow.WithLocalActivityOptions(s.ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
-	if err := workflow.ExecuteLocalActivity(lctx, a.PlanReaction, env).Get(s.ctx, &plans); err != nil {
+	if err := localUntilDone(lctx, a.PlanReaction, env, &plans); err != nil {
 		return err
 	}
 	if len(plans) != len(env.Events) {

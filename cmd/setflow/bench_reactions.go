@@ -33,6 +33,8 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	relayConc := fs.Int("relay-concurrency", 0, "concurrent workflow starts of one relay batch (0: the inbox's default, 8)")
 	wfPollers := fs.Int("workflow-pollers", 0, "workflow task pollers per worker (0: the SDK's default), for both workers")
 	actPollers := fs.Int("activity-pollers", 0, "activity task pollers per worker (0: the SDK's default), for both workers")
+	revokeRate := fs.Float64("revoke-rate", 5, "revoking SETs/s of the time-to-revoke phase (fixed rate, open loop); 0 skips it")
+	revokeDur := fs.Duration("revoke-duration", 20*time.Second, "length of the time-to-revoke phase")
 	var dynConfig stringList
 	fs.Var(&dynConfig, "dynamic-config", "dev server dynamic config value KEY=JSON (repeatable), for what-if runs; applies to both\n"+
 		"the baseline and setflow, e.g. system.enableActivityEagerExecution=true")
@@ -40,12 +42,20 @@ func runBenchReactions(ctx context.Context, args []string) error {
 		fmt.Fprintf(fs.Output(), "usage: setflow bench reactions [flags]\n\n"+
 			"Starts a Temporal dev server with SQLite in WAL mode and measures on it, in the same run:\n"+
 			"  baseline: no-op workflows of %d no-op activities on their own task queue (completed/s);\n"+
-			"  setflow:  events POSTed to the in-process ingress, stored in the Postgres inbox, relayed\n"+
-			"            and run as Reaction workflows by the production worker set with the real\n"+
-			"            activities on Postgres (sessions, profile store, audit chain; no email or CRM),\n"+
-			"            from the first POST to the last completed reaction.\n"+
-			"The target (product.md, \"Numbers to beat\") is setflow ≥ %.1f× the baseline.\n\nflags:\n",
-			reactionbench.NoopActivities, reactionbench.Target)
+			"  setflow:  events (account-disabled, credential-change) for distinct users POSTed to the\n"+
+			"            in-process ingress, stored in the Postgres inbox, relayed to each user's stream\n"+
+			"            (the UserStream workflow, Signal-With-Start), which applies the event to the\n"+
+			"            user's state and runs its steps as the real activities of the production worker\n"+
+			"            set on Postgres (sessions, user state, profile store, audit chain; no email,\n"+
+			"            CRM or Kakao API), from the first POST to the last reaction's \"completed\"\n"+
+			"            audit row (streams outlive their events, so workflows do not complete).\n"+
+			"The target (product.md, \"Numbers to beat\") is setflow ≥ %.1f× the baseline.\n"+
+			"Then, at a fixed rate (-revoke-rate for -revoke-duration, open loop), revoking SETs\n"+
+			"(%s in turn) for distinct users, each with a session\n"+
+			"from before the event: time to revoke, from each SET's 202 to its session row's\n"+
+			"revoked_at (set by Postgres's now() in the revoking transaction; the 202 times are\n"+
+			"moved to Postgres's clock), p50/p99/max.\n\nflags:\n",
+			reactionbench.NoopActivities, reactionbench.Target, strings.Join(reactionbench.RevokeEventTypes, ", "))
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -54,8 +64,8 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if *n <= 0 || *warmup < 0 || *rounds <= 0 || *dbPool <= 0 {
-		return errors.New("-n, -rounds and -db-pool must be positive, -warmup not negative")
+	if *n <= 0 || *warmup < 0 || *rounds <= 0 || *dbPool <= 0 || *revokeRate < 0 || (*revokeRate > 0 && *revokeDur <= 0) {
+		return errors.New("-n, -rounds and -db-pool must be positive, -warmup and -revoke-rate not negative, -revoke-duration positive")
 	}
 	if _, err := os.Stat(*bin); err != nil {
 		return fmt.Errorf("temporal CLI %s: %w (deployments/local/test.sh builds .bin/temporal; or set SETFLOW_TEMPORAL_BIN)", *bin, err)
@@ -157,6 +167,17 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "\nreaction throughput (%d workflows of each kind per round, %d round(s), warm-up %d)\n", *n, *rounds, *warmup)
 	reactionbench.Report(out, baseTotal, sfTotal)
+
+	if *revokeRate > 0 {
+		rv, err := sf.TimeToRevoke(ctx, *revokeRate, *revokeDur, "bench-"+run+"-revoke-")
+		if err != nil {
+			return fmt.Errorf("time to revoke: %w", err)
+		}
+		fmt.Fprintf(out, "\ntime to revoke (fixed %g SETs/s for %s, open loop: %d revoking SETs, %s in turn,\n"+
+			"for distinct users each with a session from before the event; from the 202 to the session row's revoked_at)\n",
+			*revokeRate, *revokeDur, rv.Sent, strings.Join(reactionbench.RevokeEventTypes, " and "))
+		reactionbench.ReportRevoke(out, rv)
+	}
 	fmt.Fprintln(out)
 	return nil
 }

@@ -4,6 +4,8 @@
 // reactions (ingress → Postgres inbox → relay → the user's stream
 // (UserStream), which applies the event to the user's state and runs its
 // steps → real Postgres back ends) on the same server in the same run.
+// Setflow.TimeToRevoke measures, at a fixed rate, the time from a revoking
+// SET's 202 to its committed session revocation.
 // `setflow bench reactions` and integration's BenchmarkReactions share it.
 package reactionbench
 

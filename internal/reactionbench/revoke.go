@@ -1,0 +1,250 @@
+package reactionbench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/simulator"
+)
+
+// RevokeEventTypes are the revoking events of the time-to-revoke phase, sent
+// in turn: account-disabled for a hijacked account (revoke sessions, lock
+// account, security notice) and session-revoked (revoke sessions only).
+var RevokeEventTypes = []string{"account-disabled", "session-revoked"}
+
+// RevokeResult is one time-to-revoke phase.
+type RevokeResult struct {
+	Rate     float64
+	Duration time.Duration
+	// Sent is how many SETs were sent, Revoked how many of their sessions
+	// were revoked (every one, or the phase fails).
+	Sent, Revoked int
+	// ToRevoke is, per event, the session row's revoked_at minus the time
+	// the SET's 202 arrived, sorted.
+	ToRevoke []time.Duration
+	// Accept is, per event, the time from the POST to its 202, sorted.
+	Accept []time.Duration
+	// ClockOffset is Postgres's clock minus this process's, ClockError the
+	// bound of its error (half the best round trip plus half the drift
+	// between the readings before and after the phase).
+	ClockOffset, ClockError time.Duration
+}
+
+// TimeToRevoke sends revoking SETs (RevokeEventTypes in turn) at a fixed rate
+// for d, open loop, for distinct users who each have a session created an hour
+// before the event, and measures for each the time from its 202 to the
+// committed revocation: the session row's revoked_at, which the sessions
+// back end sets to now() in the single-statement transaction that revokes
+// it, so it is Postgres's clock at that transaction's start, the commit
+// following within the same round trip. The 202 times are taken on this
+// process's clock and moved to Postgres's by the offset between the two
+// clocks (read with clock_timestamp() before and after the phase). It waits
+// for every session to be revoked and every reaction to complete.
+func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duration, prefix string) (RevokeResult, error) {
+	n := max(1, int(math.Round(rate*d.Seconds())))
+	res := RevokeResult{Rate: rate, Duration: d, Sent: n}
+	if rate <= 0 || d <= 0 {
+		return res, fmt.Errorf("rate %g/s and duration %s must be positive", rate, d)
+	}
+	users := make([]string, n)
+	tokens := make([]string, n)
+	now := time.Now()
+	for i := range n {
+		users[i] = fmt.Sprintf("%s-u%d", prefix, i)
+		set := simulator.SET{Issuer: benchIssuer, Audience: benchAudience, UserID: users[i],
+			EventType: RevokeEventTypes[i%len(RevokeEventTypes)], JTI: fmt.Sprintf("%s%d", prefix, i), IssuedAt: now}
+		if set.EventType == "account-disabled" {
+			set.Fields = map[string]any{"reason": "hijacking"}
+		}
+		claims, err := set.Claims()
+		if err != nil {
+			return res, err
+		}
+		if tokens[i], err = s.key.Sign(claims); err != nil {
+			return res, err
+		}
+		if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)`,
+			users[i]+"-s", users[i], now.Add(-time.Hour)); err != nil {
+			return res, err
+		}
+	}
+
+	off0, rtt0, err := s.clockOffset(ctx)
+	if err != nil {
+		return res, err
+	}
+
+	// Open loop: each SET leaves at its scheduled time, whatever the answers
+	// to the earlier ones.
+	accepted := make([]time.Time, n)
+	res.Accept = make([]time.Duration, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var sendErr error
+	interval := time.Duration(float64(time.Second) / rate)
+	start := time.Now()
+	for i := range n {
+		at := start.Add(time.Duration(i) * interval)
+		if wait := time.Until(at); wait > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(wait):
+			}
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		wg.Go(func() {
+			sent := time.Now()
+			status, body, err := simulator.Post(ctx, s.http, s.url, tokens[i])
+			got := time.Now()
+			if err == nil && status != http.StatusAccepted {
+				err = fmt.Errorf("ingress answered %d %s", status, body)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if sendErr == nil {
+					sendErr = fmt.Errorf("%s: %w", users[i], err)
+				}
+				return
+			}
+			accepted[i], res.Accept[i] = got, got.Sub(sent)
+		})
+	}
+	wg.Wait()
+	if sendErr != nil {
+		return res, sendErr
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	if err := s.waitRevoked(ctx, prefix, n); err != nil {
+		return res, err
+	}
+	off1, rtt1, err := s.clockOffset(ctx)
+	if err != nil {
+		return res, err
+	}
+	// The phase's reactions finish before anything else runs on the server.
+	if err := s.waitAudited(ctx, ingress.SETKey(prefix), n); err != nil {
+		return res, err
+	}
+	res.ClockOffset = (off0 + off1) / 2
+	res.ClockError = max(rtt0, rtt1)/2 + (off1-off0).Abs()/2
+
+	var rows []struct {
+		UserID    string    `db:"user_id"`
+		RevokedAt time.Time `db:"revoked_at"`
+	}
+	if err := s.db.SelectContext(ctx, &rows, `SELECT user_id, revoked_at FROM sessions
+		WHERE starts_with(user_id, $1) AND revoked_at IS NOT NULL`, prefix+"-u"); err != nil {
+		return res, err
+	}
+	index := make(map[string]int, n)
+	for i, u := range users {
+		index[u] = i
+	}
+	for _, r := range rows {
+		i, ok := index[r.UserID]
+		if !ok {
+			continue
+		}
+		// The 202's time on Postgres's clock.
+		at := accepted[i].Round(0).Add(res.ClockOffset)
+		res.ToRevoke = append(res.ToRevoke, r.RevokedAt.Sub(at))
+		res.Revoked++
+	}
+	if res.Revoked != n {
+		return res, fmt.Errorf("%d of %d sessions revoked", res.Revoked, n)
+	}
+	slices.Sort(res.ToRevoke)
+	slices.Sort(res.Accept)
+	return res, nil
+}
+
+// clockOffset reads Postgres's clock_timestamp() a few times and returns
+// Postgres's clock minus this process's at the reading with the shortest
+// round trip, and that round trip.
+func (s *Setflow) clockOffset(ctx context.Context) (offset, rtt time.Duration, err error) {
+	rtt = -1
+	for range 7 {
+		var db time.Time
+		t0 := time.Now()
+		if err := s.db.GetContext(ctx, &db, `SELECT clock_timestamp()`); err != nil {
+			return 0, 0, fmt.Errorf("read Postgres's clock: %w", err)
+		}
+		t1 := time.Now()
+		if r := t1.Sub(t0); rtt < 0 || r < rtt {
+			mid := t0.Round(0).Add(r / 2)
+			offset, rtt = db.Sub(mid), r
+		}
+	}
+	return offset, rtt, nil
+}
+
+// waitRevoked polls the sessions of the phase's users (prefix-u…) until n
+// are revoked; it fails as soon as a step failed (see waitAudited).
+func (s *Setflow) waitRevoked(ctx context.Context, prefix string, n int) error {
+	lastDone, lastProgress := -1, time.Now()
+	for {
+		var revoked int
+		if err := s.db.GetContext(ctx, &revoked, `SELECT count(*) FROM sessions
+			WHERE starts_with(user_id, $1) AND revoked_at IS NOT NULL`, prefix+"-u"); err != nil {
+			return fmt.Errorf("count revoked sessions: %w", err)
+		}
+		if revoked >= n {
+			return nil
+		}
+		if revoked != lastDone {
+			lastDone, lastProgress = revoked, time.Now()
+		} else if time.Since(lastProgress) > 10*time.Second {
+			lastProgress = time.Now()
+			var failed int
+			if err := s.db.GetContext(ctx, &failed, `SELECT count(*) FROM setflow_audit
+				WHERE starts_with(event_key, $1) AND outcome = 'failed'`, ingress.SETKey(prefix)); err != nil {
+				return err
+			}
+			if failed > 0 {
+				return fmt.Errorf("%d step(s) of the phase failed (see setflow_audit)", failed)
+			}
+			if Diagnostics != nil {
+				fmt.Fprintf(Diagnostics, "reactionbench: no session revoked for 10 s (%d of %d)\n", revoked, n)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d sessions revoked: %w", revoked, n, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Percentile is the nearest-rank q-quantile of sorted durations.
+func Percentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// ReportRevoke prints the time-to-revoke phase in Report's style.
+func ReportRevoke(w io.Writer, r RevokeResult) {
+	lat := func(d []time.Duration) string {
+		if len(d) == 0 {
+			return "no events"
+		}
+		return fmt.Sprintf("p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms", ms(Percentile(d, 0.50)), ms(Percentile(d, 0.99)), ms(d[len(d)-1]))
+	}
+	fmt.Fprintf(w, "  %-34s %s   (%d of %d sessions revoked)\n", "202 → committed revocation", lat(r.ToRevoke), r.Revoked, r.Sent)
+	fmt.Fprintf(w, "  %-34s %s\n", "POST → 202", lat(r.Accept))
+	fmt.Fprintf(w, "  %-34s Postgres − this process %+.3f ms (± %.3f ms)\n", "clock offset", ms(r.ClockOffset), ms(r.ClockError))
+}
