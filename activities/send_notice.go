@@ -5,27 +5,59 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"time"
+
+	"go.temporal.io/sdk/activity"
 
 	"github.com/setflow/setflow/mailer"
+	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/profile"
 )
 
-// claimSideEffect records that a side effect is about to happen. It reports
-// false when the key was claimed before: by a completed attempt, or by one that
-// crashed or timed out mid-way — in which case the effect may or may not have
-// happened, and sending again could duplicate it. Email is at-most-once.
-func (a *Activities) claimSideEffect(ctx context.Context, key, kind string) (claimed bool, status string, err error) {
+// noticeClaim is what the side-effect log says about a notice's key.
+type noticeClaim struct {
+	send   bool // this attempt sends
+	repeat bool // ... and an earlier attempt may have sent it already
+	status string
+}
+
+// errPreviousAttempt is a retryable refusal to send while an earlier
+// attempt, whose outcome is not known yet, may still be sending.
+var errPreviousAttempt = errors.New("an earlier attempt may still be sending this notice")
+
+// claimNotice records that an attempt is about to send a notice. Notices are
+// delivered at least once with a stable Message-ID: a key seen before is
+// sent again unless an attempt finished it (done), and while an attempt that
+// vanished (its worker died) may still be running — until its deadline —
+// this attempt waits (a retryable error).
+func (a *Activities) claimNotice(ctx context.Context, key string, deadline time.Duration) (noticeClaim, error) {
 	res, err := a.DB.ExecContext(ctx, `
-		INSERT INTO setflow_side_effects (idempotency_key, kind, status) VALUES ($1, $2, 'started')
-		ON CONFLICT (idempotency_key) DO NOTHING`, key, kind)
+		INSERT INTO setflow_side_effects (idempotency_key, kind, status) VALUES ($1, 'email', 'started')
+		ON CONFLICT (idempotency_key) DO NOTHING`, key)
 	if err != nil {
-		return false, "", fmt.Errorf("side effect log: %w", err)
+		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 1 {
-		return true, "", nil
+		return noticeClaim{send: true}, nil
 	}
-	err = a.DB.GetContext(ctx, &status, `SELECT status FROM setflow_side_effects WHERE idempotency_key = $1`, key)
-	return false, status, err
+	// Take the claim over when its attempt is certainly over: it ended
+	// uncertain, or it started before this attempt's deadline ago.
+	res, err = a.DB.ExecContext(ctx, `
+		UPDATE setflow_side_effects SET status = 'started', created_at = now(), attempts = attempts + 1
+		WHERE idempotency_key = $1 AND (status = 'uncertain'
+			OR (status = 'started' AND created_at < now() - $2 * interval '1 millisecond'))`,
+		key, deadline.Milliseconds())
+	if err != nil {
+		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 1 {
+		return noticeClaim{send: true, repeat: true}, nil
+	}
+	var status string
+	if err := a.DB.GetContext(ctx, &status, `SELECT status FROM setflow_side_effects WHERE idempotency_key = $1`, key); err != nil {
+		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
+	}
+	return noticeClaim{status: status}, nil
 }
 
 func (a *Activities) finishSideEffect(ctx context.Context, key, detail string) error {
@@ -33,16 +65,25 @@ func (a *Activities) finishSideEffect(ctx context.Context, key, detail string) e
 	return err
 }
 
-// releaseSideEffect forgets a claim whose effect certainly did not happen (the
-// SMTP server refused it), so that the retry may try again.
-func (a *Activities) releaseSideEffect(ctx context.Context, key string) error {
-	_, err := a.DB.ExecContext(ctx, `DELETE FROM setflow_side_effects WHERE idempotency_key = $1 AND status = 'started'`, key)
+// settleNotice records how a failed attempt ended: certainly not handed
+// over (the claim is released: the retry sends as if first), or uncertain
+// (the retry sends again, as a repeat).
+func (a *Activities) settleNotice(ctx context.Context, key string, accepted bool) error {
+	q := `DELETE FROM setflow_side_effects WHERE idempotency_key = $1 AND status = 'started'`
+	if accepted {
+		q = `UPDATE setflow_side_effects SET status = 'uncertain' WHERE idempotency_key = $1 AND status = 'started'`
+	}
+	_, err := a.DB.ExecContext(ctx, q, key)
 	return err
 }
 
 // SendNotice emails the user a security notice (params: notice). The address
 // and name come from the profile store; without an address the step is
-// skipped. A retry after a crash never sends a second email.
+// skipped. Notices are delivered at least once: an attempt that may have
+// handed the message over and then failed, or vanished with its worker, is
+// followed by another send with the same Message-ID (a lost notice is worse
+// than a recognisable repeat), counted in setflow_notice_repeats_total and
+// audited as repeat.
 func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, error) {
 	if err := in.requireSubject("send notice"); err != nil {
 		return StepResult{}, err
@@ -61,43 +102,63 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 	if err != nil {
 		return StepResult{}, err
 	}
-	claimed, status, err := a.claimSideEffect(ctx, in.IdempotencyKey, "email")
+	deadline := noticeDeadline
+	if activity.IsActivity(ctx) && activity.GetInfo(ctx).StartToCloseTimeout > 0 {
+		deadline = activity.GetInfo(ctx).StartToCloseTimeout
+	}
+	claim, err := a.claimNotice(ctx, in.IdempotencyKey, deadline)
 	if err != nil {
 		return StepResult{}, err
 	}
-	if !claimed {
-		return StepResult{Outcome: OutcomeDuplicate, Detail: map[string]any{"previous_attempt": status}}, nil
+	if !claim.send {
+		if claim.status == "done" {
+			return StepResult{Outcome: OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
+		}
+		return StepResult{}, classify("send notice", errPreviousAttempt, true, 0)
 	}
 	id, err := a.Mailer.Send(ctx, mailer.Notice{
 		Kind: kind, To: p.Email.String, Name: nullString(p.Nickname), Locale: nullString(p.Locale),
 		EventTime: in.eventTime(), IdempotencyKey: in.IdempotencyKey,
 	})
 	if err != nil {
-		// When the message certainly was not accepted, let a retry send it.
-		// Otherwise (the connection broke or the attempt was interrupted once
-		// the message was on its way) the server may have it: the claim stays
-		// and a retry reports a duplicate rather than sending a second email.
-		if notAccepted(err) {
-			if rerr := a.releaseSideEffect(ctx, in.IdempotencyKey); rerr != nil {
-				return StepResult{}, rerr
-			}
+		// Whether the server may have the message decides how the retry
+		// sends it: first time, or as a recognisable repeat (same
+		// Message-ID). The claim is settled on a fresh context: this
+		// attempt's may be the one that just ran out.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if serr := a.settleNotice(sctx, in.IdempotencyKey, !notAccepted(err)); serr != nil {
+			return StepResult{}, serr
 		}
 		return StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
 	}
 	if err := a.finishSideEffect(ctx, in.IdempotencyKey, id); err != nil {
 		return StepResult{}, err
 	}
-	return done(map[string]any{"notice": string(kind), "message_id": id}), nil
+	detail := map[string]any{"notice": string(kind), "message_id": id}
+	if claim.repeat {
+		// An earlier attempt may have delivered it too: the user may get
+		// two copies with the same Message-ID, which is better than none.
+		detail["repeat"] = true
+		metrics.NoticeRepeats.Inc()
+	}
+	return done(detail), nil
 }
+
+// noticeDeadline bounds an attempt when the activity has no StartToClose.
+const noticeDeadline = 30 * time.Second
 
 // notAccepted reports whether a failed send certainly did not hand the message
 // over: the notice was invalid, the session failed before the message was
 // sent, or the server answered with a refusal. An error that is not a
-// *mailer.Error (a service's own Mailer) is taken as a refusal.
+// *mailer.Error (a service's own Mailer) is taken as a refusal unless it is a
+// context's cancellation or deadline.
 func notAccepted(err error) bool {
 	var e *mailer.Error
 	if !errors.As(err, &e) {
-		return true
+		// A send cut off by its context (the worker stopping, the
+		// attempt's deadline) may have been mid-DATA.
+		return !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 	}
 	if e.Permanent || e.Code >= 400 {
 		return true

@@ -40,7 +40,9 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 	}
 	v := snap.State.Version
 	if snap.CRMVersion >= v {
-		return StepResult{Outcome: OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}, nil
+		// An earlier attempt synced this version and its report was lost
+		// (a worker or Temporal restart): the CRM holds it.
+		return done(map[string]any{"version": v, "already_synced": true}), nil
 	}
 	key := fmt.Sprintf("crm-sync/%s/v%d", in.SubjectHash, v)
 	id := snap.Subject.UserID

@@ -1265,9 +1265,11 @@ func TestReactionCRMFailures(t *testing.T) {
 // A worker goes away mid-reaction — one event after the email was accepted by
 // the SMTP server but before the worker heard so, another while its CRM sync
 // is in flight. A fresh worker (new activities, same database) finishes both:
-// exactly one email per event, exactly one applied CRM write per idempotency
-// key (the retried sync of a version reuses its key), each audit row once.
-// The same holds when the SMTP answer is lost without any crash.
+// the notice is sent again with the same Message-ID (at least once: a lost
+// notice is worse than a recognisable repeat), exactly one applied CRM write
+// per idempotency key (the retried sync of a version reuses its key), each
+// audit row once. The same holds when the SMTP answer is lost without any
+// crash.
 func TestReactionCrashAndRetry(t *testing.T) {
 	s := newStack(t)
 	c := s.temporalStack()
@@ -1331,12 +1333,15 @@ events:
 	// changes nothing the CRM holds, so its crm_upsert asks for no sync.
 	s.expectAudit(mailEvent, "credential-compromise/received=received", "credential-compromise/revoke_sessions=done",
 		"credential-compromise/kakao_logout=done", "credential-compromise/require_reauth=done",
-		"credential-compromise/send_notice=duplicate", "credential-compromise/crm_upsert=skipped", completed("credential-compromise"))
+		"credential-compromise/send_notice=done", "credential-compromise/crm_upsert=skipped", completed("credential-compromise"))
+	if d := s.auditDetail(mailEvent, "credential-compromise/send_notice"); d["repeat"] != true {
+		t.Fatalf("send_notice detail %v, want repeat", d)
+	}
 	s.expectAudit(crmEvent, "user-linked/received=received", "user-linked/mark_linked=done",
 		"user-linked/cancel_purge=skipped", "user-linked/crm_upsert=done", completed("user-linked"))
 	v := s.waitSynced("5002")
-	if n := len(mailsWithID(t, mp, noticeID(mailEvent, "credential-compromise"))); n != 1 {
-		t.Fatalf("%d emails for the event, want exactly 1", n)
+	if n := len(mailsWithID(t, mp, noticeID(mailEvent, "credential-compromise"))); n != 2 {
+		t.Fatalf("%d emails for the event, want the uncertain one and its repeat, with one Message-ID", n)
 	}
 	if calls := kakao.Calls(); len(calls) != 1 || calls[0] != "POST /v1/user/logout 5001" {
 		t.Fatalf("kakao api calls %q", calls)
@@ -1356,18 +1361,34 @@ events:
 	}
 
 	// The SMTP server accepts a message but the connection drops before the
-	// sender hears so: the retry must not send it again.
+	// sender hears so: the retry sends it again, with the same Message-ID.
 	s.seedProfile("5003", "c@example.com", "c")
 	proxy.loseNext("drop")
 	lostAck := s.deliverSET(simulator.SET{UserID: "5003", EventType: "account-disabled",
 		Fields: map[string]any{"reason": "hijacking"}})
 	s.finish(lostAck)
 	s.expectAudit(lostAck, "account-disabled/received=received", "account-disabled/revoke_sessions=done",
-		"account-disabled/lock_account=done", "account-disabled/send_notice=duplicate", completed("account-disabled"))
-	if n := len(mailsWithID(t, mp, noticeID(lostAck, "account-disabled"))); n != 1 {
-		t.Fatalf("%d emails after a lost SMTP answer, want exactly 1", n)
+		"account-disabled/lock_account=done", "account-disabled/send_notice=done", completed("account-disabled"))
+	if n := len(mailsWithID(t, mp, noticeID(lostAck, "account-disabled"))); n != 2 {
+		t.Fatalf("%d emails after a lost SMTP answer, want the lost one and its repeat", n)
 	}
-	if msgs := mp.Messages(t); len(msgs) != 2 {
-		t.Fatalf("%d emails in all, want 2", len(msgs))
+	if msgs := mp.Messages(t); len(msgs) != 4 {
+		t.Fatalf("%d emails in all, want 4", len(msgs))
 	}
+}
+
+// auditDetail returns the detail of one audit row of an event.
+func (s *stack) auditDetail(key, step string) map[string]any {
+	s.t.Helper()
+	recs, err := s.Audit.ForEvent(context.Background(), key)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Step == step {
+			return r.Detail
+		}
+	}
+	s.t.Fatalf("no audit row %s for %s", step, key)
+	return nil
 }

@@ -25,8 +25,11 @@ const (
 	TLSImplicit              = "tls"                    // TLS from the first byte (SMTPS, usually port 465)
 )
 
-// DefaultTimeout bounds each SMTP command when Config.Timeout is zero.
-const DefaultTimeout = 30 * time.Second
+// DefaultTimeout bounds each SMTP command when Config.Timeout is zero. It
+// sits well below the send_notice activity's 30 s, so that a stalled server
+// fails the command (and the attempt reports it) before the attempt's
+// deadline.
+const DefaultTimeout = 10 * time.Second
 
 // Config describes the SMTP relay and the sender.
 type Config struct {

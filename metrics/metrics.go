@@ -42,6 +42,13 @@ var (
 	}, []string{"event", "step", "outcome"})
 )
 
+// NoticeRepeats counts security notices sent again because an earlier
+// attempt may have delivered them (at least once, same Message-ID).
+var NoticeRepeats = promauto.NewCounter(prometheus.CounterOpts{
+	Name: "setflow_notice_repeats_total",
+	Help: "Security notices sent again after an attempt whose delivery is not known (same Message-ID).",
+})
+
 // ObserveStep records one audit row's step ("<event>/<step>[#n][@attempt]").
 // Event names outside known are counted as "other" to keep labels bounded.
 func ObserveStep(auditStep, outcome string, known func(string) bool) {
