@@ -47,6 +47,9 @@ type Backends struct {
 	CRM        CRM
 	Mailer     Mailer
 	Kakao      KakaoAPI
+	// StepRetryFor is how long reaction steps retry transient failures
+	// before they park (0: the workflows' default, six hours).
+	StepRetryFor time.Duration
 	// PurgeAfter is the retention before an unlinked user's data is purged,
 	// when the policy's schedule_purge step does not say.
 	PurgeAfter time.Duration

@@ -22,6 +22,9 @@ type PlannedEvent struct {
 	// user API (an admin key is configured): a stale webhook must not end
 	// the sessions of a user who linked again.
 	ConfirmUnlink bool `json:"confirm_unlink,omitempty"`
+	// RetryFor is how long the event's steps retry transient failures
+	// before they park (Backends.StepRetryFor; 0: the workflow's default).
+	RetryFor time.Duration `json:"retry_for,omitempty"`
 }
 
 // PlanReaction looks up the policy for each event of an envelope. It runs as a
@@ -49,7 +52,7 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]Plan
 		r.Steps = steps
 		t, clamped := a.TimeBounds.Clamp(ev.Time, env.IssuedAt, env.ReceivedAt)
 		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
-			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink}
+			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink, RetryFor: a.StepRetryFor}
 	}
 	return out, nil
 }

@@ -116,6 +116,9 @@ type stepCall struct {
 	TaskQueue string
 	Attempt   int32
 	At        time.Time
+	// RetryFor is the attempt's schedule-to-close: how long its transient
+	// failures are retried before the step parks.
+	RetryFor time.Duration
 }
 
 // applyCall is one attempt of ApplyEvent (At: when it answered).
@@ -179,6 +182,8 @@ type harnessOptions struct {
 	kakao bool
 	// extra registers extension step activities of these names.
 	extra []string
+	// retryFor is the workers' step retry window (Backends.StepRetryFor).
+	retryFor time.Duration
 }
 
 func newHarness(t *testing.T, opts harnessOptions) *harness {
@@ -191,7 +196,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 
 	env.RegisterWorkflow(Reaction)
 	env.RegisterWorkflow(UserStream)
-	b := activities.Backends{Policy: opts.policy, Subjects: testHasher, PurgeAfter: testPurgeAfter}
+	b := activities.Backends{Policy: opts.policy, Subjects: testHasher, PurgeAfter: testPurgeAfter, StepRetryFor: opts.retryFor}
 	if opts.kakao {
 		b.Kakao = kakaoStub{}
 	}
@@ -328,7 +333,8 @@ func (h *harness) step(ctx context.Context, name string, in activities.StepInput
 	h.mu.Lock()
 	h.calls[name]++
 	n := h.calls[name]
-	h.steps = append(h.steps, stepCall{Activity: name, In: in, TaskQueue: info.TaskQueue, Attempt: info.Attempt, At: h.now()})
+	h.steps = append(h.steps, stepCall{Activity: name, In: in, TaskQueue: info.TaskQueue, Attempt: info.Attempt, At: h.now(),
+		RetryFor: info.ScheduleToCloseTimeout})
 	h.timeline = append(h.timeline, name)
 	f := h.stepFuncs[name]
 	h.mu.Unlock()

@@ -52,6 +52,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 			ev.Subject = env.Subject
 		}
 		r := newRunner(ctx, env.Key, ev, plans[i].SubjectHash)
+		r.retryFor = plans[i].RetryFor
 		if err := r.event(env, plans[i].Reaction); err != nil {
 			return res, err
 		}

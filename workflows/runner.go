@@ -73,21 +73,29 @@ func isStateStep(step string) bool {
 	return ok
 }
 
-// stepOptions bounds each attempt and the retry schedule: about five minutes
-// of retries, after which the step parks for an operator instead of retrying
-// for ever. Non-retryable errors park at once.
-func stepOptions(step string) workflow.ActivityOptions {
-	o := workflow.ActivityOptions{
-		StartToCloseTimeout: 30 * time.Second,
+// DefaultStepRetryFor is how long a step's transient failures (a dependency
+// down: connection refused, 5xx, timeouts, 429) are retried before it parks
+// for an operator, when the worker's configuration does not say
+// (activities.Backends.StepRetryFor, SETFLOW_STEP_RETRY_FOR).
+const DefaultStepRetryFor = 6 * time.Hour
+
+// stepOptions bounds each attempt and the retry schedule: transient errors
+// are retried with capped backoff (at most five minutes apart) for retryFor,
+// then the step parks; permanent errors park at once.
+func stepOptions(retryFor time.Duration) workflow.ActivityOptions {
+	if retryFor <= 0 {
+		retryFor = DefaultStepRetryFor
+	}
+	return workflow.ActivityOptions{
+		StartToCloseTimeout:    30 * time.Second,
+		ScheduleToCloseTimeout: retryFor,
 		RetryPolicy: &temporal.RetryPolicy{
 			InitialInterval:        time.Second,
 			BackoffCoefficient:     2,
-			MaximumInterval:        time.Minute,
-			MaximumAttempts:        10,
+			MaximumInterval:        5 * time.Minute,
 			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, "MissingSubject"},
 		},
 	}
-	return o
 }
 
 func auditOptions() workflow.ActivityOptions {
@@ -106,6 +114,9 @@ type runner struct {
 	subjectHash string
 	labels      map[string]int
 	revoked     int64
+	// retryFor is how long a step's transient failures are retried before
+	// it parks (0: DefaultStepRetryFor).
+	retryFor time.Duration
 	// armRetry is called before a park is recorded; the wait it returns
 	// waits for an operator's retry of this event sent since, false when
 	// ParkTimeout passed first.
@@ -216,7 +227,7 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 		Event:          r.ev,
 		Params:         st.Params,
 	}
-	ctx := workflow.WithActivityOptions(r.ctx, stepOptions(st.Name))
+	ctx := workflow.WithActivityOptions(r.ctx, stepOptions(r.retryFor))
 	for attempt := 1; ; attempt++ {
 		var res activities.StepResult
 		err := workflow.ExecuteActivity(ctx, ActivityForStep(st.Name), in).Get(ctx, &res)

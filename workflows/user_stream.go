@@ -49,6 +49,8 @@ type UserStreamInput struct {
 	Seen      []string                `json:"seen,omitempty"`
 	Sync      bool                    `json:"sync,omitempty"`
 	Purge     *userstate.PendingPurge `json:"purge,omitempty"`
+	// RetryFor is the step retry window of the latest plan.
+	RetryFor time.Duration `json:"retry_for,omitempty"`
 }
 
 // StreamStatus is what the state query answers (no personal data).
@@ -175,6 +177,7 @@ type stream struct {
 
 	purge       *userstate.PendingPurge
 	cancelPurge workflow.CancelFunc
+	retryFor    time.Duration
 
 	retryAll int
 	retryKey map[string]int
@@ -185,6 +188,7 @@ func newStream(ctx workflow.Context, in UserStreamInput) *stream {
 		ctx: ctx, hash: in.SubjectHash, subject: in.Subject, idleAfter: in.IdleAfter,
 		events: workflow.GetSignalChannel(ctx, SignalEvent), wake: workflow.NewBufferedChannel(ctx, 1),
 		seen: map[string]bool{}, parked: map[string]bool{}, retryKey: map[string]int{}, syncPending: in.Sync,
+		retryFor: in.RetryFor,
 	}
 	if s.idleAfter <= 0 {
 		s.idleAfter = DefaultIdleAfter
@@ -241,7 +245,7 @@ func (s *stream) historyLong() bool {
 
 func (s *stream) carry() UserStreamInput {
 	return UserStreamInput{SubjectHash: s.hash, IdleAfter: s.idleAfter, Subject: s.subject,
-		Queue: s.queue, Seen: s.seenOrder, Sync: s.syncPending, Purge: s.purge}
+		Queue: s.queue, Seen: s.seenOrder, Sync: s.syncPending, Purge: s.purge, RetryFor: s.retryFor}
 }
 
 func (s *stream) status() StreamStatus {
@@ -330,6 +334,7 @@ func (s *stream) process(se StreamEvent) error {
 			s.subject = &userstate.Subject{Hash: s.hash, Issuer: ev.Subject.Issuer, UserID: ev.Subject.UserID}
 		}
 		ev.Time = plans[i].Time
+		s.retryFor = plans[i].RetryFor
 		applyKey := env.Key
 		if len(env.Events) > 1 {
 			applyKey = fmt.Sprintf("%s#%d", env.Key, i)
@@ -344,8 +349,7 @@ func (s *stream) process(se StreamEvent) error {
 // event runs one event: received, revocation at once, the state change, and
 // the rest of its steps in a coroutine.
 func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent) error {
-	r := newRunner(s.ctx, env.Key, ev, s.hash)
-	r.armRetry = s.awaitRetry(s.ctx, env.Key)
+	r := s.newRunner(s.ctx, env.Key, ev)
 	received := map[string]any{"source": string(env.Source), "event_time": ev.Time, "shadow": plan.Reaction.Shadow,
 		"steps": len(plan.Reaction.Steps)}
 	if plan.Clamped {
@@ -413,7 +417,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 		}
 		// Every step of the event is through: operators (and tests) read
 		// this row as the event's end.
-		r := newRunner(ctx, env.Key, ev, s.hash)
+		r := s.newRunner(ctx, env.Key, ev)
 		_ = r.audit(StepCompleted, activities.OutcomeDone, nil)
 	}
 	res, err := apply(s.ctx)
@@ -426,8 +430,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 	// coroutine — the user's later events go on, which is safe because the
 	// state machine does not depend on the order it sees events in.
 	s.spawn(func(ctx workflow.Context) {
-		r := newRunner(ctx, env.Key, ev, s.hash)
-		r.armRetry = s.awaitRetry(ctx, env.Key)
+		r := s.newRunner(ctx, env.Key, ev)
 		for attempt := 1; ; attempt++ {
 			if aerr := r.audit(fmt.Sprintf("apply@%d", attempt), OutcomeFailed, map[string]any{"error": err.Error()}); aerr != nil {
 				return
@@ -450,10 +453,19 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 // through (as "<event name>/completed").
 const StepCompleted = "completed"
 
-// runStep runs one activity step with its own runner (audit and parking).
-func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, st policy.Step, label string) error {
+// newRunner is a runner for one event's steps in this stream: parked steps
+// wait for a retry of their event key, transient failures retry for the
+// configured time.
+func (s *stream) newRunner(ctx workflow.Context, eventKey string, ev event.Event) *runner {
 	r := newRunner(ctx, eventKey, ev, s.hash)
 	r.armRetry = s.awaitRetry(ctx, eventKey)
+	r.retryFor = s.retryFor
+	return r
+}
+
+// runStep runs one activity step with its own runner (audit and parking).
+func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, st policy.Step, label string) error {
+	r := s.newRunner(ctx, eventKey, ev)
 	_, err := r.step(st, label)
 	if err != nil {
 		workflow.GetLogger(ctx).Error("user stream: step gave up", "event", eventKey, "step", label, "error", err)
@@ -465,8 +477,7 @@ func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, 
 // event's other steps, in policy order.
 func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, plan activities.PlannedEvent,
 	labels []string, payload map[string]any, res activities.ApplyResult) bool {
-	r := newRunner(ctx, eventKey, ev, s.hash)
-	r.armRetry = s.awaitRetry(ctx, eventKey)
+	r := s.newRunner(ctx, eventKey, ev)
 	log := workflow.GetLogger(ctx)
 	d := res.Decision
 	stale := res.KakaoCheck == activities.KakaoLinked
@@ -561,13 +572,17 @@ func (s *stream) requestSync() {
 	s.notify()
 }
 
-func syncOptions() workflow.ActivityOptions {
+func syncOptions(retryFor time.Duration) workflow.ActivityOptions {
+	if retryFor <= 0 {
+		retryFor = DefaultStepRetryFor
+	}
 	return workflow.ActivityOptions{
 		TaskQueue:           CRMTaskQueue,
 		StartToCloseTimeout: 30 * time.Second,
 		// A sync always sends the current state, so retrying it is always
-		// right: retry for a day, then wait for an operator or a newer change.
-		ScheduleToCloseTimeout: 24 * time.Hour,
+		// right: retry as long as any step does, then wait for an operator
+		// or a newer change.
+		ScheduleToCloseTimeout: retryFor,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 5 * time.Minute,
 			NonRetryableErrorTypes: []string{activities.ErrTypePermanent}},
 	}
@@ -582,11 +597,11 @@ func (s *stream) syncLoop(ctx workflow.Context) {
 		}
 		s.syncPending, s.syncRunning = false, true
 		var res activities.StepResult
-		actx := workflow.WithActivityOptions(ctx, syncOptions())
+		actx := workflow.WithActivityOptions(ctx, syncOptions(s.retryFor))
 		err := workflow.ExecuteActivity(actx, a.SyncCRM, activities.SyncInput{SubjectHash: s.hash}).Get(actx, &res)
 		key := CRMSyncKeyPrefix + s.hash
 		ev := event.Event{Type: "setflow:crm-sync", Name: "crm-sync"}
-		r := newRunner(ctx, key, ev, s.hash)
+		r := s.newRunner(ctx, key, ev)
 		if err == nil {
 			if v, ok := res.Detail["version"]; ok && res.Outcome == activities.OutcomeDone {
 				_ = r.audit(fmt.Sprintf("v%v", v), res.Outcome, res.Detail)
@@ -640,8 +655,7 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 	if s.subject != nil {
 		ev.Subject.Issuer, ev.Subject.UserID = s.subject.Issuer, s.subject.UserID
 	}
-	r := newRunner(ctx, p.EventKey, ev, s.hash)
-	r.armRetry = s.awaitRetry(ctx, p.EventKey)
+	r := s.newRunner(ctx, p.EventKey, ev)
 	if s.subject == nil {
 		_ = r.audit("run", OutcomeFailed, map[string]any{"error": "the stream does not know the user"})
 		return

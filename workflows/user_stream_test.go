@@ -933,3 +933,25 @@ func TestUserStreamPermanentApplyFailureParksWithoutBlocking(t *testing.T) {
 	require.Len(t, h.parks, 1)
 	require.Equal(t, "account-disabled/apply", h.parks[0].Step)
 }
+
+// Transient failures retry for hours before a step parks: the configured
+// window (SETFLOW_STEP_RETRY_FOR), else DefaultStepRetryFor, reaches every
+// step of a user's stream and of a reaction.
+func TestStepsRetryForTheConfiguredWindow(t *testing.T) {
+	for _, tc := range []struct {
+		configured, want time.Duration
+	}{{0, DefaultStepRetryFor}, {90 * time.Minute, 90 * time.Minute}} {
+		h := newHarness(t, harnessOptions{retryFor: tc.configured})
+		h.send(time.Second, disabled("jti-window", "hijacking", t0))
+		require.NoError(t, h.runStream(streamInput()))
+		for _, name := range []string{"RevokeSessions", "SendNotice"} {
+			calls := h.stepsOf(name)
+			require.NotEmpty(t, calls, name)
+			require.Equal(t, tc.want, calls[0].RetryFor, name)
+		}
+		h = newHarness(t, harnessOptions{retryFor: tc.configured})
+		_, err := h.runReaction(talkShareEnvelope("talk-share:window"))
+		require.NoError(t, err)
+		require.Equal(t, tc.want, h.stepsOf("RecordTalkShare")[0].RetryFor)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -133,6 +134,11 @@ func runEvents(ctx context.Context, args []string) error {
 	tmp.Register(c.fs)
 	status := c.fs.String("status", "", "list only events in this status (pending, dispatched, parked)")
 	limit := c.fs.Int("limit", 50, "list at most this many events, newest first")
+	var bulk parkedFilter
+	c.fs.BoolVar(&bulk.all, "all-parked", false, "retry: every parked event (narrow with -step and -since)")
+	c.fs.StringVar(&bulk.step, "step", "", "retry -all-parked: only events parked at this step (e.g. send_notice or account-disabled/send_notice)")
+	c.fs.DurationVar(&bulk.since, "since", 0, "retry -all-parked: only events received within this long (e.g. 6h)")
+	c.fs.BoolVar(&bulk.dryRun, "dry-run", false, "retry -all-parked: list what would be retried, retry nothing")
 	if err := c.fs.Parse(rest); err != nil {
 		return err
 	}
@@ -197,11 +203,22 @@ func runEvents(ctx context.Context, args []string) error {
 		fmt.Println()
 		return printAudit(recs)
 	case "retry":
-		if c.fs.NArg() != 1 {
-			return errors.New("usage: setflow events retry <key>")
+		if bulk.all == (c.fs.NArg() == 1) || c.fs.NArg() > 1 {
+			return errors.New("usage: setflow events retry <key> | retry -all-parked [-step S] [-since 6h] [-dry-run]")
 		}
 		topts, err := temporalOptions(&tmp, log)
 		if err != nil {
+			return err
+		}
+		if bulk.all {
+			var tc client.Client
+			if !bulk.dryRun {
+				if tc, err = client.DialContext(ctx, topts); err != nil {
+					return fmt.Errorf("temporal: %w", err)
+				}
+				defer tc.Close()
+			}
+			_, err := retryParked(ctx, db, tc, bulk, os.Stdout)
 			return err
 		}
 		if strings.HasPrefix(c.fs.Arg(0), workflows.CRMSyncKeyPrefix) {
@@ -224,6 +241,54 @@ func runEvents(ctx context.Context, args []string) error {
 		return retryEvent(ctx, db, tc, r)
 	}
 	return fmt.Errorf("unknown events command %q (list, show, retry)", sub)
+}
+
+// parkedFilter selects parked events for a bulk retry.
+type parkedFilter struct {
+	all    bool
+	step   string        // the parked step, with or without its event name
+	since  time.Duration // received within this long; 0: any age
+	dryRun bool
+}
+
+// retryParked re-drives every parked event the filter selects (oldest
+// first) and returns how many it retried (or, in a dry run, would retry).
+// One that cannot be re-driven is reported and the rest go on.
+func retryParked(ctx context.Context, db *sqlx.DB, tc client.Client, f parkedFilter, out io.Writer) (int, error) {
+	var rows []inboxRow
+	err := db.SelectContext(ctx, &rows, `
+		SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
+		WHERE status = 'parked'
+		  AND ($1 = '' OR split_part(last_error, ': ', 1) = $1 OR split_part(split_part(last_error, ': ', 1), '/', 2) = $1)
+		  AND ($2 = 0 OR received_at >= now() - $2 * interval '1 millisecond')
+		ORDER BY id`, f.step, f.since.Milliseconds())
+	if err != nil {
+		return 0, fmt.Errorf("parked events: %w", err)
+	}
+	var failed []string
+	for _, r := range rows {
+		if f.dryRun {
+			reason := ""
+			if r.LastError != nil {
+				reason = *r.LastError
+			}
+			fmt.Fprintf(out, "would retry %s\t%s\n", r.Key, reason)
+			continue
+		}
+		if err := retryEvent(ctx, db, tc, r); err != nil {
+			fmt.Fprintf(out, "%s: %v\n", r.Key, err)
+			failed = append(failed, r.Key)
+		}
+	}
+	verb := "retried"
+	if f.dryRun {
+		verb = "would retry"
+	}
+	fmt.Fprintf(out, "%s %d parked event(s)\n", verb, len(rows)-len(failed))
+	if len(failed) > 0 {
+		return len(rows) - len(failed), fmt.Errorf("%d parked event(s) could not be retried", len(failed))
+	}
+	return len(rows), nil
 }
 
 // retryCRMSync re-drives a user's parked CRM sync (key crm-sync/<subject
