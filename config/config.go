@@ -59,8 +59,8 @@ type Database struct {
 
 // Register adds the database flags.
 func (d *Database) Register(fs *flag.FlagSet) {
-	str(fs, &d.URL, "database-url", "SETFLOW_DATABASE_URL",
-		"postgres://postgres@127.0.0.1:5432/setflow?sslmode=disable", "PostgreSQL URL")
+	URLVar(fs, &d.URL, "database-url", "SETFLOW_DATABASE_URL",
+		"postgres://postgres@127.0.0.1:5432/setflow?sslmode=disable", "PostgreSQL `URL`")
 }
 
 // Ingress configures the HTTP receiver and SET verification.
@@ -79,7 +79,7 @@ func (i *Ingress) Register(fs *flag.FlagSet) {
 	str(fs, &i.Listen, "listen", "SETFLOW_LISTEN", ":8080", "HTTP listen address")
 	str(fs, &i.Issuer, "issuer", "SETFLOW_ISSUER", "https://kauth.kakao.com", "accepted SET issuer (compared exactly)")
 	str(fs, &i.Audiences, "audiences", "SETFLOW_AUDIENCES", "", "accepted SET audiences, comma-separated (your app's REST API key)")
-	str(fs, &i.JWKSURL, "jwks-url", "SETFLOW_JWKS_URL", "https://kauth.kakao.com/.well-known/jwks.json", "pinned JWKS URL (ignored with -discovery)")
+	URLVar(fs, &i.JWKSURL, "jwks-url", "SETFLOW_JWKS_URL", "https://kauth.kakao.com/.well-known/jwks.json", "pinned JWKS `URL` (ignored with -discovery)")
 	boolean(fs, &i.Discovery, "discovery", "SETFLOW_KEY_DISCOVERY", false, "find the JWKS through the issuer's SSF discovery document")
 	duration(fs, &i.MaxAge, "max-age", "SETFLOW_SET_MAX_AGE", 7*24*time.Hour, "oldest accepted SET iat (replay window)")
 	fs.Int64Var(&i.MaxBody, "max-body", 64<<10, "maximum request body in bytes")
@@ -195,7 +195,8 @@ func (l *Log) Register(fs *flag.FlagSet) {
 	str(fs, &l.Format, "log-format", "SETFLOW_LOG_FORMAT", "text", "text or json")
 }
 
-// Logger builds the slog logger.
+// Logger builds the slog logger. Every message and attribute goes through
+// Secrets(): a secret that reaches a log line anyway is replaced by xxxxx.
 func (l *Log) Logger() (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
@@ -204,9 +205,9 @@ func (l *Log) Logger() (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: level}
 	switch l.Format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+		return slog.New(Secrets().Handler(slog.NewJSONHandler(os.Stderr, opts))), nil
 	case "text", "":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		return slog.New(Secrets().Handler(slog.NewTextHandler(os.Stderr, opts))), nil
 	}
 	return nil, fmt.Errorf("SETFLOW_LOG_FORMAT must be text or json, not %q", l.Format)
 }

@@ -49,7 +49,7 @@ func (k *Kakao) Register(fs *flag.FlagSet) {
 		"how often Kakao's IP list is fetched again")
 	str(fs, &k.TrustedProxies, "trusted-proxies", "SETFLOW_TRUSTED_PROXIES", "",
 		"CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
-	str(fs, &k.APIURL, "kakao-api-url", "SETFLOW_KAKAO_API_URL", "https://kapi.kakao.com", "Kakao REST API base URL")
+	URLVar(fs, &k.APIURL, "kakao-api-url", "SETFLOW_KAKAO_API_URL", "https://kapi.kakao.com", "Kakao REST API base `URL`")
 }
 
 func splitList(s string) []string {

@@ -65,18 +65,18 @@ func (r *Reactions) Register(fs *flag.FlagSet) {
 	duration(fs, &r.EventTimeFuture, "event-time-future", "SETFLOW_EVENT_TIME_FUTURE", 5*time.Minute, "how far after its receipt an event time may lie (clock skew); later times are clamped")
 
 	str(fs, &r.SessionsBackend, "sessions-backend", "SETFLOW_SESSIONS_BACKEND", "postgres", "where sessions live: postgres, redis or http")
-	str(fs, &r.RedisURL, "redis-url", "SETFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis URL for the redis sessions back end")
+	URLVar(fs, &r.RedisURL, "redis-url", "SETFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis `URL` for the redis sessions back end")
 	layout := sessions.DefaultRedisLayout()
 	str(fs, &r.RedisUserIndex, "redis-user-index", "SETFLOW_REDIS_USER_INDEX", layout.UserIndex, "sorted set of a user's session ids (score: creation time, Unix ms)")
 	str(fs, &r.RedisSessionKey, "redis-session-key", "SETFLOW_REDIS_SESSION_KEY", layout.SessionKey, "key of one session")
-	str(fs, &r.SessionsCallbackURL, "sessions-callback-url", "SETFLOW_SESSIONS_CALLBACK_URL", "", "service endpoint that ends sessions (http back end)")
+	URLVar(fs, &r.SessionsCallbackURL, "sessions-callback-url", "SETFLOW_SESSIONS_CALLBACK_URL", "", "service endpoint (`URL`) that ends sessions (http back end)")
 	r.SessionsCallbackSecret = os.Getenv("SETFLOW_SESSIONS_CALLBACK_SECRET")
 
 	str(fs, &r.CRM, "crm", "SETFLOW_CRM", "none", "CRM adapter: none, hubspot or webhook")
-	str(fs, &r.HubSpotURL, "hubspot-url", "SETFLOW_HUBSPOT_URL", "https://api.hubapi.com", "HubSpot-style API base URL")
+	URLVar(fs, &r.HubSpotURL, "hubspot-url", "SETFLOW_HUBSPOT_URL", "https://api.hubapi.com", "HubSpot-style API base `URL`")
 	r.HubSpotToken = os.Getenv("SETFLOW_HUBSPOT_TOKEN")
 	str(fs, &r.HubSpotIDProperty, "hubspot-id-property", "SETFLOW_HUBSPOT_ID_PROPERTY", "kakao_user_id", "unique contact property holding the Kakao user id")
-	str(fs, &r.CRMWebhookURL, "crm-webhook-url", "SETFLOW_CRM_WEBHOOK_URL", "", "URL the generic CRM adapter POSTs signed documents to")
+	URLVar(fs, &r.CRMWebhookURL, "crm-webhook-url", "SETFLOW_CRM_WEBHOOK_URL", "", "`URL` the generic CRM adapter POSTs signed documents to")
 	r.CRMWebhookSecret = os.Getenv("SETFLOW_CRM_WEBHOOK_SECRET")
 	fs.Float64Var(&r.CRMRate, "crm-rate", 10, "CRM calls per second across all workers")
 

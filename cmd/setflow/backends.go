@@ -22,17 +22,18 @@ import (
 	"github.com/setflow/setflow/userstate"
 )
 
-// devAuditKey keys subject hashes when SETFLOW_AUDIT_KEY is unset. It is
-// public, so hashes made with it can be reversed by enumeration: fine for local
-// use, and the worker warns about it.
-const devAuditKey = "setflow-development-audit-key"
+// devAuditKey keys subject hashes when SETFLOW_AUDIT_KEY is unset, which only
+// `setflow dev` and -insecure-dev-keys allow. It is public, so hashes made with
+// it can be reversed by enumeration.
+const devAuditKey = config.DevAuditKey
 
-// auditKey is the key of subject hashes (worker) and of the unlink webhook's
-// dedupe key (ingress): SETFLOW_AUDIT_KEY, or the public development key with
-// a warning when it is unset.
+// auditKey is the key of subject hashes (worker, relay) and of the unlink
+// webhook's dedupe key (ingress): SETFLOW_AUDIT_KEY, or the public development
+// key with a warning when it is unset (the commands refuse to start without it
+// unless in dev or with -insecure-dev-keys; see config.KeyPolicy).
 func auditKey(log *slog.Logger, configured string) []byte {
 	if configured == "" {
-		log.Warn(config.EnvAuditKey + " is not set: subject hashes and unlink dedupe keys use the public development key")
+		log.Warn(config.EnvAuditKey + " is not set: subject hashes and unlink dedupe keys use the public development key (development only)")
 		return []byte(devAuditKey)
 	}
 	return []byte(configured)

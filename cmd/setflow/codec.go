@@ -43,6 +43,8 @@ func runCodecServer(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("setflow codec-server", flag.ContinueOnError)
 	var lc config.Log
 	lc.Register(fs)
+	var keys config.KeyPolicy
+	keys.Register(fs)
 	listen := fs.String("listen", codecEnvOr("SETFLOW_CODEC_LISTEN", ":8081"),
 		"HTTP listen address (env SETFLOW_CODEC_LISTEN)")
 	origins := fs.String("cors-origin", codecEnvOr("SETFLOW_CODEC_CORS_ORIGINS", "http://localhost:8233"),
@@ -52,8 +54,8 @@ func runCodecServer(ctx context.Context, args []string) error {
 			"Decrypts (and encrypts) Temporal payloads for the Temporal UI and CLI.\n\n"+
 			"environment (secrets, never flags):\n"+
 			"  %s  key ring id:base64key[,id:base64key…], first = current (required)\n"+
-			"  %s  bearer token required on /encode and /decode (recommended)\n\nflags:\n",
-			codec.EnvKeys, codec.EnvAuthToken)
+			"  %s  bearer token required on /encode and /decode (required unless -%s)\n\nflags:\n",
+			codec.EnvKeys, codec.EnvAuthToken, config.FlagInsecureDevKeys)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -68,12 +70,16 @@ func runCodecServer(ctx context.Context, args []string) error {
 	}
 	slog.SetDefault(log)
 
+	if err := keys.Enforce(log, config.KeyNeeds{CodecAuthToken: true}); err != nil {
+		return err
+	}
 	ring, err := codec.KeyRingFromEnv()
 	if err != nil {
 		return fmt.Errorf("%w (the codec server needs the workers' key ring)", err)
 	}
 	token := os.Getenv(codec.EnvAuthToken)
 	if token == "" {
+		// Only with -insecure-dev-keys.
 		log.Warn("codec server has no " + codec.EnvAuthToken + ": anyone who can reach it can decrypt payloads")
 		if !codecLoopback(*listen) {
 			log.Warn("codec server listens beyond loopback without a token", "listen", *listen)

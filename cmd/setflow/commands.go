@@ -39,6 +39,18 @@ type common struct {
 	metricsListen string
 	// inboxRetention prunes dispatched inbox entries (relay, dev).
 	inboxRetention time.Duration
+	// keys and needs: the command refuses to start without the keys it
+	// needs unless -insecure-dev-keys (see requireKeys).
+	keys  config.KeyPolicy
+	needs config.KeyNeeds
+}
+
+// requireKeys makes the command refuse to start without these keys, unless
+// -insecure-dev-keys is given; call before parse. `setflow dev` does not call
+// it: it runs with its development keys.
+func (c *common) requireKeys(needs config.KeyNeeds) {
+	c.needs = needs
+	c.keys.Register(c.fs)
 }
 
 // relayFlags adds the relay's own flags.
@@ -84,6 +96,11 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 		return nil, err
 	}
 	slog.SetDefault(log)
+	if c.needs != (config.KeyNeeds{}) {
+		if err := c.keys.Enforce(log, c.needs); err != nil {
+			return nil, err
+		}
+	}
 	return log, nil
 }
 
@@ -131,6 +148,7 @@ func runIngress(ctx context.Context, args []string) error {
 	c.ing.Register(c.fs)
 	c.kko.Register(c.fs)
 	c.serveMetrics("")
+	c.requireKeys(config.KeyNeeds{AuditKey: true})
 	log, err := c.parse(args)
 	if err != nil {
 		return err
@@ -160,6 +178,7 @@ func runRelay(ctx context.Context, args []string) error {
 	c.tmp.Register(c.fs)
 	c.relayFlags()
 	c.serveMetrics("")
+	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
@@ -194,6 +213,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
 	c.serveMetrics("")
+	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
@@ -357,7 +377,8 @@ func (f fields) Set(s string) error {
 
 func runSend(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("setflow send", flag.ContinueOnError)
-	url := fs.String("url", envOr("SETFLOW_SEND_URL", "http://localhost:8080"+ingress.PathAccountStatus), "ingress URL (env SETFLOW_SEND_URL)")
+	url := new(string)
+	config.URLVar(fs, url, "url", "SETFLOW_SEND_URL", "http://localhost:8080"+ingress.PathAccountStatus, "ingress `URL`")
 	keyPath := fs.String("dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "signing key (env SETFLOW_DEV_KEY)")
 	issuer := fs.String("issuer", devIssuer, "iss claim")
 	audience := fs.String("audience", devAudience, "aud claim")

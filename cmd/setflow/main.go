@@ -1,5 +1,6 @@
 // Command setflow receives Kakao's webhooks and runs their reactions on
-// Temporal. Sub-commands: ingress, relay, worker, migrate, dev, send.
+// Temporal. Sub-commands: ingress, relay, worker, migrate, dev, send, events,
+// audit, codec-server, bench.
 package main
 
 import (
@@ -10,6 +11,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/setflow/setflow/config"
 )
 
 type command struct {
@@ -58,7 +61,8 @@ func main() {
 				return
 			}
 			if err != nil && !errors.Is(err, context.Canceled) {
-				fmt.Fprintf(os.Stderr, "setflow %s: %v\n", name, err)
+				// A library's error may quote a URL with its password.
+				fmt.Fprintf(os.Stderr, "setflow %s: %s\n", name, config.Secrets().Scrub(err.Error()))
 				os.Exit(1)
 			}
 			return

@@ -20,6 +20,10 @@ trap cleanup EXIT INT TERM
 
 # Temporal payloads are encrypted locally too (a development key kept in
 # .setflow-dev); the UI decrypts them through setflow dev's /codec endpoint.
+# `setflow dev` needs no other key (it uses a public development audit key);
+# the separate ingress, relay, worker and codec-server commands refuse to start
+# without SETFLOW_AUDIT_KEY, SETFLOW_CODEC_KEYS and SETFLOW_CODEC_AUTH_TOKEN
+# unless given -insecure-dev-keys.
 if [ ! -s "$STATE/codec-keys" ]; then
   printf 'dev1:%s\n' "$(head -c 32 /dev/urandom | base64 | tr -d '\n')" >"$STATE/codec-keys"
   chmod 600 "$STATE/codec-keys"
