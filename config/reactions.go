@@ -19,6 +19,9 @@ type Reactions struct {
 	// [iat − past, receipt + future] (userstate.Bounds).
 	EventTimePast   time.Duration
 	EventTimeFuture time.Duration
+	// StepRetryFor is how long reaction steps retry transient failures
+	// before they park for an operator.
+	StepRetryFor time.Duration
 	// AuditKey keys the subject hashes in the audit trail and workflow ids
 	// (and, in the ingress, the unlink webhook's dedupe key).
 	AuditKey string
@@ -62,6 +65,7 @@ func (r *Reactions) Register(fs *flag.FlagSet) {
 	duration(fs, &r.PurgeAfter, "purge-after", "SETFLOW_PURGE_AFTER", 0, "retention before an unlinked user's data is purged (0: immediately)")
 	r.AuditKey = AuditKeyFromEnv()
 	duration(fs, &r.EventTimePast, "event-time-past", "SETFLOW_EVENT_TIME_PAST", 7*24*time.Hour, "how long before its token's iat an event may have happened; older times are clamped")
+	duration(fs, &r.StepRetryFor, "step-retry-for", "SETFLOW_STEP_RETRY_FOR", 6*time.Hour, "how long a reaction step retries transient failures (dependency down, 5xx, 429, timeouts) before it parks")
 	duration(fs, &r.EventTimeFuture, "event-time-future", "SETFLOW_EVENT_TIME_FUTURE", 5*time.Minute, "how far after its receipt an event time may lie (clock skew); later times are clamped")
 
 	str(fs, &r.SessionsBackend, "sessions-backend", "SETFLOW_SESSIONS_BACKEND", "postgres", "where sessions live: postgres, redis or http")

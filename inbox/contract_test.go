@@ -22,8 +22,45 @@ func TestMemoryContract(t *testing.T) {
 func TestPostgresContract(t *testing.T) {
 	runContract(t, func(t *testing.T) inbox.Store {
 		db, _ := testenv.Database(t)
+		// The contract's events have finished their work (retention prunes
+		// only finished entries in PostgreSQL; see below).
+		for _, k := range []string{"a", "b", "c"} {
+			db.MustExec(`INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome) VALUES ($1, 't', 'h', 'n/completed', 'done')`, k)
+		}
 		return inbox.NewPostgres(db)
 	})
+}
+
+// Retention never prunes an entry whose work is not finished: an event with
+// no completed audit row yet, or the unlink whose purge is still pending in
+// its user's state.
+func TestPostgresPruneKeepsUnfinishedEntries(t *testing.T) {
+	ctx := context.Background()
+	db, _ := testenv.Database(t)
+	s := inbox.NewPostgres(db)
+	for _, k := range []string{"done", "running", "purge-pending"} {
+		if _, err := s.Put(ctx, entry(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"done", "purge-pending"} {
+		db.MustExec(`INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome) VALUES ($1, 't', 'h', 'n/completed', 'done')`, k)
+	}
+	db.MustExec(`INSERT INTO setflow_user_state (subject_hash, issuer, user_id, state) VALUES ('h', 'iss', 'u', $1)`,
+		`{"purge": {"cutoff": "2026-01-01T00:00:00Z", "due": "2026-02-01T00:00:00Z", "event_key": "purge-pending"}}`)
+	time.Sleep(5 * time.Millisecond)
+	if n, err := s.Prune(ctx, time.Millisecond); err != nil || n != 1 {
+		t.Fatalf("pruned %d (%v), want only the finished entry", n, err)
+	}
+	for k, want := range map[string]bool{"done": false, "running": true, "purge-pending": true} {
+		_, err := s.Get(ctx, k)
+		if kept := err == nil; kept != want {
+			t.Fatalf("%s kept=%v after prune (%v), want %v", k, kept, err, want)
+		}
+	}
 }
 
 func entry(key string) inbox.Entry {

@@ -65,7 +65,9 @@ type Store interface {
 	// Get returns the entry stored under key.
 	Get(ctx context.Context, key string) (Entry, error)
 	// Prune deletes dispatched entries older than retention and reports how
-	// many; pending and parked entries are never pruned.
+	// many; pending and parked entries are never pruned, nor (in PostgreSQL)
+	// one whose events have not all completed or whose user's pending purge
+	// still names it.
 	Prune(ctx context.Context, retention time.Duration) (int64, error)
 }
 

@@ -272,10 +272,16 @@ func Listen(databaseURL string) (<-chan struct{}, func(), error) {
 func (p *Postgres) Prune(ctx context.Context, retention time.Duration) (int64, error) {
 	var total int64
 	for {
+		// An entry is pruned only once its work is finished: every event
+		// wrote its "<name>/completed" audit row, and no pending purge of a
+		// user's state still names it (the purge parks and audits under
+		// it). An unfinished entry stays listed and retryable however old.
 		res, err := p.db.ExecContext(ctx, `
 			DELETE FROM setflow_inbox WHERE id IN (
-				SELECT id FROM setflow_inbox
-				WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond'
+				SELECT i.id FROM setflow_inbox i
+				WHERE i.status = 'dispatched' AND i.dispatched_at < now() - $1 * interval '1 millisecond'
+				  AND EXISTS (SELECT 1 FROM setflow_audit a WHERE a.event_key = i.dedupe_key AND a.step LIKE '%/completed')
+				  AND NOT EXISTS (SELECT 1 FROM setflow_user_state u WHERE u.state->'purge'->>'event_key' = i.dedupe_key)
 				LIMIT 1000)`, retention.Milliseconds())
 		if err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)

@@ -202,7 +202,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		t.Fatalf("hook calls %q, want twice %q (one failure, one retry)", calls, wantCall)
 	}
 	recs, got := w.steps(shareKey)
-	if got != "talk-share/received=received,talk-share/record_talk_share=done,talk-share/talk_share_hook=done" {
+	if got != "talk-share/received=received,talk-share/record_talk_share=done,talk-share/talk_share_hook=done,talk-share/completed=done" {
 		t.Fatalf("talk share audit %s", got)
 	}
 	if det := recs[1].Detail; det["chat_type"] != "MultiChat" || det["template_id"] != float64(4321) ||

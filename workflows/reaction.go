@@ -46,6 +46,9 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 	if len(plans) != len(env.Events) {
 		return ReactionResult{}, temporal.NewNonRetryableApplicationError("plan does not match the events", "BadPlan", nil)
 	}
+	// Versioned: runs recorded before the completed row existed replay
+	// without it (the rule in README, "Changing a workflow").
+	completedRow := workflow.GetVersion(ctx, "completed-audit-row", workflow.DefaultVersion, 1) >= 1
 	var res ReactionResult
 	for i, ev := range env.Events {
 		if ev.Subject.UserID == "" {
@@ -55,6 +58,13 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 		r.retryFor = plans[i].RetryFor
 		if err := r.event(env, plans[i].Reaction); err != nil {
 			return res, err
+		}
+		if completedRow {
+			// Every step is through: the same end marker as a user's
+			// stream writes; inbox retention waits for it.
+			if err := r.audit(StepCompleted, activities.OutcomeDone, nil); err != nil {
+				return res, err
+			}
 		}
 		res.Events++
 		res.Steps += len(plans[i].Reaction.Steps)

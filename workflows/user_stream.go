@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -660,11 +661,22 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 		_ = r.audit("run", OutcomeFailed, map[string]any{"error": "the stream does not know the user"})
 		return
 	}
+	// A purge is never dropped: a permanent failure parks it for an
+	// operator, and a park that times out parks again.
 	var res activities.RunPurgeResult
 	actx := workflow.WithActivityOptions(ctx, applyOptions())
-	if err := workflow.ExecuteActivity(actx, a.RunPurge, activities.RunPurgeInput{Subject: *s.subject, Cutoff: p.Cutoff}).Get(actx, &res); err != nil {
-		_ = r.audit("run", OutcomeFailed, map[string]any{"error": err.Error()})
-		return
+	for attempt := 1; ; attempt++ {
+		err := workflow.ExecuteActivity(actx, a.RunPurge, activities.RunPurgeInput{Subject: *s.subject, Cutoff: p.Cutoff}).Get(actx, &res)
+		if err == nil {
+			break
+		}
+		if aerr := r.audit(fmt.Sprintf("run@%d", attempt), OutcomeFailed, map[string]any{"error": err.Error()}); aerr != nil {
+			return
+		}
+		if perr := r.park("run", err); perr != nil && !errors.Is(perr, errParkedTooLong) {
+			log.Error("user stream: purge gave up", "error", perr)
+			return
+		}
 	}
 	if s.purge != nil && s.purge.Cutoff.Equal(p.Cutoff) {
 		s.purge, s.cancelPurge = nil, nil
@@ -679,9 +691,16 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 			log.Error("audit failed", "error", err)
 			return
 		}
-		if _, err := r.step(policy.Step{Name: policy.PurgeData, Params: map[string]string{"cutoff": p.Cutoff.Format(time.RFC3339Nano)}}, "sessions"); err != nil {
-			log.Error("user stream: purge gave up", "error", err)
-			return
+		st := policy.Step{Name: policy.PurgeData, Params: map[string]string{"cutoff": p.Cutoff.Format(time.RFC3339Nano)}}
+		for {
+			_, err := r.step(st, "sessions")
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, errParkedTooLong) {
+				log.Error("user stream: purge gave up", "error", err)
+				return
+			}
 		}
 	case userstate.PurgeCancelled:
 		detail["reason"] = "the user linked again"

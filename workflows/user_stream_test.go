@@ -955,3 +955,30 @@ func TestStepsRetryForTheConfiguredWindow(t *testing.T) {
 		require.Equal(t, tc.want, h.stepsOf("RecordTalkShare")[0].RetryFor)
 	}
 }
+
+// A purge whose state change fails for good parks for an operator instead of
+// being dropped; the retry (of the unlink's key) runs it.
+func TestUserStreamFailedPurgeParksAndRetryRunsIt(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	failed := false
+	h.purgeFunc = func(in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
+		if !failed {
+			failed = true
+			return activities.RunPurgeResult{}, temporal.NewNonRetryableApplicationError("broken state", activities.ErrTypePermanent, nil)
+		}
+		return h.state.runPurge(in, h.now()), nil
+	}
+	h.send(time.Second, unlinkEnvelope("unlink:1"))
+	var parked StreamStatus
+	h.queryAt(testPurgeAfter+time.Hour, &parked)
+	h.signalRetry(testPurgeAfter+2*time.Hour, 1, "unlink:1")
+	require.NoError(t, h.runStream(streamInput()))
+
+	require.Equal(t, []string{"unlink:1"}, parked.Parked)
+	require.Len(t, h.purges, 2)
+	out := h.outcomes("unlink:1")
+	require.Equal(t, OutcomeFailed, out["purge/run@1"])
+	require.Equal(t, activities.OutcomeDone, out["purge/run"])
+	require.Equal(t, activities.OutcomeDone, out["purge/sessions"])
+	require.Len(t, h.stepsOf("PurgeSessions"), 1)
+}

@@ -71,14 +71,15 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		Audit:    audit.NewPostgres(db),
 		Talk:     talk.NewPostgres(db),
 		Backends: activities.Backends{
-			DB:          db,
-			Profiles:    profile.NewStore(db),
-			States:      userstate.NewStore(db),
-			TimeBounds:  userstate.Bounds{Past: r.EventTimePast, Future: r.EventTimeFuture},
-			Policy:      pol,
-			Subjects:    audit.SubjectHasher{Key: key},
-			PurgeAfter:  r.PurgeAfter,
-			ServiceName: r.ServiceName,
+			DB:           db,
+			Profiles:     profile.NewStore(db),
+			States:       userstate.NewStore(db),
+			TimeBounds:   userstate.Bounds{Past: r.EventTimePast, Future: r.EventTimeFuture},
+			StepRetryFor: r.StepRetryFor,
+			Policy:       pol,
+			Subjects:     audit.SubjectHasher{Key: key},
+			PurgeAfter:   r.PurgeAfter,
+			ServiceName:  r.ServiceName,
 		},
 	}
 	switch r.CRM {
