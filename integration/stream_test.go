@@ -399,3 +399,19 @@ func TestStreamRevocationDoesNotWaitForCRM(t *testing.T) {
 		t.Fatalf("crm after the outage: %v", ct)
 	}
 }
+
+// An event time far in the future is clamped to the receipt plus the
+// allowed skew (and the clamp is audited), so it cannot freeze the user's
+// state: every later event would otherwise look older for a month.
+func TestStreamFutureEventTimeIsClamped(t *testing.T) {
+	s := newStreamStack(t, 0, nil)
+	sent := time.Now()
+	key := s.event("9101", "account-disabled", sent, map[string]any{"event_timestamp": sent.Add(30 * 24 * time.Hour).Unix()})
+	if d := s.auditDetail(key, "account-disabled/received"); d["clamped"] != true {
+		t.Fatalf("received detail %v, want clamped", d)
+	}
+	lock := s.state("9101").State.Lock
+	if limit := time.Now().Add(userstate.DefaultBounds.Future + time.Second); lock.Value != userstate.Locked || lock.At.After(limit) {
+		t.Fatalf("lock %+v: its time must be at most receipt + %v", lock, userstate.DefaultBounds.Future)
+	}
+}
