@@ -10,7 +10,9 @@
 // Every failure is an *Error that says whether trying again can help and how
 // long the server asked to wait, so a Temporal activity can map it to a
 // retryable or non-retryable application error (IsRetryable, RetryAfter).
-// Error texts never carry the contact's personal data or the credentials.
+// Error texts never carry the contact's personal data, its external id (the
+// Kakao user id) or the credentials, nor does the printed or logged form of a
+// Contact: callers that must name the user use a keyed hash of the id.
 // The adapters do not rate-limit or retry by themselves: the caller owns that.
 package crm
 
@@ -64,10 +66,11 @@ const (
 	FieldPhone    = "phone"
 )
 
-// String hides the personal data, so a Contact can be printed or logged.
+// String hides the user id and the personal data, so a Contact can be
+// printed or logged.
 func (c Contact) String() string {
-	return fmt.Sprintf("crm.Contact{ExternalID: %q, Email: %s, Nickname: %s, Phone: %s, Properties: %d}",
-		c.ExternalID, mask(c.Email), mask(c.Nickname), mask(c.Phone), len(c.Properties))
+	return fmt.Sprintf("crm.Contact{ExternalID: %s, Email: %s, Nickname: %s, Phone: %s, Properties: %d}",
+		mask(c.ExternalID), mask(c.Email), mask(c.Nickname), mask(c.Phone), len(c.Properties))
 }
 
 // GoString keeps %#v from printing personal data.
@@ -75,7 +78,7 @@ func (c Contact) GoString() string { return c.String() }
 
 // LogValue keeps slog handlers (including JSON ones) from logging personal data.
 func (c Contact) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("external_id", c.ExternalID),
+	return slog.GroupValue(slog.Bool("has_external_id", c.ExternalID != ""),
 		slog.Bool("has_email", c.Email != ""),
 		slog.Bool("has_nickname", c.Nickname != ""),
 		slog.Bool("has_phone", c.Phone != ""),
@@ -170,13 +173,50 @@ func classify(adapter, op string, status int, h http.Header, reason string, now 
 // transportError wraps a failure to get a complete answer. Those are worth
 // retrying, except when the caller cancelled: then nobody waits for a result.
 // The *url.Error layer is dropped: its text repeats the URL, which for a
-// webhook may carry a token in its query.
-func transportError(adapter, op string, err error) *Error {
-	if ue, ok := err.(*url.Error); ok {
-		err = ue.Err
-	}
+// webhook may carry a token in its query and for HubSpot names the contact
+// in its path. Known values (the contact's id and data, credentials) that
+// the remaining text still quotes — a transport that repeats the URL — are
+// masked.
+func transportError(adapter, op string, err error, known ...string) *Error {
+	err = withoutURL(err)
 	return &Error{Adapter: adapter, Op: op, Reason: "request failed",
-		Retryable: !errors.Is(err, context.Canceled), Err: err}
+		Retryable: !errors.Is(err, context.Canceled), Err: scrub(err, known)}
+}
+
+// withoutURL drops the *url.Error layer net/http puts around its errors.
+func withoutURL(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// scrubbed is an error whose text was sanitized; it unwraps to the original,
+// so errors.Is and errors.As still see the cause.
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+// scrub masks known values in err's text, if it quotes any.
+func scrub(err error, known []string) error {
+	if err == nil {
+		return nil
+	}
+	text := err.Error()
+	masked := text
+	for _, k := range known {
+		if len([]rune(strings.TrimSpace(k))) >= 2 {
+			masked = strings.ReplaceAll(masked, k, "[redacted]")
+		}
+	}
+	if masked == text {
+		return err
+	}
+	return &scrubbed{msg: masked, err: err}
 }
 
 // invalid is a call refused before sending: it can never succeed.

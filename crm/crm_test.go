@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -138,8 +140,83 @@ func TestPrintingAndLoggingHideSecretsAndPII(t *testing.T) {
 		}
 	}
 	out := buf.String()
-	for _, secret := range []string{testEmail, testNick, testPhone, "Seoul", hsToken, string(whSecret)} {
+	for _, secret := range []string{testEmail, testNick, testPhone, "Seoul", hsToken, string(whSecret), "1234567890"} {
 		assert.NotContains(t, out, secret)
 	}
-	assert.Contains(t, out, "1234567890")
+	assert.Contains(t, out, "has_external_id", "the log says which contact fields were there")
+}
+
+// testUserID cannot appear in an error text by accident.
+const testUserID = "90817263544"
+
+// Transport failures of both adapters (no answer, a refused connection, a
+// transport that quotes the request) name neither the contact nor what was
+// sent about it, nor a credential; HubSpot's DeleteFields puts the id in the
+// URL's path.
+func TestTransportErrorsNameNoContact(t *testing.T) {
+	hijack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	defer hijack.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	echo := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		body, _ := io.ReadAll(r.Body)
+		return nil, fmt.Errorf("proxy refused %s %s: %s", r.Method, r.URL, body)
+	})}
+	contact := Contact{ExternalID: testUserID, Email: testEmail, Nickname: testNick, Phone: testPhone}
+	for name, base := range map[string]string{"no answer": hijack.URL, "refused": closed.URL, "echoing": "http://crm.invalid"} {
+		t.Run(name, func(t *testing.T) {
+			var hc *http.Client
+			if name == "echoing" {
+				hc = echo
+			}
+			h := &HubSpot{BaseURL: base, Token: hsToken, HTTP: hc}
+			w := &Webhook{URL: base + "/hook?token=url-secret-token", Secret: whSecret, HTTP: hc}
+			var errs []error
+			for _, c := range []Client{h, w} {
+				errs = append(errs, c.Upsert(ctx, "k", contact), c.Delete(ctx, "k", testUserID),
+					c.SetMarketing(ctx, "k", testUserID, true), c.DeleteFields(ctx, "k", testUserID, []string{FieldEmail}))
+			}
+			for _, err := range errs {
+				require.Error(t, err)
+				assert.True(t, IsRetryable(err))
+				text := fmt.Sprintf("%v %+v", err, err)
+				for _, v := range []string{testUserID, testEmail, testNick, testPhone, hsToken, string(whSecret), "url-secret-token"} {
+					assert.NotContains(t, text, v)
+				}
+				t.Log(err)
+			}
+		})
+	}
+	// A malformed base URL: the parse error would quote the path.
+	err := (&HubSpot{BaseURL: "http://crm.invalid:port", Token: hsToken}).DeleteFields(ctx, "k", testUserID, []string{FieldEmail})
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), testUserID)
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// An error answer that quotes the contact's id does not carry it on.
+func TestErrorAnswersNameNoContact(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = io.WriteString(w, `{"category":"VALIDATION_ERROR","message":"contact `+testUserID+` is invalid","error":"contact `+testUserID+` is invalid"}`)
+	}))
+	defer srv.Close()
+	h := &HubSpot{BaseURL: srv.URL, Token: hsToken}
+	w := &Webhook{URL: srv.URL, Secret: whSecret}
+	for _, c := range []Client{h, w} {
+		for _, err := range []error{c.Delete(ctx, "k", testUserID), c.SetMarketing(ctx, "k", testUserID, false),
+			c.Upsert(ctx, "k", Contact{ExternalID: testUserID}), c.DeleteFields(ctx, "k", testUserID, []string{FieldPhone})} {
+			require.Error(t, err)
+			assert.NotContains(t, err.Error(), testUserID)
+			assert.Contains(t, err.Error(), "is invalid")
+		}
+	}
 }

@@ -116,7 +116,7 @@ func (h *HubSpot) Upsert(ctx context.Context, idempotencyKey string, c Contact) 
 		}
 	}
 	delete(props, h.idProp())
-	pii := []string{c.Email, c.Nickname, c.Phone}
+	pii := []string{c.ExternalID, c.Email, c.Nickname, c.Phone}
 	for _, v := range c.Properties {
 		pii = append(pii, v)
 	}
@@ -134,7 +134,7 @@ func (h *HubSpot) SetMarketing(ctx context.Context, idempotencyKey, externalID s
 		v = "true"
 	}
 	props := map[string]string{or(h.MarketingProperty, DefaultMarketingProperty): v}
-	return h.upsert(ctx, op, idempotencyKey, externalID, props, nil)
+	return h.upsert(ctx, op, idempotencyKey, externalID, props, []string{externalID})
 }
 
 func (h *HubSpot) upsert(ctx context.Context, op, key, externalID string, props map[string]string, pii []string) error {
@@ -173,7 +173,7 @@ func (h *HubSpot) Delete(ctx context.Context, idempotencyKey, externalID string)
 		return err
 	}
 	payload := map[string]string{"objectId": externalID, "idProperty": h.idProp()}
-	_, err := h.call(ctx, op, http.MethodPost, "/crm/v3/objects/contacts/gdpr-delete", nil, payload, true, nil)
+	_, err := h.call(ctx, op, http.MethodPost, "/crm/v3/objects/contacts/gdpr-delete", nil, payload, true, []string{externalID})
 	return err
 }
 
@@ -195,7 +195,7 @@ func (h *HubSpot) DeleteFields(ctx context.Context, idempotencyKey, externalID s
 	}
 	path := "/crm/v3/objects/contacts/" + url.PathEscape(externalID)
 	q := url.Values{"idProperty": {h.idProp()}}
-	_, err := h.call(ctx, op, http.MethodPatch, path, q, map[string]any{"properties": props}, true, nil)
+	_, err := h.call(ctx, op, http.MethodPatch, path, q, map[string]any{"properties": props}, true, []string{externalID})
 	return err
 }
 
@@ -212,7 +212,8 @@ func (h *HubSpot) check(op, key, externalID string) error {
 }
 
 // call sends one JSON request and returns the body of a 2xx answer. With
-// notFoundOK a 404 is a success (the contact is already gone).
+// notFoundOK a 404 is a success (the contact is already gone). pii are the
+// values sent (the contact's id and data) that no error text may quote.
 func (h *HubSpot) call(ctx context.Context, op, method, path string, q url.Values, payload any, notFoundOK bool, pii []string) ([]byte, error) {
 	buf, err := json.Marshal(payload)
 	if err != nil {
@@ -226,19 +227,20 @@ func (h *HubSpot) call(ctx context.Context, op, method, path string, q url.Value
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(buf))
 	if err != nil {
-		return nil, &Error{Adapter: "hubspot", Op: op, Reason: "invalid base URL", Err: err}
+		// Without the parse error's URL: its path can name the contact.
+		return nil, &Error{Adapter: "hubspot", Op: op, Reason: "invalid base URL", Err: scrub(withoutURL(err), append(pii, h.Token))}
 	}
 	req.Header.Set("Authorization", "Bearer "+h.Token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	resp, err := httpClient(h.HTTP).Do(req)
 	if err != nil {
-		return nil, transportError("hubspot", op, err)
+		return nil, transportError("hubspot", op, err, append(pii, h.Token)...)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		e := transportError("hubspot", op, err)
+		e := transportError("hubspot", op, err, append(pii, h.Token)...)
 		e.Status = resp.StatusCode
 		return nil, e
 	}

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -136,6 +137,17 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 		return invalid("webhook", op, "cannot encode document")
 	}
 	ts := strconv.FormatInt(t.Unix(), 10)
+	// No error text may quote what was sent, the secret or a token in the URL.
+	pii = append(pii, dc.ExternalID, string(w.Secret))
+	if u, err := url.Parse(w.URL); err == nil {
+		pii = append(pii, u.RawQuery)
+		for _, vs := range u.Query() {
+			pii = append(pii, vs...)
+		}
+		if pw, ok := u.User.Password(); ok {
+			pii = append(pii, pw)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, timeoutOr(w.Timeout, DefaultTimeout))
 	defer cancel()
@@ -149,12 +161,12 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 	req.Header.Set(HeaderSignature, sign(w.Secret, ts, body))
 	resp, err := httpClient(w.HTTP).Do(req)
 	if err != nil {
-		return transportError("webhook", op, err)
+		return transportError("webhook", op, err, pii...)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		e := transportError("webhook", op, err)
+		e := transportError("webhook", op, err, pii...)
 		e.Status = resp.StatusCode
 		return e
 	}
@@ -164,7 +176,7 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 || resp.StatusCode == http.StatusConflict {
 		return nil
 	}
-	reason := receiverReason(resp.Header.Get("Content-Type"), rb, append(pii, string(w.Secret)))
+	reason := receiverReason(resp.Header.Get("Content-Type"), rb, pii)
 	return classify("webhook", op, resp.StatusCode, resp.Header, reason, time.Now())
 }
 

@@ -9,8 +9,11 @@
 // longer linked to the app is reported so that errors.Is(err, ErrNotLinked)
 // holds: a logout or unlink reaction treats that as done.
 //
-// The admin key and profile data (email, nickname, phone number) never appear
-// in errors or in the printed or logged form of Client and Profile.
+// The admin key, the user id and profile data (email, nickname, phone number)
+// never appear in errors or in the printed or logged form of Client and
+// Profile: a transport error's URL is cut to scheme, host and path (the query
+// carries target_id), and a server's message has the user id masked. Callers
+// that must name the user use a keyed hash of the id.
 package kakaoapi
 
 import (
@@ -76,7 +79,7 @@ func (c *Client) targetCall(ctx context.Context, op, path, userID string) error 
 		return err
 	}
 	form := url.Values{"target_id_type": {"user_id"}, "target_id": {userID}}
-	body, err := c.do(ctx, op, http.MethodPost, path, nil, form)
+	body, err := c.do(ctx, op, http.MethodPost, path, userID, nil, form)
 	if err != nil {
 		return err
 	}
@@ -93,7 +96,8 @@ func (c *Client) targetCall(ctx context.Context, op, path, userID string) error 
 
 // Profile is the part of GET /v2/user/me that setflow uses. Fields the user
 // has not consented to are empty. Its String, GoString and LogValue methods
-// hide the personal data, so printing or logging a Profile is safe.
+// hide the user id and the personal data, so printing or logging a Profile is
+// safe.
 type Profile struct {
 	ID            int64
 	Email         string
@@ -117,8 +121,12 @@ func (p Profile) UsableEmail() string {
 
 // String reports which fields are present without their values.
 func (p Profile) String() string {
-	return fmt.Sprintf("kakaoapi.Profile{ID: %d, Email: %s, Nickname: %s, PhoneNumber: %s}",
-		p.ID, mask(p.Email), mask(p.Nickname), mask(p.PhoneNumber))
+	id := "0"
+	if p.ID != 0 {
+		id = "[redacted]"
+	}
+	return fmt.Sprintf("kakaoapi.Profile{ID: %s, Email: %s, Nickname: %s, PhoneNumber: %s}",
+		id, mask(p.Email), mask(p.Nickname), mask(p.PhoneNumber))
 }
 
 // GoString keeps %#v from printing personal data.
@@ -126,7 +134,7 @@ func (p Profile) GoString() string { return p.String() }
 
 // LogValue keeps slog handlers (including JSON ones) from logging personal data.
 func (p Profile) LogValue() slog.Value {
-	return slog.GroupValue(slog.Int64("id", p.ID),
+	return slog.GroupValue(slog.Bool("has_id", p.ID != 0),
 		slog.Bool("has_email", p.Email != ""),
 		slog.Bool("has_nickname", p.Nickname != ""),
 		slog.Bool("has_phone_number", p.PhoneNumber != ""))
@@ -149,7 +157,7 @@ func (c *Client) Profile(ctx context.Context, userID string) (*Profile, error) {
 		return nil, err
 	}
 	q := url.Values{"target_id_type": {"user_id"}, "target_id": {userID}}
-	body, err := c.do(ctx, op, http.MethodGet, "/v2/user/me", q, nil)
+	body, err := c.do(ctx, op, http.MethodGet, "/v2/user/me", userID, q, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -199,8 +207,9 @@ func parseUserID(op, userID string) (int64, error) {
 	return id, nil
 }
 
-// do sends one request and returns the body of a 2xx answer, or an *APIError.
-func (c *Client) do(ctx context.Context, op, method, path string, query, form url.Values) ([]byte, error) {
+// do sends one request about userID and returns the body of a 2xx answer, or
+// an *APIError whose text names neither the user nor the admin key.
+func (c *Client) do(ctx context.Context, op, method, path, userID string, query, form url.Values) ([]byte, error) {
 	if c.AdminKey == "" {
 		return nil, &APIError{Op: op, Msg: "no admin key configured"}
 	}
@@ -225,7 +234,8 @@ func (c *Client) do(ctx context.Context, op, method, path string, query, form ur
 
 	req, err := http.NewRequestWithContext(ctx, method, u, body)
 	if err != nil {
-		return nil, &APIError{Op: op, Msg: "invalid base URL", Err: err}
+		// The parse error quotes the URL, query and all.
+		return nil, &APIError{Op: op, Msg: "invalid base URL", Err: scrub(redactURLError(err), userID, c.AdminKey)}
 	}
 	req.Header.Set("Authorization", "KakaoAK "+c.AdminKey)
 	req.Header.Set("Accept", "application/json")
@@ -238,12 +248,12 @@ func (c *Client) do(ctx context.Context, op, method, path string, query, form ur
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, transportError(op, 0, err)
+		return nil, transportError(op, 0, err, userID, c.AdminKey)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return nil, transportError(op, resp.StatusCode, err)
+		return nil, transportError(op, resp.StatusCode, err, userID, c.AdminKey)
 	}
 	// 301/302/303 turn a POST into a bodiless GET: that answer is not about
 	// our request, and a 2xx must not count as success.
@@ -253,21 +263,99 @@ func (c *Client) do(ctx context.Context, op, method, path string, query, form ur
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return data, nil
 	}
-	return nil, classify(op, resp.StatusCode, resp.Header, data, c.AdminKey, time.Now())
+	e := classify(op, resp.StatusCode, resp.Header, data, c.AdminKey, time.Now())
+	e.Msg = maskUserID(e.Msg, userID)
+	return nil, e
 }
 
 // transportError wraps a failure to get a complete answer. Those are worth
 // retrying (timeouts, resets, refused connections), except when the caller
-// cancelled: then nobody is waiting for the result.
-func transportError(op string, status int, err error) *APIError {
+// cancelled: then nobody is waiting for the result. The *url.Error that
+// net/http returns quotes the request URL, whose query names the user
+// (target_id): the URL is cut to scheme, host and path, and whatever else in
+// the text names the user (a transport that repeats the URL) is masked.
+func transportError(op string, status int, err error, userID, adminKey string) *APIError {
 	return &APIError{
 		Op:        op,
 		Status:    status,
 		Msg:       "request failed",
 		Retryable: !errors.Is(err, context.Canceled),
-		Err:       err,
+		Err:       scrub(redactURLError(err), userID, adminKey),
 	}
 }
+
+// redactURLError returns err with the URL of a *url.Error (as net/http
+// returns them) reduced to scheme, host and path: no user info, query or
+// fragment. Other errors are returned as they are.
+func redactURLError(err error) error {
+	ue, ok := err.(*url.Error)
+	if !ok {
+		return err
+	}
+	return &url.Error{Op: ue.Op, URL: redactURL(ue.URL), Err: ue.Err}
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		// What cannot be taken apart is not shown at all.
+		return "[redacted]"
+	}
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	return u.String()
+}
+
+// scrubbed is an error whose text had the user id or admin key masked; it
+// unwraps to the original, so errors.Is and errors.As still see the cause.
+type scrubbed struct {
+	msg string
+	err error
+}
+
+func (e *scrubbed) Error() string { return e.msg }
+func (e *scrubbed) Unwrap() error { return e.err }
+
+// scrub masks the user id and the admin key in err's text, if they appear.
+func scrub(err error, userID, adminKey string) error {
+	if err == nil {
+		return nil
+	}
+	text := err.Error()
+	masked := maskUserID(text, userID)
+	if adminKey != "" {
+		masked = strings.ReplaceAll(masked, adminKey, "[redacted]")
+	}
+	if masked == text {
+		return err
+	}
+	return &scrubbed{msg: masked, err: err}
+}
+
+// maskUserID replaces the user id where it stands as a number of its own (not
+// inside a longer run of digits), so that a short id does not shred the rest.
+func maskUserID(s, userID string) string {
+	if userID == "" || !strings.Contains(s, userID) {
+		return s
+	}
+	var b strings.Builder
+	for {
+		i := strings.Index(s, userID)
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		end := i + len(userID)
+		if (i > 0 && isDigit(s[i-1])) || (end < len(s) && isDigit(s[end])) {
+			b.WriteString(s[:end])
+		} else {
+			b.WriteString(s[:i])
+			b.WriteString("[user id]")
+		}
+		s = s[end:]
+	}
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // String hides the admin key.
 func (c Client) String() string {

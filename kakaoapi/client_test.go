@@ -404,10 +404,90 @@ func TestPrintingAndLoggingHideSecretsAndPII(t *testing.T) {
 		fmt.Fprintf(&buf, f+"\n", p)
 	}
 	out := buf.String()
-	for _, secret := range []string{testKey, testEmail, testNick, testPhone} {
+	for _, secret := range []string{testKey, testEmail, testNick, testPhone, "1234567890"} {
 		assert.NotContains(t, out, secret)
 	}
-	assert.Contains(t, out, "1234567890", "the user id stays visible for operators")
+	assert.Contains(t, out, "has_id", "the log says a profile was there")
+}
+
+// testUserID cannot appear in an error text by accident.
+const testUserID = "90817263544"
+
+// hijacker accepts each request and closes the connection without an answer.
+func hijacker(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// A transport failure (no answer, a refused connection, a timeout, a
+// malformed base URL) names neither the user nor the admin key: net/http's
+// *url.Error quotes the request URL, whose query carries target_id.
+func TestTransportErrorsNameNoUser(t *testing.T) {
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body) // else the server cannot see the client go
+		select {
+		case <-r.Context().Done():
+		case <-time.After(5 * time.Second):
+		}
+	}))
+	defer slow.Close()
+	echo := roundTrip(func(r *http.Request) (*http.Response, error) {
+		// A transport (a proxy library, say) that repeats the URL in its error.
+		return nil, fmt.Errorf("proxy refused %s (user %s)", r.URL, testUserID)
+	})
+	for name, c := range map[string]*Client{
+		"no answer":      {BaseURL: hijacker(t), AdminKey: testKey},
+		"refused":        {BaseURL: closed.URL, AdminKey: testKey},
+		"timeout":        {BaseURL: slow.URL, AdminKey: testKey, Timeout: 50 * time.Millisecond},
+		"echoing":        {BaseURL: "http://kapi.invalid", AdminKey: testKey, HTTP: &http.Client{Transport: echo}},
+		"malformed base": {BaseURL: "http://user:pw@kapi.invalid:port", AdminKey: testKey},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, perr := c.Profile(context.Background(), testUserID)
+			lerr := c.Logout(context.Background(), testUserID)
+			uerr := c.Unlink(context.Background(), testUserID)
+			for _, err := range []error{perr, lerr, uerr} {
+				require.Error(t, err)
+				text := err.Error()
+				assert.NotContains(t, text, testUserID)
+				if name != "echoing" { // there the id is masked where the transport quotes it
+					assert.NotContains(t, text, "target_id")
+				}
+				assert.NotContains(t, text, testKey)
+				assert.NotContains(t, text, "pw@")
+				assert.NotContains(t, fmt.Sprintf("%+v", err), testUserID)
+				t.Log(text)
+			}
+			if name != "malformed base" {
+				assert.True(t, IsRetryable(perr), "a transport failure stays retryable")
+				// The operator still sees where the call went.
+				assert.Contains(t, perr.Error(), "/v2/user/me")
+			}
+		})
+	}
+	// The cause is still there for errors.Is.
+	c := &Client{BaseURL: slow.URL, AdminKey: testKey, Timeout: 50 * time.Millisecond}
+	_, err := c.Profile(context.Background(), testUserID)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+}
+
+// Kakao's own message is not trusted to leave the user id out.
+func TestErrorMessageNamesNoUser(t *testing.T) {
+	_, c := newKakao(t, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 400, `{"msg":"target_id `+testUserID+` is not registered (see 908172635440)","code":-2}`)
+	})
+	_, err := c.Profile(context.Background(), testUserID)
+	require.Error(t, err)
+	assert.NotContains(t, strings.ReplaceAll(err.Error(), "908172635440", ""), testUserID)
+	assert.Contains(t, err.Error(), "908172635440", "a longer number is not cut up")
 }
 
 func TestHelpersOnWrappedAndForeignErrors(t *testing.T) {

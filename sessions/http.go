@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/setflow/setflow/crm"
@@ -59,7 +61,7 @@ func (h *HTTPCallback) Revoke(ctx context.Context, userID string, createdBefore 
 	ts := now().Unix()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("sessions: callback URL: %w", h.redact(err, userID))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
@@ -71,7 +73,7 @@ func (h *HTTPCallback) Revoke(ctx context.Context, userID string, createdBefore 
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("sessions: callback: %w", err)
+		return 0, fmt.Errorf("sessions: callback: %w", h.redact(err, userID))
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
@@ -86,3 +88,39 @@ func (h *HTTPCallback) Revoke(ctx context.Context, userID string, createdBefore 
 		return 0, fmt.Errorf("%w: status %d", ErrCallbackRejected, resp.StatusCode)
 	}
 }
+
+// redact keeps a transport error's cause but not what it may quote: net/http's
+// *url.Error repeats the URL, which may carry a token in its path, query or
+// user info, so only its scheme and host are shown; and the user id and the
+// secret are masked wherever the rest of the text (a transport that echoes
+// the request) still names them.
+func (h *HTTPCallback) redact(err error, userID string) error {
+	if ue, ok := err.(*url.Error); ok {
+		shown := "[redacted]"
+		if u, perr := url.Parse(ue.URL); perr == nil && u.Host != "" {
+			shown = u.Scheme + "://" + u.Host
+		}
+		err = &url.Error{Op: ue.Op, URL: shown, Err: ue.Err}
+	}
+	text := err.Error()
+	masked := text
+	for _, v := range []string{userID, string(h.Secret)} {
+		if len(v) >= 2 {
+			masked = strings.ReplaceAll(masked, v, "[redacted]")
+		}
+	}
+	if masked == text {
+		return err
+	}
+	return &redacted{msg: masked, err: err}
+}
+
+// redacted is an error whose text was masked; it unwraps to the original, so
+// errors.Is and errors.As still see the cause.
+type redacted struct {
+	msg string
+	err error
+}
+
+func (e *redacted) Error() string { return e.msg }
+func (e *redacted) Unwrap() error { return e.err }

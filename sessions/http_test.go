@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,3 +61,39 @@ func TestHTTPCallbackServerErrorIsRetryable(t *testing.T) {
 		t.Fatalf("503: %v, want a retryable error", err)
 	}
 }
+
+// A callback that gets no answer names neither the user nor what the URL
+// carries beyond its host (a token in the path, query or user info).
+func TestHTTPCallbackTransportErrorNamesNoUser(t *testing.T) {
+	const user = "90817263544"
+	hijack := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+			conn.Close()
+		}
+	}))
+	defer hijack.Close()
+	echo := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		body, _ := io.ReadAll(r.Body)
+		return nil, fmt.Errorf("proxy refused %s: %s", r.Header.Get("X-Setflow-Signature"), body)
+	})}
+	for name, h := range map[string]*HTTPCallback{
+		"no answer": {URL: strings.Replace(hijack.URL, "http://", "http://svc:pw-secret@", 1) + "/hooks/tok-secret?key=q-secret", Secret: []byte("s3cret")},
+		"echoing":   {URL: "http://svc.invalid/hooks/tok-secret", Secret: []byte("s3cret"), Client: echo},
+		"bad url":   {URL: "http://svc.invalid:port/hooks/tok-secret?u=" + user, Secret: []byte("s3cret")},
+	} {
+		_, err := h.Revoke(context.Background(), user, time.Now())
+		if err == nil {
+			t.Fatalf("%s: no error", name)
+		}
+		for _, v := range []string{user, "tok-secret", "q-secret", "pw-secret"} {
+			if strings.Contains(err.Error(), v) {
+				t.Errorf("%s: error %q contains %q", name, err, v)
+			}
+		}
+		t.Logf("%s: %v", name, err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

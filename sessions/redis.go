@@ -36,24 +36,30 @@ func (l RedisLayout) Validate() error {
 	return nil
 }
 
-// redisBatch bounds how many sessions one script call deletes. Lua's unpack
-// fails above about 8000 values, and a short script keeps Redis responsive
-// while a user with tens of thousands of sessions is worked through.
-const redisBatch = 500
+// redisChunk bounds the work of one round trip: one script call deletes at
+// most this many sessions. Lua's unpack fails above about 8000 values, and a
+// short script keeps Redis responsive (a script blocks every other client)
+// while a user with any number of sessions is worked through.
+const redisChunk = 1000
 
-// deleteBatchScript deletes, in one atomic step, the session keys of up to
+// deleteChunkScript deletes, in one atomic step, the session keys of up to
 // ARGV[4] sessions in the user's index created at or before the cut-off
 // (ARGV[1], Unix milliseconds), removes them from the index and returns how
-// many it removed. Redis drops the index key with its last member, so an
-// index that still holds newer sessions stays.
-var deleteBatchScript = redis.NewScript(`
+// many it removed. Because the keys and their index entries go together, a
+// run that stops between chunks leaves a consistent state, and the next run
+// carries on with what is left. Redis drops the index key with its last
+// member, so an index that still holds newer sessions stays.
+var deleteChunkScript = redis.NewScript(`
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[4]))
-for _, id in ipairs(ids) do
-  redis.call('DEL', ARGV[2] .. id .. ARGV[3])
+if #ids == 0 then
+  return 0
 end
-if #ids > 0 then
-  redis.call('ZREM', KEYS[1], unpack(ids))
+local keys = {}
+for i, id in ipairs(ids) do
+  keys[i] = ARGV[2] .. id .. ARGV[3]
 end
+redis.call('DEL', unpack(keys))
+redis.call('ZREM', KEYS[1], unpack(ids))
 return #ids
 `)
 
@@ -81,9 +87,13 @@ func (r *Redis) Revoke(ctx context.Context, userID string, createdBefore time.Ti
 	return n, nil
 }
 
-// deleteUpTo runs deleteBatchScript until a batch comes back short. Each batch
-// is atomic, the whole is not; on an error, the count so far is returned and a
-// retry carries on where this call stopped.
+// deleteUpTo runs deleteChunkScript until a chunk comes back short, so the
+// number of sessions is unbounded while each round trip is bounded. Each
+// chunk is atomic, the whole is not: on an error (a cancelled context is
+// checked between chunks), the count of the chunks whose answer arrived is
+// returned, and a later call carries on where this one stopped. The counts of
+// an interrupted call and its retry add up to at most the sessions deleted
+// (a chunk whose answer was lost is counted by neither), never more.
 func (r *Redis) deleteUpTo(ctx context.Context, userID string, cutoff time.Time) (int64, error) {
 	if userID == "" {
 		return 0, errors.New("empty user id")
@@ -92,12 +102,15 @@ func (r *Redis) deleteUpTo(ctx context.Context, userID string, cutoff time.Time)
 	prefix, suffix, _ := strings.Cut(r.layout.SessionKey, "{session_id}")
 	var total int64
 	for {
-		n, err := deleteBatchScript.Run(ctx, r.rdb, []string{index}, cutoff.UnixMilli(), prefix, suffix, redisBatch).Int64()
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		n, err := deleteChunkScript.Run(ctx, r.rdb, []string{index}, cutoff.UnixMilli(), prefix, suffix, redisChunk).Int64()
 		if err != nil {
 			return total, err
 		}
 		total += n
-		if n < redisBatch {
+		if n < redisChunk {
 			return total, nil
 		}
 	}
