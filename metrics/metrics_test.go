@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -38,5 +39,11 @@ func TestObserveStepBoundsLabels(t *testing.T) {
 	}
 	if got := testutil.ToFloat64(Steps.WithLabelValues("other", "received", "received")); got != 1 {
 		t.Fatalf("unknown event not folded into other: %v", got)
+	}
+	for v := 1; v <= 3; v++ {
+		ObserveStep(fmt.Sprintf("crm-sync/v%d", v), "done", nil)
+	}
+	if got := testutil.ToFloat64(Steps.WithLabelValues("crm-sync", "sync", "done")); got != 3 {
+		t.Fatalf("crm sync versions not folded into one label: %v", got)
 	}
 }
