@@ -268,7 +268,24 @@ func verifyAt(now time.Time, secret []byte, header, timestamp string, body []byt
 
 // String hides the secret.
 func (w Webhook) String() string {
-	return fmt.Sprintf("crm.Webhook{URL: %q, Secret: %s}", w.URL, mask(string(w.Secret)))
+	return fmt.Sprintf("crm.Webhook{URL: %q, Secret: %s}", shownURL(w.URL), mask(string(w.Secret)))
+}
+
+// shownURL is a URL as it may be printed: no password, no query (either may
+// carry a token).
+func shownURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(invalid URL)"
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	u.Fragment = ""
+	return u.String()
 }
 
 // GoString keeps %#v from printing the secret.
@@ -276,5 +293,5 @@ func (w Webhook) GoString() string { return w.String() }
 
 // LogValue keeps slog handlers from logging the secret.
 func (w Webhook) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("url", w.URL), slog.Bool("has_secret", len(w.Secret) > 0))
+	return slog.GroupValue(slog.String("url", shownURL(w.URL)), slog.Bool("has_secret", len(w.Secret) > 0))
 }

@@ -1,13 +1,17 @@
 package crm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -292,4 +296,21 @@ func TestWebhookRedirectToGetIsNotSuccess(t *testing.T) {
 	require.Error(t, err)
 	assert.False(t, IsRetryable(err))
 	assert.Contains(t, err.Error(), "redirected")
+}
+
+// The printed and logged forms of the adapter carry no credential from its URL.
+func TestWebhookPrintsNoURLCredentials(t *testing.T) {
+	w := Webhook{URL: "https://ops:hunter2-pass@crm.example.test/hook?token=tok-secret-9", Secret: []byte("s3cr3t-signing")}
+	var buf bytes.Buffer
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("crm", "adapter", w)
+	for _, out := range []string{w.String(), fmt.Sprintf("%#v", w), buf.String()} {
+		for _, secret := range []string{"hunter2-pass", "tok-secret-9", "s3cr3t-signing"} {
+			if strings.Contains(out, secret) {
+				t.Fatalf("%q shows %s", out, secret)
+			}
+		}
+		if !strings.Contains(out, "crm.example.test/hook") {
+			t.Fatalf("%q lost the host and path", out)
+		}
+	}
 }
