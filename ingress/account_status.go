@@ -70,8 +70,14 @@ func (s *Server) accountStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 // store commits the entry and answers okStatus, also for a duplicate; 503 when
-// the inbox could not be written, so that a sender that retries does.
+// the inbox could not be written, so that a sender that retries does. Every
+// route stores through here, so this is where the envelope is made storable:
+// what PostgreSQL's jsonb and text columns cannot hold (NUL, lone
+// surrogates, numbers beyond numeric, very deep nesting) is normalised in the
+// envelope (event.Envelope.Storable), while Raw keeps the delivery's bytes
+// exactly. Odd but valid input is thus stored and answered, never a 503.
 func (s *Server) store(w http.ResponseWriter, r *http.Request, e inbox.Entry, okStatus int) {
+	e.Envelope = e.Envelope.Storable()
 	ctx, cancel := context.WithTimeout(r.Context(), s.storeTimeout())
 	defer cancel()
 	inserted, err := s.Inbox.Put(ctx, e)
@@ -93,7 +99,9 @@ func (s *Server) storeTimeout() time.Duration {
 }
 
 // SETKey is the dedupe key of a SET: its jti, which the sender makes unique.
-func SETKey(jti string) string { return "set:" + jti }
+// A jti a text column cannot hold (one with a NUL) gets a key that can, still
+// one per jti (event.StorableKey).
+func SETKey(jti string) string { return event.StorableKey("set:" + jti) }
 
 // EnvelopeFromSET turns a verified SET into the inbox envelope.
 func EnvelopeFromSET(set *secevent.SET, receivedAt time.Time) event.Envelope {

@@ -145,17 +145,36 @@ func (s *Server) allowMethod(w http.ResponseWriter, r *http.Request, route strin
 	return false
 }
 
-// authorize answers 401 unless the request carries a configured admin key.
+// authorize answers 401 unless the request carries a configured admin key in
+// exactly one Authorization header: with two, which one counts would be a
+// guess, so neither does.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, route string) bool {
-	if s.Kakao.authorized(r.Header.Get("Authorization")) {
+	auth := r.Header.Values("Authorization")
+	if len(auth) == 1 && s.Kakao.authorized(auth[0]) {
 		return true
 	}
 	desc := "Authorization must be KakaoAK with the app's admin key"
-	if len(s.Kakao.AdminKeys) == 0 {
+	switch {
+	case len(s.Kakao.AdminKeys) == 0:
 		desc = "no admin key is configured for this webhook"
+	case len(auth) > 1:
+		desc = "Authorization must be given once"
 	}
 	s.fail(w, r, route, &reqError{status: http.StatusUnauthorized, code: secevent.CodeAuthenticationFailed, desc: desc})
 	return false
+}
+
+// singleHeader returns a header that may be given at most once; a repeated
+// one is refused rather than one of its values silently taken.
+func singleHeader(r *http.Request, name string) (string, *reqError) {
+	vs := r.Header.Values(name)
+	if len(vs) > 1 {
+		return "", badRequest("the %s header must be given once", name)
+	}
+	if len(vs) == 0 {
+		return "", nil
+	}
+	return vs[0], nil
 }
 
 // encodings a route accepts.
@@ -167,26 +186,32 @@ const (
 	encJSON                        // POST application/json
 )
 
-// params are a delivery's top-level members: string or []any from a query or
-// form, any JSON value (numbers as json.Number) from a JSON body.
+// params are a delivery's top-level members: string or repeated from a query
+// or form, any JSON value (numbers as json.Number) from a JSON body.
 type params map[string]any
 
-// readParams reads the delivery's members in one of the accepted encodings.
-// raw is what gets stored as the inbox entry's raw bytes: the body, or the
-// query string of a GET.
-func (s *Server) readParams(w http.ResponseWriter, r *http.Request, accept encodings) (params, []byte, *reqError) {
+// repeated holds the values of a query or form key given more than once.
+type repeated []any
+
+// readParams reads the delivery's members from exactly one place: the query
+// string of a GET (which must have no body), else the POST body in one of the
+// accepted encodings (the query string when the body is empty). raw is what
+// gets stored as the inbox entry's raw bytes: that body or query string.
+// fields are the members the route defines: on a POST with a body, a query
+// string naming one of them, or a member the body has, is refused as two
+// sources for one member; any other query member (say, one configured into
+// the callback URL) is ignored.
+func (s *Server) readParams(w http.ResponseWriter, r *http.Request, accept encodings, fields ...string) (params, []byte, *reqError) {
+	body, rerr := s.readBody(w, r)
+	if rerr != nil {
+		return nil, nil, rerr
+	}
 	if r.Method == http.MethodGet {
+		if len(body) > 0 {
+			return nil, nil, badRequest("a GET request carries its members in the query string and must not have a body")
+		}
 		p, err := queryParams(r.URL.RawQuery)
 		return p, []byte(r.URL.RawQuery), err
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody()))
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, nil, &reqError{status: http.StatusRequestEntityTooLarge, code: secevent.CodeInvalidRequest,
-				desc: "the request body is too large"}
-		}
-		return nil, nil, badRequest("the request body could not be read")
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
 		if accept&encQuery != 0 && r.URL.RawQuery != "" {
@@ -195,26 +220,70 @@ func (s *Server) readParams(w http.ResponseWriter, r *http.Request, accept encod
 		}
 		return nil, nil, badRequest("the request body is empty")
 	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	ct, rerr := singleHeader(r, "Content-Type")
+	if rerr != nil {
+		return nil, nil, rerr
+	}
+	mt, _, _ := mime.ParseMediaType(ct)
+	var p params
 	switch {
 	case mt == "application/x-www-form-urlencoded" && accept&encForm != 0:
-		p, err := queryParams(string(body))
-		return p, body, err
+		p, rerr = queryParams(string(body))
 	case (mt == "application/json" || strings.HasSuffix(mt, "+json")) && accept&encJSON != 0:
-		p, err := jsonParams(body)
-		return p, body, err
+		p, rerr = jsonParams(body)
+	default:
+		var types []string
+		if accept&encForm != 0 {
+			types = append(types, "application/x-www-form-urlencoded")
+		}
+		if accept&encJSON != 0 {
+			types = append(types, "application/json")
+		}
+		return nil, nil, &reqError{status: http.StatusUnsupportedMediaType, code: secevent.CodeInvalidRequest,
+			desc: "Content-Type must be " + strings.Join(types, " or ")}
 	}
-	var types []string
-	if accept&encForm != 0 {
-		types = append(types, "application/x-www-form-urlencoded")
+	if rerr != nil {
+		return nil, nil, rerr
 	}
-	if accept&encJSON != 0 {
-		types = append(types, "application/json")
+	if r.URL.RawQuery != "" {
+		q, rerr := queryParams(r.URL.RawQuery)
+		if rerr != nil {
+			return nil, nil, rerr
+		}
+		for k := range q {
+			if _, inBody := p[k]; inBody || slices.Contains(fields, k) {
+				return nil, nil, badRequest("%s is given in the query string of a POST with a body", safeName(k))
+			}
+		}
 	}
-	return nil, nil, &reqError{status: http.StatusUnsupportedMediaType, code: secevent.CodeInvalidRequest,
-		desc: "Content-Type must be " + strings.Join(types, " or ")}
+	return p, body, nil
 }
 
+// readBody reads the whole body (at most MaxBody bytes). A Content-Encoding
+// other than identity is refused: the body would not be what it claims to be.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *reqError) {
+	for _, ce := range r.Header.Values("Content-Encoding") {
+		if ce = strings.TrimSpace(ce); ce != "" && !strings.EqualFold(ce, "identity") {
+			return nil, &reqError{status: http.StatusUnsupportedMediaType, code: secevent.CodeInvalidRequest,
+				desc: "Content-Encoding is not supported"}
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.maxBody()))
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, &reqError{status: http.StatusRequestEntityTooLarge, code: secevent.CodeInvalidRequest,
+				desc: "the request body is too large"}
+		}
+		return nil, badRequest("the request body could not be read")
+	}
+	return body, nil
+}
+
+// queryParams reads a query string or form body. Names and values must be
+// UTF-8 once decoded (Kakao sends UTF-8; anything else would be stored
+// garbled). A NUL is kept here and stored as U+FFFD (see Server.store);
+// the fields that name things refuse it (checkName).
 func queryParams(q string) (params, *reqError) {
 	vals, err := url.ParseQuery(q)
 	if err != nil {
@@ -222,19 +291,19 @@ func queryParams(q string) (params, *reqError) {
 	}
 	p := make(params, len(vals))
 	for k, vs := range vals {
-		if strings.ContainsRune(k, 0) {
-			return nil, badRequest("a parameter name contains a NUL character")
+		if !utf8.ValidString(k) {
+			return nil, badRequest("a parameter name is not UTF-8")
 		}
 		for _, v := range vs {
-			if strings.ContainsRune(v, 0) {
-				return nil, badRequest("parameter %s contains a NUL character", safeName(k))
+			if !utf8.ValidString(v) {
+				return nil, badRequest("parameter %s is not UTF-8", safeName(k))
 			}
 		}
 		if len(vs) == 1 {
 			p[k] = vs[0]
 			continue
 		}
-		list := make([]any, len(vs))
+		list := make(repeated, len(vs))
 		for i, v := range vs {
 			list[i] = v
 		}
@@ -243,11 +312,24 @@ func queryParams(q string) (params, *reqError) {
 	return p, nil
 }
 
+var errDuplicateMember = errors.New("duplicate member")
+
+// jsonParams reads a JSON body: one object, UTF-8 (RFC 8259), without a
+// member name given twice in any object (encoding/json would silently keep
+// the last one, other parsers the first). Any nesting and any number are
+// accepted; what PostgreSQL cannot hold is normalised when stored, and so
+// are NUL and lone surrogates.
 func jsonParams(body []byte) (params, *reqError) {
+	if !utf8.Valid(body) {
+		return nil, badRequest("the body is not UTF-8")
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	v, err := jsonValue(dec)
+	if errors.Is(err, errDuplicateMember) {
+		return nil, badRequest("the body has a member name twice in one object")
+	}
+	if err != nil {
 		return nil, badRequest("the body is not valid JSON")
 	}
 	if _, err := dec.Token(); err != io.EOF {
@@ -257,28 +339,54 @@ func jsonParams(body []byte) (params, *reqError) {
 	if !ok {
 		return nil, badRequest("the body must be a JSON object")
 	}
-	// PostgreSQL's jsonb refuses U+0000: refuse it here as bad input rather
-	// than fail the inbox write with a 503.
-	if hasNUL(obj) {
-		return nil, badRequest("the body contains a NUL character")
-	}
 	return params(obj), nil
 }
 
-func hasNUL(v any) bool {
-	switch v := v.(type) {
-	case string:
-		return strings.ContainsRune(v, 0)
-	case []any:
-		return slices.ContainsFunc(v, hasNUL)
-	case map[string]any:
-		for k, e := range v {
-			if strings.ContainsRune(k, 0) || hasNUL(e) {
-				return true
+// jsonValue decodes the next value token by token, refusing duplicate member
+// names. Unlike Decoder.Decode it has no nesting limit: the body size bounds it.
+func jsonValue(dec *json.Decoder) (any, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return tok, nil // string, json.Number, bool or nil
+	}
+	switch d {
+	case '{':
+		m := map[string]any{}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			k, ok := kt.(string)
+			if !ok {
+				return nil, errors.New("member name is not a string")
+			}
+			if _, dup := m[k]; dup {
+				return nil, errDuplicateMember
+			}
+			if m[k], err = jsonValue(dec); err != nil {
+				return nil, err
 			}
 		}
+		_, err := dec.Token() // '}'
+		return m, err
+	case '[':
+		list := []any{}
+		for dec.More() {
+			v, err := jsonValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := dec.Token() // ']'
+		return list, err
 	}
-	return false
+	return nil, errors.New("unexpected delimiter")
 }
 
 // str returns a scalar member as a string; JSON numbers keep their text.
@@ -292,15 +400,15 @@ func (p params) str(name string) (string, bool, *reqError) {
 		return v, v != "", nil
 	case json.Number:
 		return v.String(), true, nil
-	case []any:
+	case repeated:
 		return "", false, badRequest("%s must be given once", name)
 	default:
 		return "", false, badRequest("%s must be a string or a number", name)
 	}
 }
 
-// raw returns every member except skip, re-encoded as JSON. Re-encoding
-// normalises what PostgreSQL's jsonb would refuse (e.g. lone surrogates).
+// raw returns every member except skip, re-encoded as JSON (what PostgreSQL's
+// jsonb would refuse is normalised when the envelope is stored).
 func (p params) raw(skip ...string) map[string]json.RawMessage {
 	out := make(map[string]json.RawMessage, len(p))
 	for k, v := range p {
@@ -316,17 +424,43 @@ func (p params) raw(skip ...string) map[string]json.RawMessage {
 	return out
 }
 
+// maxNameLength bounds the fields that name things: ids, channel ids, the
+// resource id.
+const maxNameLength = 200
+
 // resourceID reads X-Kakao-Resource-ID; it becomes part of the dedupe key and
-// the workflow id, so it must be short printable text.
+// the workflow id, so it must be given once, as short printable text.
 func resourceID(r *http.Request) (string, *reqError) {
-	id := strings.TrimSpace(r.Header.Get(ResourceIDHeader))
+	id, rerr := singleHeader(r, ResourceIDHeader)
+	if rerr != nil {
+		return "", rerr
+	}
+	id = strings.TrimSpace(id)
 	if id == "" {
 		return "", badRequest("the %s header is required", ResourceIDHeader)
 	}
-	if len(id) > 200 || !utf8.ValidString(id) || strings.ContainsFunc(id, func(c rune) bool { return !unicode.IsPrint(c) }) {
-		return "", badRequest("the %s header must be printable text of at most 200 bytes", ResourceIDHeader)
+	if !printableName(id) {
+		return "", badRequest("the %s header must be printable text of at most %d bytes", ResourceIDHeader, maxNameLength)
 	}
 	return id, nil
+}
+
+// printableName reports whether v is UTF-8 printable text (no control
+// character, NUL included) of at most maxNameLength bytes.
+func printableName(v string) bool {
+	return len(v) <= maxNameLength && utf8.ValidString(v) &&
+		!strings.ContainsFunc(v, func(c rune) bool { return !unicode.IsPrint(c) })
+}
+
+// checkName refuses a value of a field that names something (a user id, a
+// channel id) unless it is printable text of at most maxNameLength bytes: it
+// becomes a subject, a key or a table column, where a NUL, a control
+// character or 100 KiB has no place. Its value is never quoted.
+func checkName(field, v string) *reqError {
+	if v == "" || printableName(v) {
+		return nil
+	}
+	return badRequest("%s must be printable text of at most %d bytes", field, maxNameLength)
 }
 
 // safeName keeps a parameter name printable and short for an error message.

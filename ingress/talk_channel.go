@@ -77,7 +77,7 @@ func (s *Server) talkChannel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, route, rerr)
 		return
 	}
-	params, raw, rerr := s.readParams(w, r, encJSON)
+	params, raw, rerr := s.readParams(w, r, encJSON, channelMembers...)
 	if rerr != nil {
 		s.fail(w, r, route, rerr)
 		return
@@ -133,6 +133,13 @@ func channelPayload(id string, params params, receivedAt time.Time) (talk.Channe
 	if len(missing) > 0 {
 		return p, badRequest("missing %s", strings.Join(missing, ", "))
 	}
+	for _, f := range []struct{ name, v string }{
+		{"id", p.UserID}, {"id_type", p.IDType}, {"channel_public_id", p.ChannelPublicID}, {"channel_uuid", p.ChannelUUID},
+	} {
+		if rerr := checkName(f.name, f.v); rerr != nil {
+			return p, rerr
+		}
+	}
 	if p.IDType == "" {
 		p.IDType = DefaultIDType
 	}
@@ -148,7 +155,8 @@ func channelPayload(id string, params params, receivedAt time.Time) (talk.Channe
 		// Neither: order by arrival rather than lose the event.
 		p.TimeSource, p.UpdatedAt = "received", receivedAt
 	}
-	if err != nil {
+	// A time outside years 1–9999 (UTC) has no RFC 3339 form to store it in.
+	if y := p.UpdatedAt.UTC().Year(); err != nil || y < 1 || y > 9999 {
 		return p, badRequest("%s must be an RFC 3339 time or a Unix time in seconds or milliseconds", p.TimeSource)
 	}
 	p.UpdatedAt = p.UpdatedAt.UTC()

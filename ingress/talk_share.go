@@ -58,7 +58,7 @@ func (s *Server) talkShare(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, route, rerr)
 		return
 	}
-	params, raw, rerr := s.readParams(w, r, encQuery|encForm|encJSON)
+	params, raw, rerr := s.readParams(w, r, encQuery|encForm|encJSON, talkChatType, talkHashChatID, talkTemplateID)
 	if rerr != nil {
 		s.fail(w, r, route, rerr)
 		return

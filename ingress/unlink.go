@@ -114,6 +114,9 @@ func UnlinkEnvelope(u Unlink, key, issuer string, receivedAt time.Time) event.En
 	}
 }
 
+// unlinkFields are the members of an unlink delivery.
+var unlinkFields = []string{"app_id", "user_id", "referrer_type", "group_user_token"}
+
 // unlink receives Kakao's unlink webhook: GET with a query string, or POST
 // with a form or JSON body. Every authenticated, well-formed delivery is
 // answered exactly 200 once stored — also for a user the service does not
@@ -124,7 +127,7 @@ func (s *Server) unlink(w http.ResponseWriter, r *http.Request) {
 	if !s.allowMethod(w, r, route, http.MethodGet, http.MethodPost) || !s.authorize(w, r, route) {
 		return
 	}
-	p, raw, rerr := s.readParams(w, r, encQuery|encForm|encJSON)
+	p, raw, rerr := s.readParams(w, r, encQuery|encForm|encJSON, unlinkFields...)
 	if rerr != nil {
 		s.fail(w, r, route, rerr)
 		return
@@ -153,6 +156,10 @@ func (s *Server) unlink(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(missing) > 0 {
 		s.fail(w, r, route, badRequest("missing %s", strings.Join(missing, " and ")))
+		return
+	}
+	if rerr := checkName("user_id", u.UserID); rerr != nil {
+		s.fail(w, r, route, rerr)
 		return
 	}
 	// app_id is not a secret; comparing it plainly leaks nothing.

@@ -305,7 +305,7 @@ func TestUnlinkBadInput(t *testing.T) {
 		{"malformed JSON", http.MethodPost, ingress.PathUnlink, "application/json", `{"app_id":`, 400, "JSON"},
 		{"JSON array", http.MethodPost, ingress.PathUnlink, "application/json", `[1,2]`, 400, "object"},
 		{"two JSON values", http.MethodPost, ingress.PathUnlink, "application/json", `{"a":1} {"b":2}`, 400, "more than one"},
-		{"NUL in JSON", http.MethodPost, ingress.PathUnlink, "application/json", `{"app_id":"` + appID + `","user_id":"1\u0000"}`, 400, "NUL"},
+		{"NUL in user_id", http.MethodPost, ingress.PathUnlink, "application/json", `{"app_id":"` + appID + `","user_id":"1\u0000"}`, 400, "user_id"},
 		{"malformed form", http.MethodPost, ingress.PathUnlink, "application/x-www-form-urlencoded", "app_id=%zz&user_id=1", 400, "malformed"},
 		{"malformed query", http.MethodGet, ingress.PathUnlink + "?app_id=%zz", "", "", 400, "malformed"},
 		{"empty body", http.MethodPost, ingress.PathUnlink, "application/json", "", 400, "empty"},
