@@ -22,18 +22,26 @@ func waitForRetry(ctx workflow.Context) (string, error) {
 	return key, nil
 }
 
-func TestEventsRetrySignalsTheParkedWorkflowOrRequeues(t *testing.T) {
-	db, _ := testenv.Database(t)
-	srv := testenv.Temporal(t, "")
-	c := srv.Client()
-	w := sdkworker.New(c, "retry-test", sdkworker.Options{})
+// startWaiters runs waitForRetry workflows on queue until the test ends and
+// returns the test's deadline context.
+func startWaiters(t *testing.T, c client.Client, queue string) context.Context {
+	t.Helper()
+	w := sdkworker.New(c, queue, sdkworker.Options{})
 	w.RegisterWorkflow(waitForRetry)
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop()
+	t.Cleanup(w.Stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestEventsRetrySignalsTheParkedWorkflowOrRequeues(t *testing.T) {
+	db, _ := testenv.Database(t)
+	srv := testenv.Temporal(t, "")
+	c := srv.Client()
+	ctx := startWaiters(t, c, "retry-test")
 
 	// A step parked in a user's stream: the inbox row names the stream.
 	streamID := workflows.UserStreamID("abc")
@@ -80,14 +88,7 @@ func TestEventsRetrySignalsTheParkedWorkflowOrRequeues(t *testing.T) {
 func TestEventsRetryOfACRMSyncSignalsTheStream(t *testing.T) {
 	srv := testenv.Temporal(t, "")
 	c := srv.Client()
-	w := sdkworker.New(c, "retry-sync-test", sdkworker.Options{})
-	w.RegisterWorkflow(waitForRetry)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := startWaiters(t, c, "retry-sync-test")
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.UserStreamID("h1"), TaskQueue: "retry-sync-test"}, waitForRetry)
 	if err != nil {
 		t.Fatal(err)
@@ -110,14 +111,7 @@ func TestEventsRetryAllParked(t *testing.T) {
 	db, _ := testenv.Database(t)
 	srv := testenv.Temporal(t, "")
 	c := srv.Client()
-	w := sdkworker.New(c, "retry-bulk-test", sdkworker.Options{})
-	w.RegisterWorkflow(waitForRetry)
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer w.Stop()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	ctx := startWaiters(t, c, "retry-bulk-test")
 	runs := map[string]client.WorkflowRun{}
 	for _, h := range []string{"u1", "u2"} {
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: workflows.UserStreamID(h), TaskQueue: "retry-bulk-test"}, waitForRetry)
