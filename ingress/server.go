@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/setflow/setflow/inbox"
@@ -46,7 +47,15 @@ type Server struct {
 	// Allowlist, when set, admits webhook requests only from its networks
 	// (health endpoints stay open).
 	Allowlist *IPAllowlist
+
+	// draining makes /readyz fail from Drain on (a graceful stop).
+	draining atomic.Bool
 }
+
+// Drain makes /readyz answer 503 from now on, while the webhooks are still
+// served: the first step of a graceful stop, so that load balancers stop
+// sending before the server drains its in-flight requests and closes.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 func (s *Server) log() *slog.Logger {
 	if s.Log != nil {
@@ -109,6 +118,10 @@ func withDeadline(d time.Duration, h http.Handler) http.Handler {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if s.draining.Load() {
+		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
 	if s.Ready != nil {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

@@ -60,7 +60,14 @@ type Relay struct {
 	Retention time.Duration
 	// PruneEvery is how often to prune; hourly when zero.
 	PruneEvery time.Duration
+	// StopTimeout bounds the batch claimed before Run's context ended: it is
+	// still delivered and recorded (no new batch starts), for up to this
+	// long; DefaultStopTimeout when zero.
+	StopTimeout time.Duration
 }
+
+// DefaultStopTimeout is how long a claimed batch may still take after a stop.
+const DefaultStopTimeout = 15 * time.Second
 
 // Deliver hands an inbox entry to Temporal. Events about a user are signalled
 // to the user's stream with Signal-With-Start (one ordered stream per user,
@@ -147,6 +154,35 @@ func userless(env event.Envelope) event.Envelope {
 	return out
 }
 
+// relayBatch claims and relays one batch on a context that outlives ctx by
+// StopTimeout, so that a stop lets the batch finish and record its outcome
+// instead of rolling back deliveries Temporal already holds.
+func (r *Relay) relayBatch(ctx context.Context, batch int, backoff inbox.Backoff) (int, error) {
+	bctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		select {
+		case <-finished:
+			return
+		case <-ctx.Done():
+		}
+		timeout := r.StopTimeout
+		if timeout <= 0 {
+			timeout = DefaultStopTimeout
+		}
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case <-finished:
+		case <-t.C:
+			cancel()
+		}
+	}()
+	return r.Inbox.Relay(bctx, batch, r.Deliver, backoff)
+}
+
 func (r *Relay) startTimeout() time.Duration {
 	if r.StartTimeout > 0 {
 		return r.StartTimeout
@@ -155,7 +191,9 @@ func (r *Relay) startTimeout() time.Duration {
 }
 
 // Run relays until ctx ends. Errors are logged and retried; Run only returns
-// ctx's error.
+// ctx's error. A stop (ctx ending) never cuts a claimed batch half-way: the
+// batch under way is delivered and what was delivered is marked dispatched
+// (within StopTimeout), and no new batch starts.
 func (r *Relay) Run(ctx context.Context) error {
 	batch, poll, backoff := r.Batch, r.Poll, r.Backoff
 	if batch <= 0 {
@@ -185,8 +223,16 @@ func (r *Relay) Run(ctx context.Context) error {
 				log.Info("relay: pruned dispatched inbox entries", "count", n, "retention", r.Retention)
 			}
 		}
-		n, err := r.Inbox.Relay(ctx, batch, r.Deliver, backoff)
 		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n, err := r.relayBatch(ctx, batch, backoff)
+		if ctx.Err() != nil {
+			if err != nil {
+				log.Warn("relay: stopped; the batch under way was not recorded, its entries are relayed again", "error", err)
+			} else {
+				log.Info("relay: stopped after finishing its batch", "entries", n)
+			}
 			return ctx.Err()
 		}
 		wait := poll

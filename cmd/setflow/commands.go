@@ -43,6 +43,9 @@ type common struct {
 	// needs unless -insecure-dev-keys (see requireKeys).
 	keys  config.KeyPolicy
 	needs config.KeyNeeds
+	// sd is how the command stops on SIGTERM (defaults unless its flags
+	// are registered).
+	sd config.Shutdown
 }
 
 // requireKeys makes the command refuse to start without these keys, unless
@@ -78,7 +81,7 @@ func (c *common) backends() backendsConfig {
 }
 
 func newCommon(name string) *common {
-	c := &common{fs: flag.NewFlagSet("setflow "+name, flag.ContinueOnError)}
+	c := &common{fs: flag.NewFlagSet("setflow "+name, flag.ContinueOnError), sd: config.DefaultShutdown()}
 	c.db.Register(c.fs)
 	c.log.Register(c.fs)
 	return c
@@ -96,6 +99,9 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 		return nil, err
 	}
 	slog.SetDefault(log)
+	if err := c.sd.Validate(); err != nil {
+		return nil, err
+	}
 	if c.needs != (config.KeyNeeds{}) {
 		if err := c.keys.Enforce(log, c.needs); err != nil {
 			return nil, err
@@ -147,6 +153,8 @@ func runIngress(ctx context.Context, args []string) error {
 	c := newCommon("ingress")
 	c.ing.Register(c.fs)
 	c.kko.Register(c.fs)
+	c.sd.RegisterDelay(c.fs)
+	c.sd.RegisterTimeout(c.fs)
 	c.serveMetrics("")
 	c.requireKeys(config.KeyNeeds{AuditKey: true})
 	log, err := c.parse(args)
@@ -170,13 +178,14 @@ func runIngress(ctx context.Context, args []string) error {
 	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
 	}
-	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()))
+	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()), srv.Drain, c.sd)
 }
 
 func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
 	c.tmp.Register(c.fs)
 	c.relayFlags()
+	c.sd.RegisterTimeout(c.fs)
 	c.serveMetrics("")
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
@@ -184,7 +193,7 @@ func runRelay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention)
+	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -212,6 +221,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
@@ -219,7 +229,7 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	return runWorkerLoop(ctx, log, db, c.backends(), topts)
+	return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout)
 }
 
 // Development identity: `setflow dev` accepts exactly what `setflow send` signs.
@@ -287,6 +297,10 @@ func runDev(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.sd.RegisterTimeout(c.fs)
+	c.sd.RegisterWorker(c.fs)
+	// No load balancer to tell: the ingress drains at once.
+	c.sd.Delay = 0
 	var listen, keyPath string
 	c.fs.StringVar(&listen, "listen", envOr("SETFLOW_LISTEN", ":8080"), "HTTP listen address (env SETFLOW_LISTEN)")
 	c.fs.StringVar(&keyPath, "dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "development signing key, created if missing (env SETFLOW_DEV_KEY)")
@@ -342,9 +356,9 @@ setflow dev is starting
 		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID)
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux)) })
-	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention) })
-	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts) })
+	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux), srv.Drain, c.sd) })
+	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout) })
+	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout) })
 	return g.Wait()
 }
 

@@ -52,8 +52,16 @@ func main() {
 		usage()
 		return
 	}
+	// The first SIGTERM or interrupt asks for a graceful stop (readiness
+	// fails, requests drain, the relay's batch and the worker's running
+	// activities finish within their timeouts); a second one ends the
+	// process at once (the signal's default action).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	for _, c := range commands {
 		if c.name == name {
 			err := c.run(ctx, os.Args[2:])

@@ -39,15 +39,36 @@ func openDB(ctx context.Context, url string) (*sqlx.DB, error) {
 	return db, nil
 }
 
-// serveHTTP runs srv until ctx ends, then drains in-flight requests: an event
-// being stored is answered, never cut off.
-func serveHTTP(ctx context.Context, log *slog.Logger, srv *http.Server) error {
-	return serve(ctx, "ingress", srv, func() { log.Info("ingress listening", "addr", srv.Addr) })
+// serveHTTP runs the ingress until ctx ends, then stops it gracefully: /readyz
+// answers 503 at once (srv.Drain) and keep-alives end, requests are still
+// served for sd.Delay so that load balancers notice and stop sending, then
+// in-flight requests are drained for up to sd.Timeout: an event being stored
+// is answered, never cut off.
+func serveHTTP(ctx context.Context, log *slog.Logger, srv *http.Server, drain func(), sd config.Shutdown) error {
+	return serveGraceful(ctx, log, "ingress", srv, func() { log.Info("ingress listening", "addr", srv.Addr) },
+		func() {
+			if drain != nil {
+				drain()
+			}
+			srv.SetKeepAlivesEnabled(false)
+			if sd.Delay > 0 {
+				log.Info("ingress stopping: readiness fails, still serving", "delay", sd.Delay)
+				time.Sleep(sd.Delay)
+			}
+			log.Info("ingress draining in-flight requests", "timeout", sd.Timeout)
+		}, sd.Timeout)
 }
 
 // serve runs srv until ctx ends and then shuts it down gracefully; started
 // is called once the listener goroutine runs.
 func serve(ctx context.Context, name string, srv *http.Server, started func()) error {
+	return serveGraceful(ctx, slog.Default(), name, srv, started, nil, 10*time.Second)
+}
+
+// serveGraceful runs srv until ctx ends; then calls stopping (which may wait
+// while srv still serves) and shuts srv down, waiting up to timeout for
+// in-flight requests.
+func serveGraceful(ctx context.Context, log *slog.Logger, name string, srv *http.Server, started, stopping func(), timeout time.Duration) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	started()
@@ -56,20 +77,25 @@ func serve(ctx context.Context, name string, srv *http.Server, started func()) e
 		return fmt.Errorf("%s: %w", name, err)
 	case <-ctx.Done():
 	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if stopping != nil {
+		stopping()
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	if err := srv.Shutdown(shutdown); err != nil {
+		log.Warn(name+": requests still in flight after the shutdown timeout were cut off", "timeout", timeout, "error", err)
 		return err
 	}
 	if err := <-errc; !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
+	log.Info(name + " stopped")
 	return ctx.Err()
 }
 
 // runRelayLoop relays with a lazy Temporal client, so that it starts (and the
 // inbox fills) while Temporal is still down.
-func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention time.Duration) error {
+func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention, stopTimeout time.Duration) error {
 	c, err := client.NewLazyClient(topts)
 	if err != nil {
 		return fmt.Errorf("temporal client: %w", err)
@@ -82,8 +108,10 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 		defer stopListen()
 	}
 	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention,
-		Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
+		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
 	log.Info("relay running", "temporal", topts.HostPort)
+	// The client is closed (deferred above) only after Run returned, that is
+	// after the claimed batch was delivered and recorded.
 	return r.Run(ctx)
 }
 
@@ -108,7 +136,11 @@ func dialTemporal(ctx context.Context, log *slog.Logger, topts client.Options) (
 	}
 }
 
-func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backendsConfig, topts client.Options) error {
+// runWorkerLoop runs the workers until ctx ends, then stops polling and lets
+// running activities finish within stopTimeout (worker.Set.Stop) before the
+// client is closed: an activity cut off by the timeout reports its failure
+// first, so that its retry starts at once rather than after its timeout.
+func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backendsConfig, topts client.Options, stopTimeout time.Duration) error {
 	acts, err := newActivities(ctx, log, db, cfg)
 	if err != nil {
 		return err
@@ -118,12 +150,13 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		return err
 	}
 	defer c.Close()
-	w := worker.New(c, acts, sdkworker.Options{})
+	w := worker.New(c, acts, sdkworker.Options{WorkerStopTimeout: stopTimeout})
 	w.CRMRate = cfg.reactions.CRMRate
+	w.Log = log
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	log.Info("worker running", "temporal", topts.HostPort)
+	log.Info("worker running", "temporal", topts.HostPort, "stop_timeout", stopTimeout)
 	<-ctx.Done()
 	w.Stop()
 	return ctx.Err()
