@@ -123,11 +123,12 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 	if err != nil {
 		// Whether the server may have the message decides how the retry
 		// sends it: first time, or as a recognisable repeat (same
-		// Message-ID). The claim is settled on a fresh context: this
+		// Message-ID). A failed takeover stays uncertain: the earlier
+		// attempt may have delivered it. The claim is settled on a fresh context: this
 		// attempt's may be the one that just ran out.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if serr := a.settleNotice(sctx, in.IdempotencyKey, !notAccepted(err)); serr != nil {
+		if serr := a.settleNotice(sctx, in.IdempotencyKey, claim.repeat || !notAccepted(err)); serr != nil {
 			return StepResult{}, serr
 		}
 		return StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)

@@ -80,6 +80,19 @@ func TestSendNoticeAtLeastOnce(t *testing.T) {
 		}
 	}
 
+	// A takeover of an uncertain claim that is itself refused before DATA
+	// keeps the claim uncertain: the next send is still a repeat.
+	m.errs = []error{&mailer.Error{Op: "data"}, &mailer.Error{Op: "session"}}
+	if _, err := send("k-takeover"); err == nil {
+		t.Fatal("an uncertain send succeeded")
+	}
+	if _, err := send("k-takeover"); err == nil {
+		t.Fatal("a refused takeover succeeded")
+	}
+	if r, err := send("k-takeover"); err != nil || r.Outcome != OutcomeDone || r.Detail["repeat"] != true {
+		t.Fatalf("after a refused takeover: %+v %v, want a repeat", r, err)
+	}
+
 	// An attempt whose worker vanished: its claim stays 'started'. Within
 	// its deadline the retry waits; after it, the retry repeats the send.
 	if _, err := db.Exec(`INSERT INTO setflow_side_effects (idempotency_key, kind, status) VALUES ('k-vanished', 'email', 'started')`); err != nil {
