@@ -766,36 +766,7 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 	// Temporal: every event names a user, so no reaction workflow ran; each
 	// user's stream (one user per event) ran once, and is still waiting for
 	// more events or completed when idle.
-	if n, err := countWorkflows(ctx, c, "WorkflowType = 'Reaction'"); err != nil || n != 0 {
-		t.Errorf("%d reaction workflows (%v), want none", n, err)
-	}
-	runs := map[string][]enums.WorkflowExecutionStatus{}
-	var token []byte
-	for {
-		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
-			Query: "WorkflowType = 'UserStream'", PageSize: 1000, NextPageToken: token})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, ex := range resp.Executions {
-			runs[ex.Execution.WorkflowId] = append(runs[ex.Execution.WorkflowId], ex.Status)
-		}
-		if token = resp.NextPageToken; len(token) == 0 {
-			break
-		}
-	}
-	if len(runs) != len(events) {
-		t.Errorf("%d user stream ids, want %d", len(runs), len(events))
-	}
-	byHash := map[string]chaosEvent{}
-	for k, e := range keys {
-		h := subjects.Hash(testIssuer, e.user)
-		byHash[h] = e
-		st := runs[workflows.UserStreamID(h)]
-		if len(st) != 1 || (st[0] != enums.WORKFLOW_EXECUTION_STATUS_RUNNING && st[0] != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED) {
-			t.Errorf("event %s: stream runs %v, want one running or completed", k, st)
-		}
-	}
+	byHash := checkOneStreamPerEvent(t, ctx, c, keys)
 
 	// Audit: one row per (event, step) — the unique key — and exactly the
 	// expected steps of each event, starting with one "received" and ending
@@ -1015,7 +986,7 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 	t.Logf("outcome: %d events, %d inbox rows, %d user streams, %d audit rows (chain intact), %d sessions revoked once "+
 		"(%d found already revoked by a crashed attempt), %d CRM writes applied (%d repeated requests deduplicated by key), "+
 		"%d emails for %d notices (%d sent again after an attempt whose delivery was unknown, same Message-ID)",
-		len(events), len(rows), len(runs), len(audits), len(revs), revokedOnRetry, appliedWrites, replays, len(msgs), notices, noticeDuplicates)
+		len(events), len(rows), len(byHash), len(audits), len(revs), revokedOnRetry, appliedWrites, replays, len(msgs), notices, noticeDuplicates)
 }
 
 func countWorkflows(ctx context.Context, c client.Client, query string) (int, error) {
@@ -1149,4 +1120,42 @@ func (s crashingStarter) SignalWithStartWorkflow(ctx context.Context, workflowID
 		return nil, errCrashed
 	}
 	return run, err
+}
+
+// checkOneStreamPerEvent checks that no reaction workflow ran and that the
+// stream of each event's user (one user per event) ran once, running or
+// completed; it returns the events by subject hash.
+func checkOneStreamPerEvent(t *testing.T, ctx context.Context, c client.Client, keys map[string]chaosEvent) map[string]chaosEvent {
+	t.Helper()
+	if n, err := countWorkflows(ctx, c, "WorkflowType = 'Reaction'"); err != nil || n != 0 {
+		t.Errorf("%d reaction workflows (%v), want none", n, err)
+	}
+	runs := map[string][]enums.WorkflowExecutionStatus{}
+	var token []byte
+	for {
+		resp, err := c.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{
+			Query: "WorkflowType = 'UserStream'", PageSize: 1000, NextPageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ex := range resp.Executions {
+			runs[ex.Execution.WorkflowId] = append(runs[ex.Execution.WorkflowId], ex.Status)
+		}
+		if token = resp.NextPageToken; len(token) == 0 {
+			break
+		}
+	}
+	if len(runs) != len(keys) {
+		t.Errorf("%d user stream ids, want %d", len(runs), len(keys))
+	}
+	byHash := map[string]chaosEvent{}
+	for k, e := range keys {
+		h := subjects.Hash(testIssuer, e.user)
+		byHash[h] = e
+		st := runs[workflows.UserStreamID(h)]
+		if len(st) != 1 || (st[0] != enums.WORKFLOW_EXECUTION_STATUS_RUNNING && st[0] != enums.WORKFLOW_EXECUTION_STATUS_COMPLETED) {
+			t.Errorf("event %s: stream runs %v, want one running or completed", k, st)
+		}
+	}
+	return byHash
 }
