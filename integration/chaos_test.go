@@ -1094,8 +1094,10 @@ type crashingMailer struct {
 func (m crashingMailer) Send(ctx context.Context, n mailer.Notice) (string, error) {
 	id, err := m.Mailer.Send(ctx, n)
 	if err == nil && m.at.reached(ctx) {
-		// The process dies: what the step sees is its context ending.
-		return "", errors.Join(errCrashed, ctx.Err())
+		// The process dies mid-send: whatever the step still does sees an
+		// interrupted send (as its context ending would show it), whether the
+		// worker's stop or the crash point let it go first.
+		return "", errors.Join(errCrashed, context.Canceled)
 	}
 	return id, err
 }
