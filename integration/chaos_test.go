@@ -691,12 +691,16 @@ func (c *crmStandIn) serve(w http.ResponseWriter, r *http.Request) {
 }
 
 // apply changes the contact as the document says (c.mu held).
-func (c *crmStandIn) apply(doc crm.Document) {
+func (c *crmStandIn) apply(doc crm.Document) { applyCRMDocument(c.contacts, doc) }
+
+// applyCRMDocument changes the contacts as a signed CRM document says, the
+// way the generic webhook adapter's receiver would.
+func applyCRMDocument(contacts map[string]*chaosContact, doc crm.Document) {
 	id := doc.Contact.ExternalID
-	ct := c.contacts[id]
+	ct := contacts[id]
 	if ct == nil && doc.Type != crm.TypeDelete {
 		ct = &chaosContact{Properties: map[string]string{}}
-		c.contacts[id] = ct
+		contacts[id] = ct
 	}
 	switch doc.Type {
 	case crm.TypeUpsert:
@@ -723,7 +727,7 @@ func (c *crmStandIn) apply(doc crm.Document) {
 	case crm.TypeMarketing:
 		ct.Marketing = doc.Contact.MarketingSubscribed
 	case crm.TypeDelete:
-		delete(c.contacts, id)
+		delete(contacts, id)
 	}
 }
 

@@ -55,7 +55,7 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	s.DB.SetMaxOpenConns(32) // as a deployment would; the server's limit is shared with other tests
 	srv := &ingress.Server{Inbox: s.Inbox, Log: s.log, Ready: s.DB.PingContext,
 		Kakao: ingress.Kakao{AdminKeys: []string{webhookAdminKey}, AppID: webhookAppID, Issuer: testIssuer, KeyHash: subjects.Key}}
-	hooks := &webhooks{stack: s, URL: startServer(t, srv)}
+	hooks := &webhooks{stack: s, URL: newHTTPServer(t, srv.Handler())}
 	dev := testenv.Temporal(t, "")
 	s.startRelay(dev.FrontendHostPort())
 	s.startRelay(dev.FrontendHostPort())
@@ -133,7 +133,7 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 
 	// Wait until every accepted event is through and every stream is quiet.
 	ctx := context.Background()
-	envelopes := plan.accepted(t, s)
+	envelopes := acceptedEnvelopes(t, s)
 	deadline := time.Now().Add(envDuration("SETFLOW_MODEL_WAIT", 10*time.Minute))
 	for _, env := range envelopes {
 		for {
@@ -197,12 +197,6 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
-}
-
-func startServer(t *testing.T, srv *ingress.Server) string {
-	t.Helper()
-	ts := newHTTPServer(t, srv.Handler())
-	return ts
 }
 
 // waitStreamQuiet waits until the user's stream has nothing queued, running
@@ -347,8 +341,8 @@ func (e modelEvent) send(t *testing.T, s *stack, hooks *webhooks) int {
 	return st
 }
 
-// accepted reads back the envelopes the ingress stored for the model's users.
-func (p *modelPlan) accepted(t *testing.T, s *stack) []event.Envelope {
+// acceptedEnvelopes reads back the envelopes the ingress stored.
+func acceptedEnvelopes(t *testing.T, s *stack) []event.Envelope {
 	t.Helper()
 	var raws [][]byte
 	if err := s.DB.Select(&raws, `SELECT envelope FROM setflow_inbox ORDER BY id`); err != nil {

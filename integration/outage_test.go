@@ -505,24 +505,32 @@ func raceEnabled() bool {
 // test's build cache, and the worker is checked for races too).
 func buildSetflow(t *testing.T) string {
 	t.Helper()
+	out := filepath.Join(t.TempDir(), "setflow")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := goBuildSetflow(ctx, testenv.RepoRoot(t), out, raceEnabled()); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// goBuildSetflow builds cmd/setflow of the checkout at root into out.
+func goBuildSetflow(ctx context.Context, root, out string, race bool) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	out := filepath.Join(t.TempDir(), "setflow")
 	args := []string{"build", "-o", out}
-	if raceEnabled() {
+	if race {
 		args = append(args, "-race")
 	}
 	args = append(args, "./cmd/setflow")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, args...)
-	cmd.Dir = testenv.RepoRoot(t)
+	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		return fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
-	return out
+	return nil
 }
 
 // outageWorkerEnv is the worker process's configuration: the private
@@ -1018,38 +1026,7 @@ func (c *outageCRM) applyOnce(doc crm.Document) {
 	c.applied[doc.IdempotencyKey]++
 	id := doc.Contact.ExternalID
 	c.writes[id] = append(c.writes[id], doc.IdempotencyKey)
-	ct := c.contacts[id]
-	if ct == nil && doc.Type != crm.TypeDelete {
-		ct = &chaosContact{Properties: map[string]string{}}
-		c.contacts[id] = ct
-	}
-	switch doc.Type {
-	case crm.TypeUpsert:
-		// Empty fields are left alone, as an upsert does.
-		for dst, v := range map[*string]string{&ct.Email: doc.Contact.Email, &ct.Nickname: doc.Contact.Nickname, &ct.Phone: doc.Contact.Phone} {
-			if v != "" {
-				*dst = v
-			}
-		}
-		for k, v := range doc.Contact.Properties {
-			ct.Properties[k] = v
-		}
-	case crm.TypeFieldsDeleted:
-		for _, f := range doc.Contact.DeletedFields {
-			switch f {
-			case crm.FieldEmail:
-				ct.Email = ""
-			case crm.FieldNickname:
-				ct.Nickname = ""
-			case crm.FieldPhone:
-				ct.Phone = ""
-			}
-		}
-	case crm.TypeMarketing:
-		ct.Marketing = doc.Contact.MarketingSubscribed
-	case crm.TypeDelete:
-		delete(c.contacts, id)
-	}
+	applyCRMDocument(c.contacts, doc)
 }
 
 // outageEvents prepares n distinct events as chaosEvents does (one user

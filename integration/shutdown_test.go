@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -71,7 +70,7 @@ func newSDEnv(t *testing.T) *sdEnv {
 	bin := filepath.Join(t.TempDir(), "setflow")
 	root := testenv.RepoRoot(t)
 	built := make(chan error, 1)
-	go func() { built <- sdBuild(root, bin) }()
+	go func() { built <- goBuildSetflow(context.Background(), root, bin, false) }()
 	db, url := testenv.Database(t)
 	srv := testenv.Temporal(t, "")
 	key, err := simulator.NewKey()
@@ -88,20 +87,6 @@ func newSDEnv(t *testing.T) *sdEnv {
 	t.Logf("binary built, database and Temporal up in %v", time.Since(start).Round(time.Millisecond))
 	return &sdEnv{bin: bin, db: db, dbURL: url, temporal: srv, key: key, jwks: jwks,
 		auditKey: sdRandom(t), codec: "k1:" + sdRandom(t)}
-}
-
-// sdBuild builds cmd/setflow into bin, as deployed.
-func sdBuild(root, bin string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	cmd := exec.Command(goBin, "build", "-o", bin, "./cmd/setflow")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/setflow: %v\n%s", err, out)
-	}
-	return nil
 }
 
 func sdRandom(t *testing.T) string {
