@@ -193,22 +193,30 @@ func (n *normaliser) object(depth int) error {
 		if err := n.value(depth); err != nil {
 			return err
 		}
-		n.ws()
-		if n.pos >= len(n.in) {
-			return errSyntax{}
-		}
-		switch n.in[n.pos] {
-		case ',':
-			n.out = append(n.out, ',')
-			n.pos++
-		case '}':
-			n.out = append(n.out, '}')
-			n.pos++
-			return nil
-		default:
-			return errSyntax{}
+		if done, err := n.after('}'); done || err != nil {
+			return err
 		}
 	}
+}
+
+// after reads what follows a member or element: a comma (more to come) or
+// the container's close, which ends it.
+func (n *normaliser) after(close byte) (done bool, err error) {
+	n.ws()
+	if n.pos >= len(n.in) {
+		return false, errSyntax{}
+	}
+	switch n.in[n.pos] {
+	case ',':
+		n.out = append(n.out, ',')
+		n.pos++
+		return false, nil
+	case close:
+		n.out = append(n.out, close)
+		n.pos++
+		return true, nil
+	}
+	return false, errSyntax{}
 }
 
 func (n *normaliser) array(depth int) error {
@@ -225,20 +233,8 @@ func (n *normaliser) array(depth int) error {
 		if err := n.value(depth); err != nil {
 			return err
 		}
-		n.ws()
-		if n.pos >= len(n.in) {
-			return errSyntax{}
-		}
-		switch n.in[n.pos] {
-		case ',':
-			n.out = append(n.out, ',')
-			n.pos++
-		case ']':
-			n.out = append(n.out, ']')
-			n.pos++
-			return nil
-		default:
-			return errSyntax{}
+		if done, err := n.after(']'); done || err != nil {
+			return err
 		}
 	}
 }
