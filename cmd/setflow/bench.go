@@ -23,6 +23,7 @@ import (
 
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/internal/pace"
 	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
@@ -550,31 +551,15 @@ func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, 
 func benchFixedRate(ctx context.Context, url string, tokens [][]byte, rate float64) (*benchResult, error) {
 	c := benchClient(1024)
 	defer c.CloseIdleConnections()
-	interval := time.Duration(float64(time.Second) / rate)
 	var mu sync.Mutex
 	total := &benchResult{lat: make([]time.Duration, 0, len(tokens))}
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i, tok := range tokens {
-		at := start.Add(time.Duration(i) * interval)
-		if wait := time.Until(at); wait > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		wg.Go(func() {
-			status, err := postSET(ctx, c, url, tok)
-			lat := time.Since(at)
-			mu.Lock()
-			total.record(status, err, lat)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
+	start := pace.OpenLoop(ctx, len(tokens), rate, func(i int, at time.Time) {
+		status, err := postSET(ctx, c, url, tokens[i])
+		lat := time.Since(at)
+		mu.Lock()
+		total.record(status, err, lat)
+		mu.Unlock()
+	})
 	total.elapsed = time.Since(start)
 	return total, ctx.Err()
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/internal/pace"
 	"github.com/setflow/setflow/simulator"
 )
 
@@ -85,41 +86,25 @@ func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duratio
 	// to the earlier ones.
 	accepted := make([]time.Time, n)
 	res.Accept = make([]time.Duration, n)
-	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var sendErr error
-	interval := time.Duration(float64(time.Second) / rate)
-	start := time.Now()
-	for i := range n {
-		at := start.Add(time.Duration(i) * interval)
-		if wait := time.Until(at); wait > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(wait):
-			}
+	pace.OpenLoop(ctx, n, rate, func(i int, _ time.Time) {
+		sent := time.Now()
+		status, body, err := simulator.Post(ctx, s.http, s.url, tokens[i])
+		got := time.Now()
+		if err == nil && status != http.StatusAccepted {
+			err = fmt.Errorf("ingress answered %d %s", status, body)
 		}
-		if ctx.Err() != nil {
-			break
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			if sendErr == nil {
+				sendErr = fmt.Errorf("%s: %w", users[i], err)
+			}
+			return
 		}
-		wg.Go(func() {
-			sent := time.Now()
-			status, body, err := simulator.Post(ctx, s.http, s.url, tokens[i])
-			got := time.Now()
-			if err == nil && status != http.StatusAccepted {
-				err = fmt.Errorf("ingress answered %d %s", status, body)
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				if sendErr == nil {
-					sendErr = fmt.Errorf("%s: %w", users[i], err)
-				}
-				return
-			}
-			accepted[i], res.Accept[i] = got, got.Sub(sent)
-		})
-	}
-	wg.Wait()
+		accepted[i], res.Accept[i] = got, got.Sub(sent)
+	})
 	if sendErr != nil {
 		return res, sendErr
 	}
