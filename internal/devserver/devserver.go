@@ -22,6 +22,8 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/log"
+
+	"github.com/setflow/setflow/internal/temporalsetup"
 )
 
 // Options configure one server process.
@@ -79,6 +81,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 	args := []string{"server", "start-dev", "--headless", "--ip", host, "--port", port,
 		"--namespace", opts.Namespace, "--log-level", opts.LogLevel,
 		"--dynamic-config-value", "frontend.enableServerVersionCheck=false"}
+	args = append(args, temporalsetup.DevServerArgs()...)
 	if opts.DBFile != "" {
 		if err := os.MkdirAll(filepath.Dir(opts.DBFile), 0o755); err != nil {
 			return nil, err

@@ -57,3 +57,17 @@ func Register(ctx context.Context, c client.Client, namespace string) (added []s
 	}
 	return missing, nil
 }
+
+// DevServerArgs are the `temporal server start-dev` flags that register
+// setflow's search attributes when a development server starts.
+func DevServerArgs() []string {
+	var args []string
+	for name, typ := range workflows.SearchAttributes() {
+		t := "Keyword"
+		if typ == enums.INDEXED_VALUE_TYPE_KEYWORD_LIST {
+			t = "KeywordList"
+		}
+		args = append(args, "--search-attribute", name+"="+t)
+	}
+	return args
+}

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
 	_ "github.com/lib/pq" // database driver
+	"github.com/setflow/setflow/internal/temporalsetup"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/testsuite"
 
@@ -162,8 +164,10 @@ func Temporal(t testing.TB, hostPort string) *testsuite.DevServer {
 			Logger:    quietLogger{},
 		},
 		LogLevel: "error",
-		Stdout:   io.Discard,
-		Stderr:   &stderr,
+		// setflow's workflows set these; an unregistered one fails them.
+		ExtraArgs: temporalsetup.DevServerArgs(),
+		Stdout:    io.Discard,
+		Stderr:    &stderr,
 	})
 	if err != nil {
 		t.Fatalf("start temporal dev server: %v\n%s", err, stderr.String())

@@ -1,0 +1,220 @@
+package guard
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
+)
+
+// Postgres is the guard on setflow's database (tables setflow_guard_admissions
+// and setflow_holds). The hot path inserts rows with distinct keys and counts
+// an index range: work for different users never waits on one row or lock.
+// The count is not serialised, so a burst of concurrent admissions can pass
+// the limit by the number of admissions in flight: a guard against storms,
+// not an exact quota.
+type Postgres struct {
+	db    *sqlx.DB
+	limit Limit
+	now   func() time.Time
+}
+
+// NewPostgres returns the guard with the given limit (Max 0: off, every
+// event is admitted and nothing is recorded).
+func NewPostgres(db *sqlx.DB, limit Limit) *Postgres {
+	if limit.Window <= 0 {
+		limit.Window = time.Minute
+	}
+	return &Postgres{db: db, limit: limit, now: time.Now}
+}
+
+// Limit is the configured rate.
+func (p *Postgres) Limit() Limit { return p.limit }
+
+// Admit implements Guard.
+func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
+	if v, ok, err := p.held(ctx, req.EventKey); err != nil || ok {
+		return v, err
+	}
+	if p.limit.Max <= 0 {
+		return Verdict{Decision: Admitted}, nil
+	}
+	var admitted bool
+	if err := p.db.GetContext(ctx, &admitted,
+		`SELECT EXISTS (SELECT 1 FROM setflow_guard_admissions WHERE event_key = $1)`, req.EventKey); err != nil {
+		return Verdict{}, fmt.Errorf("guard: %w", err)
+	}
+	if admitted {
+		return Verdict{Decision: Admitted}, nil
+	}
+	var seen struct {
+		Pending bool `db:"pending"`
+		Used    int  `db:"used"`
+	}
+	if err := p.db.GetContext(ctx, &seen, `SELECT
+		EXISTS (SELECT 1 FROM setflow_holds WHERE decision IS NULL) AS pending,
+		(SELECT coalesce(sum(steps), 0) FROM setflow_guard_admissions WHERE admitted_at > $1) AS used`,
+		p.now().Add(-p.limit.Window)); err != nil {
+		return Verdict{}, fmt.Errorf("guard: %w", err)
+	}
+	n := len(req.Steps)
+	if n == 0 {
+		n = 1
+	}
+	reason := ""
+	switch {
+	case seen.Pending:
+		reason = "earlier destructive work is held: the guard holds everything until operators decide"
+	case seen.Used+n > p.limit.Max:
+		reason = fmt.Sprintf("%d destructive steps in the last %s (limit %d)", seen.Used+n, p.limit.Window, p.limit.Max)
+	}
+	if reason == "" {
+		if _, err := p.db.ExecContext(ctx, `INSERT INTO setflow_guard_admissions (event_key, steps, admitted_at)
+			VALUES ($1, $2, $3) ON CONFLICT (event_key) DO NOTHING`, req.EventKey, n, p.now()); err != nil {
+			return Verdict{}, fmt.Errorf("guard: %w", err)
+		}
+		return Verdict{Decision: Admitted}, nil
+	}
+	if _, err := p.db.ExecContext(ctx, `INSERT INTO setflow_holds
+		(event_key, subject_hash, event_name, steps, workflow_id, reason, held_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_key) DO NOTHING`,
+		req.EventKey, req.SubjectHash, req.EventName, pq.Array(req.Steps), req.WorkflowID, reason, p.now()); err != nil {
+		return Verdict{}, fmt.Errorf("guard: %w", err)
+	}
+	// Read back: a concurrent call or an operator may have got there first.
+	v, _, err := p.held(ctx, req.EventKey)
+	return v, err
+}
+
+// held returns the hold of an event, if it has one.
+func (p *Postgres) held(ctx context.Context, key string) (Verdict, bool, error) {
+	var h struct {
+		Reason   string         `db:"reason"`
+		Decision sql.NullString `db:"decision"`
+		By       sql.NullString `db:"decided_by"`
+		Note     sql.NullString `db:"note"`
+	}
+	err := p.db.GetContext(ctx, &h, `SELECT reason, decision, decided_by, note FROM setflow_holds WHERE event_key = $1`, key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Verdict{}, false, nil
+	}
+	if err != nil {
+		return Verdict{}, false, fmt.Errorf("guard: %w", err)
+	}
+	if !h.Decision.Valid {
+		return Verdict{Decision: Held, Reason: h.Reason}, true, nil
+	}
+	return Verdict{Decision: Decision(h.Decision.String), Reason: h.Reason, By: h.By.String, Note: h.Note.String}, true, nil
+}
+
+const holdColumns = `event_key, subject_hash, event_name, steps, workflow_id, reason, held_at, decision, decided_by, decided_at, note`
+
+func where(f Filter) (string, []any) {
+	var conds []string
+	var args []any
+	add := func(cond string, v any) {
+		args = append(args, v)
+		conds = append(conds, fmt.Sprintf(cond, len(args)))
+	}
+	if f.EventKey != "" {
+		add("event_key = $%d", f.EventKey)
+	}
+	if f.EventName != "" {
+		add("event_name = $%d", f.EventName)
+	}
+	if f.Subject != "" {
+		add("subject_hash = $%d", f.Subject)
+	}
+	if !f.Since.IsZero() {
+		add("held_at >= $%d", f.Since)
+	}
+	if f.Pending {
+		conds = append(conds, "decision IS NULL")
+	}
+	if len(conds) == 0 {
+		return "", nil
+	}
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+func scanHolds(rows *sqlx.Rows) ([]Hold, error) {
+	defer rows.Close()
+	var out []Hold
+	for rows.Next() {
+		var h Hold
+		var steps pq.StringArray
+		if err := rows.Scan(&h.EventKey, &h.SubjectHash, &h.EventName, &steps, &h.WorkflowID, &h.Reason,
+			&h.HeldAt, &h.Decision, &h.DecidedBy, &h.DecidedAt, &h.Note); err != nil {
+			return nil, err
+		}
+		h.Steps = steps
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// List implements Guard: holds oldest first.
+func (p *Postgres) List(ctx context.Context, f Filter) ([]Hold, error) {
+	w, args := where(f)
+	q := `SELECT ` + holdColumns + ` FROM setflow_holds` + w + ` ORDER BY held_at, event_key`
+	if f.Limit > 0 {
+		q += fmt.Sprintf(" LIMIT %d", f.Limit)
+	}
+	rows, err := p.db.QueryxContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	return scanHolds(rows)
+}
+
+// Decide implements Guard.
+func (p *Postgres) Decide(ctx context.Context, f Filter, d Decision, by, note string) ([]Hold, error) {
+	if d != Approved && d != Rejected {
+		return nil, ErrBadDecision
+	}
+	if strings.TrimSpace(by) == "" {
+		return nil, errors.New("guard: a decision names who made it")
+	}
+	f.Pending = true
+	w, args := where(f)
+	n := len(args)
+	args = append(args, string(d), by, p.now(), nullIfEmpty(note))
+	q := fmt.Sprintf(`UPDATE setflow_holds SET decision = $%d, decided_by = $%d, decided_at = $%d, note = $%d%s RETURNING %s`,
+		n+1, n+2, n+3, n+4, w, holdColumns)
+	rows, err := p.db.QueryxContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("guard: %w", err)
+	}
+	return scanHolds(rows)
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// Pending implements Guard.
+func (p *Postgres) Pending(ctx context.Context) (int, error) {
+	var n int
+	err := p.db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_holds WHERE decision IS NULL`)
+	return n, err
+}
+
+// Prune drops admissions older than keep (they only matter within the window).
+func (p *Postgres) Prune(ctx context.Context, keep time.Duration) (int64, error) {
+	if keep < p.limit.Window {
+		keep = p.limit.Window
+	}
+	res, err := p.db.ExecContext(ctx, `DELETE FROM setflow_guard_admissions WHERE admitted_at < $1`, p.now().Add(-keep))
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
