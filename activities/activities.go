@@ -5,6 +5,7 @@ package activities
 
 import (
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/talk"
 )
@@ -19,6 +20,8 @@ type Activities struct {
 	// delivery, run in its own step after the delivery is recorded (see
 	// talk.ShareHook and docs/webhooks.md). Nil skips the step.
 	TalkShareHook talk.ShareHook
+	// Guard is the blast-radius guard; nil admits every destructive step.
+	Guard guard.Guard
 	// Backends holds the other reaction steps' dependencies (activities/backends.go).
 	Backends
 }

@@ -46,9 +46,9 @@ func TestValidationNamesTheSetting(t *testing.T) {
 			t.Errorf("ingress validation %v does not name %s", err, want)
 		}
 	}
-	r := Reactions{SessionsBackend: "http", CRM: "hubspot", CRMRate: 0, SMTPHost: "smtp", PurgeAfter: -1}
+	r := Reactions{SessionsBackend: "http", CRM: "hubspot", CRMRate: 0, SMTPHost: "smtp", PurgeAfter: -1, GuardLimit: -1}
 	err = r.Validate()
-	for _, want := range []string{"SETFLOW_SESSIONS_CALLBACK_URL", "SETFLOW_HUBSPOT_TOKEN", "-crm-rate", "SETFLOW_MAIL_FROM", "SETFLOW_PURGE_AFTER"} {
+	for _, want := range []string{"SETFLOW_SESSIONS_CALLBACK_URL", "SETFLOW_HUBSPOT_TOKEN", "-crm-rate", "SETFLOW_MAIL_FROM", "SETFLOW_PURGE_AFTER", "SETFLOW_GUARD_LIMIT"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("reactions validation %v does not name %s", err, want)
 		}

@@ -50,7 +50,17 @@ type Reactions struct {
 	SMTPTLS      string
 	MailFrom     string
 	ServiceName  string
+
+	// GuardLimit is the blast-radius guard: more than this many destructive
+	// steps (revocation, lock, purge, CRM delete) across all users within
+	// GuardWindow hold new destructive work for an operator. 0 turns it off.
+	GuardLimit  int
+	GuardWindow time.Duration
 }
+
+// DefaultGuardLimit is generous for Kakao's account events, which come a few
+// per user per year, and far below what a replay or a misbehaving sender does.
+const DefaultGuardLimit = 300
 
 // EnvAuditKey names the variable holding the audit key (a secret: env only).
 const EnvAuditKey = "SETFLOW_AUDIT_KEY"
@@ -83,6 +93,13 @@ func (r *Reactions) Register(fs *flag.FlagSet) {
 	URLVar(fs, &r.CRMWebhookURL, "crm-webhook-url", "SETFLOW_CRM_WEBHOOK_URL", "", "`URL` the generic CRM adapter POSTs signed documents to")
 	r.CRMWebhookSecret = os.Getenv("SETFLOW_CRM_WEBHOOK_SECRET")
 	fs.Float64Var(&r.CRMRate, "crm-rate", 10, "CRM calls per second across all workers")
+
+	fs.IntVar(&r.GuardLimit, "guard-limit", DefaultGuardLimit, "blast-radius guard: destructive steps per -guard-window across all users before new ones are held for an operator; 0 turns the guard off (env SETFLOW_GUARD_LIMIT)")
+	if v, ok := os.LookupEnv("SETFLOW_GUARD_LIMIT"); ok {
+		fs.Lookup("guard-limit").DefValue = v
+		_ = fs.Set("guard-limit", v)
+	}
+	duration(fs, &r.GuardWindow, "guard-window", "SETFLOW_GUARD_WINDOW", time.Minute, "the blast-radius guard's sliding window")
 
 	str(fs, &r.SMTPHost, "smtp-host", "SETFLOW_SMTP_HOST", "", "SMTP server host; empty disables email")
 	fs.IntVar(&r.SMTPPort, "smtp-port", 0, "SMTP port (0: the TLS mode's default)")
@@ -127,6 +144,9 @@ func (r *Reactions) Validate() error {
 	}
 	if r.SMTPHost != "" && r.MailFrom == "" {
 		errs = append(errs, errors.New("SETFLOW_MAIL_FROM is required when SETFLOW_SMTP_HOST is set"))
+	}
+	if r.GuardLimit < 0 || r.GuardWindow < 0 {
+		errs = append(errs, errors.New("SETFLOW_GUARD_LIMIT must not be negative and SETFLOW_GUARD_WINDOW must not be negative"))
 	}
 	if r.PurgeAfter < 0 {
 		errs = append(errs, errors.New("SETFLOW_PURGE_AFTER must not be negative"))

@@ -107,3 +107,14 @@ func Default() *Policy {
 		// verification, stream-updated and unknown types: stored and audited only.
 	}}
 }
+
+// Destructive reports whether a step ends or removes something of the user's
+// (sessions, access, data, the CRM contact): the steps the blast-radius guard
+// holds when they come too fast (package guard).
+func Destructive(step string) bool {
+	switch step {
+	case RevokeSessions, KakaoLogout, LockAccount, SchedulePurge, PurgeData, CRMDelete, CRMDeleteFields:
+		return true
+	}
+	return false
+}

@@ -115,6 +115,8 @@ func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
 				// A user's stream completes when idle; the next event starts a
 				// new run under the same id.
 				WorkflowIDReusePolicy: enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
+				StaticSummary:         workflows.StreamSummary(h, env, byUser[h]),
+				StaticDetails:         workflows.StreamDetails,
 			}, workflows.UserStream, workflows.UserStreamInput{SubjectHash: h, IdleAfter: r.IdleAfter})
 		if err != nil {
 			metrics.Relayed.WithLabelValues("error").Inc()
@@ -129,6 +131,7 @@ func (r *Relay) Deliver(ctx context.Context, e inbox.Entry) (string, error) {
 			TaskQueue:                workflows.TaskQueue,
 			WorkflowIDReusePolicy:    enums.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE_FAILED_ONLY,
 			WorkflowIDConflictPolicy: enums.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
+			StaticSummary:            workflows.ReactionSummary(userless(env)),
 		}, workflows.Reaction, userless(env))
 		var started *serviceerror.WorkflowExecutionAlreadyStarted
 		if err != nil && !errors.As(err, &started) {

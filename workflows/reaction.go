@@ -49,6 +49,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 	// Versioned: runs recorded before the completed row existed replay
 	// without it (the rule in README, "Changing a workflow").
 	completedRow := workflow.GetVersion(ctx, "completed-audit-row", workflow.DefaultVersion, 1) >= 1
+	view := newReactionView(ctx, env, plans)
 	var res ReactionResult
 	for i, ev := range env.Events {
 		if ev.Subject.UserID == "" {
@@ -56,6 +57,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 		}
 		r := newRunner(ctx, env.Key, ev, plans[i].SubjectHash)
 		r.retryFor = plans[i].RetryFor
+		view.watch(r)
 		if err := r.event(env, plans[i].Reaction); err != nil {
 			return res, err
 		}
@@ -70,6 +72,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 		res.Steps += len(plans[i].Reaction.Steps)
 		res.SessionsRevoked += r.revoked
 	}
+	view.finish(res)
 	log.Info("reaction done", "event", env.Key, "events", res.Events, "steps", res.Steps)
 	return res, nil
 }

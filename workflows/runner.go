@@ -121,6 +121,9 @@ type runner struct {
 	// waits for an operator's retry of this event sent since, false when
 	// ParkTimeout passed first.
 	armRetry func() (wait func() bool)
+	// onAudit and onPark tell the workflow's operator view (nil: nothing).
+	onAudit func(step, outcome string)
+	onPark  func(step string)
 }
 
 func newRunner(ctx workflow.Context, eventKey string, ev event.Event, subjectHash string) *runner {
@@ -180,7 +183,7 @@ func (r *runner) audit(step, outcome string, detail map[string]any) error {
 		// The audit trail must be written: retry as long as it takes.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
 	})
-	return localUntilDone(ctx, a.RecordAudit, audit.Record{
+	err := localUntilDone(ctx, a.RecordAudit, audit.Record{
 		EventKey:    r.eventKey,
 		EventType:   r.ev.Type,
 		SubjectHash: r.subjectHash,
@@ -188,6 +191,10 @@ func (r *runner) audit(step, outcome string, detail map[string]any) error {
 		Outcome:     outcome,
 		Detail:      detail,
 	}, nil)
+	if err == nil && r.onAudit != nil {
+		r.onAudit(step, outcome)
+	}
+	return err
 }
 
 // localUntilDone runs a local activity until it succeeds. Its own retry
@@ -227,7 +234,7 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 		Event:          r.ev,
 		Params:         st.Params,
 	}
-	ctx := workflow.WithActivityOptions(r.ctx, stepOptions(r.retryFor))
+	ctx := workflow.WithActivityOptions(r.ctx, withSummary(stepOptions(r.retryFor), r.ev.Name+" · "+label))
 	for attempt := 1; ; attempt++ {
 		var res activities.StepResult
 		err := workflow.ExecuteActivity(ctx, ActivityForStep(st.Name), in).Get(ctx, &res)
@@ -252,6 +259,9 @@ func (r *runner) park(label string, cause error) error {
 	// Armed before the inbox shows the event parked: a retry sent from then
 	// on ends this park.
 	wait := r.armRetry()
+	if r.onPark != nil {
+		r.onPark(r.ev.Name + "/" + label)
+	}
 	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
 	info := workflow.GetInfo(r.ctx)
 	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{

@@ -1,6 +1,8 @@
 package workflows
 
 import (
+	"github.com/setflow/setflow/internal/searchattr"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/userstate"
 )
@@ -52,14 +55,24 @@ type UserStreamInput struct {
 	Purge     *userstate.PendingPurge `json:"purge,omitempty"`
 	// RetryFor is the step retry window of the latest plan.
 	RetryFor time.Duration `json:"retry_for,omitempty"`
+	// Seen names of the search attributes (carried so that an operator still
+	// finds the user's stream by an event type it handled before).
+	Types      []string `json:"types,omitempty"`
+	Categories []string `json:"categories,omitempty"`
+	Webhooks   []string `json:"webhooks,omitempty"`
+	Last       string   `json:"last,omitempty"`
 }
 
 // StreamStatus is what the state query answers (no personal data).
 type StreamStatus struct {
-	SubjectHash string                  `json:"subject_hash"`
-	Queued      int                     `json:"queued"`
-	Running     int                     `json:"running"`
-	Parked      []string                `json:"parked,omitempty"`
+	SubjectHash string   `json:"subject_hash"`
+	Queued      int      `json:"queued"`
+	Running     int      `json:"running"`
+	Parked      []string `json:"parked,omitempty"`
+	// Held are the events whose destructive steps wait for an operator
+	// (`setflow holds approve|reject`).
+	Held        []string                `json:"held,omitempty"`
+	Outcome     string                  `json:"outcome,omitempty"`
 	SyncPending bool                    `json:"sync_pending"`
 	SyncRunning bool                    `json:"sync_running"`
 	Purge       *userstate.PendingPurge `json:"purge,omitempty"`
@@ -107,6 +120,13 @@ func UserStream(ctx workflow.Context, in UserStreamInput) error {
 	if err := workflow.SetQueryHandler(ctx, QueryState, func() (StreamStatus, error) { return s.status(), nil }); err != nil {
 		return err
 	}
+	// Versioned: search attributes, current details and the blast-radius
+	// guard issue commands that streams recorded before them did not.
+	s.ops = workflow.GetVersion(ctx, "operators", workflow.DefaultVersion, 1) >= 1
+	if s.ops {
+		s.upsert(searchattr.Subject.ValueSet(s.hash))
+		workflow.Go(ctx, s.receiveHoldDecisions)
+	}
 	workflow.Go(ctx, s.receiveRetries)
 	workflow.Go(ctx, s.syncLoop)
 	if in.Purge != nil {
@@ -130,6 +150,7 @@ func UserStream(ctx workflow.Context, in UserStreamInput) error {
 			s.drainSignals()
 			return workflow.NewContinueAsNewError(ctx, UserStream, s.carry())
 		}
+		s.refresh()
 		idle := s.idle()
 		timedOut := false
 		sel := workflow.NewSelector(ctx)
@@ -182,6 +203,20 @@ type stream struct {
 
 	retryAll int
 	retryKey map[string]int
+
+	// Operators' view (see visibility.go); ops is false for runs recorded
+	// before it existed.
+	ops        bool
+	held       map[string]string // event key → event name, while held
+	parkedStep map[string]string // event key → the step that parked
+	holdAll    int
+	holdKey    map[string]int
+	types      []string
+	categories []string
+	webhooks   []string
+	last       string
+	tallies    map[string]*tally
+	shown      shown
 }
 
 func newStream(ctx workflow.Context, in UserStreamInput) *stream {
@@ -190,6 +225,8 @@ func newStream(ctx workflow.Context, in UserStreamInput) *stream {
 		events: workflow.GetSignalChannel(ctx, SignalEvent), wake: workflow.NewBufferedChannel(ctx, 1),
 		seen: map[string]bool{}, parked: map[string]bool{}, retryKey: map[string]int{}, syncPending: in.Sync,
 		retryFor: in.RetryFor,
+		held:     map[string]string{}, parkedStep: map[string]string{}, holdKey: map[string]int{}, tallies: map[string]*tally{},
+		types: in.Types, categories: in.Categories, webhooks: in.Webhooks, last: in.Last,
 	}
 	if s.idleAfter <= 0 {
 		s.idleAfter = DefaultIdleAfter
@@ -246,7 +283,8 @@ func (s *stream) historyLong() bool {
 
 func (s *stream) carry() UserStreamInput {
 	return UserStreamInput{SubjectHash: s.hash, IdleAfter: s.idleAfter, Subject: s.subject,
-		Queue: s.queue, Seen: s.seenOrder, Sync: s.syncPending, Purge: s.purge, RetryFor: s.retryFor}
+		Queue: s.queue, Seen: s.seenOrder, Sync: s.syncPending, Purge: s.purge, RetryFor: s.retryFor,
+		Types: s.types, Categories: s.categories, Webhooks: s.webhooks, Last: s.last}
 }
 
 func (s *stream) status() StreamStatus {
@@ -256,6 +294,13 @@ func (s *stream) status() StreamStatus {
 		st.Parked = append(st.Parked, k)
 	}
 	slices.Sort(st.Parked)
+	for k := range s.held {
+		st.Held = append(st.Held, k)
+	}
+	slices.Sort(st.Held)
+	if s.ops {
+		st.Outcome = s.outcome()
+	}
 	return st
 }
 
@@ -295,7 +340,8 @@ func (s *stream) awaitRetry(ctx workflow.Context, key string) func() func() bool
 		before := s.retries(key)
 		return func() bool {
 			s.parked[key] = true
-			defer delete(s.parked, key)
+			s.refresh()
+			defer func() { delete(s.parked, key); delete(s.parkedStep, key); s.refresh() }()
 			ok, err := workflow.AwaitWithTimeout(ctx, ParkTimeout, func() bool { return s.retries(key) > before })
 			return ok && err == nil
 		}
@@ -366,6 +412,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 	}
 	payload := map[string]any{}
 	_ = json.Unmarshal(ev.Payload, &payload)
+	s.observeEvent(env, ev)
 	if plan.Reaction.Shadow {
 		for i, st := range steps {
 			outcome, detail := OutcomeShadow, map[string]any{"params": st.Params}
@@ -378,6 +425,28 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 		}
 		return r.audit(StepCompleted, activities.OutcomeDone, nil)
 	}
+	if s.ops {
+		if destructive := destructiveSteps(steps, payload); len(destructive) > 0 {
+			v, err := s.admit(s.ctx, env.Key, ev, destructive)
+			if err != nil {
+				return err
+			}
+			if v.Decision != guard.Admitted {
+				s.spawn(func(ctx workflow.Context) {
+					s.holdEvent(ctx, env, applyKey, ev, plan, labels, payload, destructive, v)
+				})
+				return nil
+			}
+		}
+	}
+	return s.act(s.ctx, env, applyKey, ev, plan, labels, payload)
+}
+
+// act runs an admitted event: revocation at once, the state change, then the
+// rest of its steps in a coroutine.
+func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent,
+	labels []string, payload map[string]any) error {
+	steps := plan.Reaction.Steps
 	// Revocation first, unless an unlink webhook must be confirmed with
 	// Kakao before it may end a re-linked user's sessions.
 	var revocations []workflow.Future
@@ -394,7 +463,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 	in := activities.ApplyInput{Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps}
 	apply := func(ctx workflow.Context) (activities.ApplyResult, error) {
 		var res activities.ApplyResult
-		actx := workflow.WithActivityOptions(ctx, applyOptions())
+		actx := workflow.WithActivityOptions(ctx, withSummary(applyOptions(), "apply "+ev.Name+" to the user's state"))
 		err := workflow.ExecuteActivity(actx, a.ApplyEvent, in).Get(actx, &res)
 		return res, err
 	}
@@ -409,10 +478,12 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 	}
 	rest := func(ctx workflow.Context, res activities.ApplyResult) {
 		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) {
+			s.failed(env.Key)
 			return
 		}
 		for _, f := range revocations {
 			if f.Get(ctx, nil) != nil {
+				s.failed(env.Key)
 				return
 			}
 		}
@@ -421,7 +492,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 		r := s.newRunner(ctx, env.Key, ev)
 		_ = r.audit(StepCompleted, activities.OutcomeDone, nil)
 	}
-	res, err := apply(s.ctx)
+	res, err := apply(ctx)
 	if err == nil {
 		applied(res)
 		s.spawn(func(ctx workflow.Context) { rest(ctx, res) })
@@ -438,6 +509,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 			}
 			if perr := r.park("apply", err); perr != nil {
 				workflow.GetLogger(ctx).Error("user stream: event gave up", "event", env.Key, "error", perr)
+				s.failed(env.Key)
 				return
 			}
 			if res, err = apply(ctx); err == nil {
@@ -461,6 +533,10 @@ func (s *stream) newRunner(ctx workflow.Context, eventKey string, ev event.Event
 	r := newRunner(ctx, eventKey, ev, s.hash)
 	r.armRetry = s.awaitRetry(ctx, eventKey)
 	r.retryFor = s.retryFor
+	if s.ops {
+		r.onAudit = func(step, outcome string) { s.observeOutcome(eventKey, step, outcome) }
+		r.onPark = func(step string) { s.parkedStep[eventKey] = step }
+	}
 	return r
 }
 
@@ -614,9 +690,13 @@ func (s *stream) syncLoop(ctx workflow.Context) {
 		workflow.GetLogger(ctx).Warn("user stream: crm sync parked", "subject", s.hash, "error", err)
 		_ = r.audit(fmt.Sprintf("failed@%d", workflow.Now(ctx).Unix()), OutcomeFailed, map[string]any{"error": err.Error()})
 		s.parked[key] = true
+		s.parkedStep[key] = "crm-sync"
+		s.refresh()
 		before := s.retries(key)
 		_ = workflow.Await(ctx, func() bool { return s.retries(key) > before || s.syncPending })
 		delete(s.parked, key)
+		delete(s.parkedStep, key)
+		s.refresh()
 		s.syncPending, s.syncRunning = true, false
 	}
 }

@@ -783,8 +783,8 @@ func TestUserStreamStateQuery(t *testing.T) {
 	h.queryAt(time.Hour, &waiting)
 	require.NoError(t, h.runStream(streamInput()))
 	pending := &userstate.PendingPurge{Cutoff: t0, Due: t0.Add(testPurgeAfter), EventKey: "unlink:q"}
-	require.Equal(t, StreamStatus{SubjectHash: testHash, SyncRunning: true, Purge: pending, Seen: 1}, syncing)
-	require.Equal(t, StreamStatus{SubjectHash: testHash, Purge: pending, Seen: 1}, waiting)
+	require.Equal(t, StreamStatus{SubjectHash: testHash, SyncRunning: true, Purge: pending, Seen: 1, Outcome: "running"}, syncing)
+	require.Equal(t, StreamStatus{SubjectHash: testHash, Purge: pending, Seen: 1, Outcome: "done"}, waiting)
 	b, err := json.Marshal(waiting)
 	require.NoError(t, err)
 	require.NotContains(t, string(b), testUserID)
@@ -840,6 +840,8 @@ func TestUserStreamContinuesAsNew(t *testing.T) {
 			SubjectHash: testHash, IdleAfter: time.Hour, Subject: &subject,
 			Seen:  []string{"jti-old", "unlink:can"},
 			Purge: &userstate.PendingPurge{Cutoff: t0, Due: t0.Add(testPurgeAfter), EventKey: "unlink:can"},
+			// What an operator searches the stream by travels too.
+			Types: []string{"user-unlinked"}, Categories: []string{"kakao-webhook"}, Webhooks: []string{"unlink"}, Last: "done",
 		}, got)
 		require.Equal(t, []string{"unlink:can"}, h.applyKeys())
 		h.requireCompleted("unlink:can", "user-unlinked")

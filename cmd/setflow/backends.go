@@ -13,6 +13,7 @@ import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
@@ -70,6 +71,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		Sessions: revoker,
 		Audit:    audit.NewPostgres(db),
 		Talk:     talk.NewPostgres(db),
+		Guard:    guard.NewPostgres(db, guard.Limit{Max: r.GuardLimit, Window: r.GuardWindow}),
 		Backends: activities.Backends{
 			DB:           db,
 			Profiles:     profile.NewStore(db),
@@ -99,7 +101,8 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if len(cfg.kakao.AdminKeys) > 0 {
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
-	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil,
+		"guard_limit", r.GuardLimit, "guard_window", r.GuardWindow)
 	return acts, nil
 }
 

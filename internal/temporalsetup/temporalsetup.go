@@ -12,7 +12,7 @@ import (
 	"go.temporal.io/api/operatorservice/v1"
 	"go.temporal.io/sdk/client"
 
-	"github.com/setflow/setflow/workflows"
+	"github.com/setflow/setflow/internal/searchattr"
 )
 
 // Missing returns the setflow search attributes the namespace lacks, and an
@@ -25,7 +25,7 @@ func Missing(ctx context.Context, c client.Client, namespace string) ([]string, 
 	}
 	have := resp.GetCustomAttributes()
 	var missing []string
-	for name, typ := range workflows.SearchAttributes() {
+	for name, typ := range searchattr.All() {
 		got, ok := have[name]
 		if !ok {
 			missing = append(missing, name)
@@ -45,7 +45,7 @@ func Register(ctx context.Context, c client.Client, namespace string) (added []s
 	if err != nil || len(missing) == 0 {
 		return nil, err
 	}
-	want := workflows.SearchAttributes()
+	want := searchattr.All()
 	attrs := make(map[string]enums.IndexedValueType, len(missing))
 	for _, name := range missing {
 		attrs[name] = want[name]
@@ -62,7 +62,7 @@ func Register(ctx context.Context, c client.Client, namespace string) (added []s
 // setflow's search attributes when a development server starts.
 func DevServerArgs() []string {
 	var args []string
-	for name, typ := range workflows.SearchAttributes() {
+	for name, typ := range searchattr.All() {
 		t := "Keyword"
 		if typ == enums.INDEXED_VALUE_TYPE_KEYWORD_LIST {
 			t = "KeywordList"
