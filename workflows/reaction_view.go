@@ -1,8 +1,6 @@
 package workflows
 
 import (
-	"github.com/setflow/setflow/internal/searchattr"
-
 	"fmt"
 	"strings"
 
@@ -11,6 +9,7 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/internal/searchattr"
 )
 
 // ReactionStatus is what a reaction's state query answers (no personal data).

@@ -1,8 +1,6 @@
 package workflows
 
 import (
-	"github.com/setflow/setflow/internal/searchattr"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +13,7 @@ import (
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/internal/searchattr"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/userstate"
 )
