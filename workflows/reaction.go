@@ -2,7 +2,6 @@ package workflows
 
 import (
 	"encoding/json"
-	"fmt"
 	"time"
 
 	"go.temporal.io/sdk/temporal"
@@ -115,11 +114,5 @@ func (r *runner) event(env event.Envelope, plan policy.Reaction) error {
 
 // matches reports whether every `when` field of a step equals the event's.
 func matches(when map[string]string, payload map[string]any) bool {
-	for k, want := range when {
-		got, ok := payload[k]
-		if !ok || fmt.Sprint(got) != want {
-			return false
-		}
-	}
-	return true
+	return policy.Step{When: when}.Matches(payload)
 }

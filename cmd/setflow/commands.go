@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -317,6 +318,13 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Tell `setflow send` and `setflow audit user` on this machine where the
+	// key is and which issuer this server accepts.
+	if abs, err := filepath.Abs(keyPath); err == nil {
+		if err := saveDevState(devState{KeyPath: abs, Issuer: devIssuer}); err != nil {
+			log.Warn("could not record the dev state for setflow send", "error", err)
+		}
+	}
 	keys, err := secevent.NewStaticKeys(devIssuer, key.JWKS())
 	if err != nil {
 		return err
@@ -393,7 +401,7 @@ func runSend(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("setflow send", flag.ContinueOnError)
 	url := new(string)
 	config.URLVar(fs, url, "url", "SETFLOW_SEND_URL", "http://localhost:8080"+ingress.PathAccountStatus, "ingress `URL`")
-	keyPath := fs.String("dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "signing key (env SETFLOW_DEV_KEY)")
+	keyPath := fs.String("dev-key", os.Getenv("SETFLOW_DEV_KEY"), "signing key (env SETFLOW_DEV_KEY; default: "+devKeyPath+" here or in a parent directory, else the last `setflow dev`'s)")
 	issuer := fs.String("issuer", devIssuer, "iss claim")
 	audience := fs.String("audience", devAudience, "aud claim")
 	user := fs.String("user", "1234567890", "Kakao user id (sub)")
@@ -429,7 +437,11 @@ func runSend(ctx context.Context, args []string) error {
 		fs.Usage()
 		return errors.New("name at least one event type")
 	}
-	key, err := simulator.LoadOrCreateKey(*keyPath)
+	path, err := findDevKey(*keyPath)
+	if err != nil {
+		return err
+	}
+	key, err := simulator.LoadOrCreateKey(path)
 	if err != nil {
 		return err
 	}

@@ -32,6 +32,9 @@ var commands = []command{
 	{"audit", "verify the audit chain or show an event's audit trail", runAudit},
 	{"codec-server", "decrypt payloads for the Temporal UI (SETFLOW_CODEC_KEYS)", runCodecServer},
 	{"bench", "measure verification and ingress throughput against the real inbox", runBench},
+	{"temporal", "setup: register setflow's search attributes on the namespace", runTemporal},
+	{"holds", "list, approve or reject work held by the blast-radius guard", runHolds},
+	{"policy", "test FILE: what a candidate policy would change on stored events", runPolicy},
 }
 
 func usage() {

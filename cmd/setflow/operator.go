@@ -33,7 +33,7 @@ func runAudit(ctx context.Context, args []string) error {
 	}
 	sub, rest := args[0], args[1:]
 	c := newCommon("audit " + sub)
-	issuer := c.fs.String("issuer", envOr("SETFLOW_ISSUER", "https://kauth.kakao.com"), "issuer of the user id (env SETFLOW_ISSUER)")
+	issuer := c.fs.String("issuer", os.Getenv("SETFLOW_ISSUER"), "issuer of the user id (env SETFLOW_ISSUER; default: the running `setflow dev`'s, then Kakao's)")
 	limit := c.fs.Int("limit", 200, "at most this many rows")
 	from := c.fs.String("from", "", "verify: start after this anchor ID:HASH (older rows archived)")
 	expect := c.fs.String("expect", "", "verify: require this published anchor ID:HASH (detects rows cut off the end)")
@@ -78,17 +78,7 @@ func runAudit(ctx context.Context, args []string) error {
 		if c.fs.NArg() != 1 {
 			return errors.New(auditUsage)
 		}
-		key := os.Getenv("SETFLOW_AUDIT_KEY")
-		if key == "" {
-			key = devAuditKey
-		}
-		hash := audit.SubjectHasher{Key: []byte(key)}.Hash(*issuer, c.fs.Arg(0))
-		recs, err := log.ForSubject(ctx, hash, *limit)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("subject hash %s: %d rows\n\n", hash, len(recs))
-		return printAuditWithKeys(recs)
+		return auditUser(ctx, log, c.fs.Arg(0), *issuer, *limit)
 	}
 	return fmt.Errorf("unknown audit command %q (verify, show, user)", sub)
 }
@@ -133,15 +123,20 @@ func runEvents(ctx context.Context, args []string) error {
 	var tmp config.Temporal
 	tmp.Register(c.fs)
 	status := c.fs.String("status", "", "list only events in this status (pending, dispatched, parked)")
+	var lf listFilter
+	c.fs.StringVar(&lf.eventType, "type", "", "list only events of this type (short name such as account-disabled, or the full URI)")
+	c.fs.StringVar(&lf.source, "source", "", "list only events from this webhook (set, unlink, talk-share, talk-channel)")
+	c.fs.DurationVar(&lf.since, "since", 0, "list / retry -all-parked: only events received within this long (e.g. 6h)")
+	c.fs.DurationVar(&lf.until, "until", 0, "list only events received at least this long ago")
 	limit := c.fs.Int("limit", 50, "list at most this many events, newest first")
 	var bulk parkedFilter
 	c.fs.BoolVar(&bulk.all, "all-parked", false, "retry: every parked event (narrow with -step and -since)")
 	c.fs.StringVar(&bulk.step, "step", "", "retry -all-parked: only events parked at this step (e.g. send_notice or account-disabled/send_notice)")
-	c.fs.DurationVar(&bulk.since, "since", 0, "retry -all-parked: only events received within this long (e.g. 6h)")
 	c.fs.BoolVar(&bulk.dryRun, "dry-run", false, "retry -all-parked: list what would be retried, retry nothing")
-	if err := c.fs.Parse(rest); err != nil {
+	if err := parseInterspersedCommon(c, rest); err != nil {
 		return err
 	}
+	bulk.since = lf.since
 	log, err := c.log.Logger()
 	if err != nil {
 		return err
@@ -161,10 +156,9 @@ func runEvents(ctx context.Context, args []string) error {
 	}
 	switch sub {
 	case "list":
-		var rows []inboxRow
-		q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
-		      WHERE ($1 = '' OR status = $1) ORDER BY id DESC LIMIT $2`
-		if err := db.SelectContext(ctx, &rows, q, *status, *limit); err != nil {
+		lf.status, lf.limit = *status, *limit
+		rows, err := listEvents(ctx, db, lf)
+		if err != nil {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -199,6 +193,13 @@ func runEvents(ctx context.Context, args []string) error {
 		recs, err := audit.NewPostgres(db).ForEvent(ctx, r.Key)
 		if err != nil {
 			return err
+		}
+		fmt.Printf("temporal ui: %s\n", uiWorkflowLink(strings.Fields(wf)[0]))
+		for _, rec := range recs {
+			if rec.SubjectHash != "" {
+				fmt.Printf("user's work: %s\n", uiQueryLink(subjectQuery(rec.SubjectHash)))
+				break
+			}
 		}
 		fmt.Println()
 		return printAudit(recs)

@@ -17,6 +17,7 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/worker"
 )
@@ -150,6 +151,16 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		return err
 	}
 	defer c.Close()
+	if err := ensureSearchAttributes(ctx, log, c, topts.Namespace); err != nil {
+		return err
+	}
+	if acts.Guard != nil {
+		metrics.RegisterHolds(func() (int, error) {
+			qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return acts.Guard.Pending(qctx)
+		})
+	}
 	w := worker.New(c, acts, sdkworker.Options{WorkerStopTimeout: stopTimeout})
 	w.CRMRate = cfg.reactions.CRMRate
 	w.Log = log

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/audit"
+)
+
+// kakaoIssuer is the issuer of Kakao's tokens: the default of a real
+// deployment (SETFLOW_ISSUER).
+const kakaoIssuer = "https://kauth.kakao.com"
+
+// auditUser prints everything that happened to one user. The audit trail
+// knows users only by keyed subject hash, and the hash covers the issuer:
+// without -issuer it tries the issuer of the `setflow dev` running on this
+// machine, then Kakao's, and says which one matched — or, when none did,
+// which it tried.
+func auditUser(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) error {
+	key := os.Getenv("SETFLOW_AUDIT_KEY")
+	if key == "" {
+		key = devAuditKey
+	}
+	hasher := audit.SubjectHasher{Key: []byte(key)}
+	candidates := []string{issuer}
+	if issuer == "" {
+		candidates = nil
+		if s, ok := loadDevState(); ok && s.Issuer != "" {
+			candidates = append(candidates, s.Issuer)
+		}
+		candidates = append(candidates, kakaoIssuer)
+	}
+	var tried []string
+	for _, iss := range candidates {
+		hash := hasher.Hash(iss, userID)
+		recs, err := log.ForSubject(ctx, hash, limit)
+		if err != nil {
+			return err
+		}
+		if len(recs) == 0 {
+			tried = append(tried, iss)
+			continue
+		}
+		fmt.Printf("issuer %s, subject hash %s: %d rows\n", iss, hash, len(recs))
+		fmt.Printf("temporal ui: %s\n\n", uiQueryLink(subjectQuery(hash)))
+		return printAuditWithKeys(recs)
+	}
+	fmt.Printf("no audit rows for user %s (issuers tried: %v).\n", userID, tried)
+	fmt.Println("The trail keys users by issuer and SETFLOW_AUDIT_KEY: pass -issuer (or SETFLOW_ISSUER) and the worker's SETFLOW_AUDIT_KEY.")
+	return nil
+}
+
+// listFilter selects inbox entries for `setflow events list`.
+type listFilter struct {
+	status, eventType, source string
+	since, until              time.Duration
+	limit                     int
+}
+
+func listEvents(ctx context.Context, db *sqlx.DB, f listFilter) ([]inboxRow, error) {
+	var rows []inboxRow
+	// The type matches an event's short name or full URI inside the stored
+	// envelope (jsonb containment, so the GIN-less scan stays a filter on
+	// rows already limited by time when -since is given).
+	q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
+	      WHERE ($1 = '' OR status = $1)
+	        AND ($2 = '' OR envelope->'events' @> jsonb_build_array(jsonb_build_object('name', $2::text))
+	                     OR envelope->'events' @> jsonb_build_array(jsonb_build_object('type', $2::text)))
+	        AND ($3 = '' OR source = $3)
+	        AND ($4 = 0 OR received_at >= now() - $4 * interval '1 millisecond')
+	        AND ($5 = 0 OR received_at <= now() - $5 * interval '1 millisecond')
+	      ORDER BY id DESC LIMIT $6`
+	err := db.SelectContext(ctx, &rows, q, f.status, f.eventType, f.source, f.since.Milliseconds(), f.until.Milliseconds(), f.limit)
+	return rows, err
+}
