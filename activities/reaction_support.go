@@ -50,6 +50,12 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]Plan
 			}
 		}
 		r.Steps = steps
+		if a.TestUsers.Has(sub.UserID) {
+			// A test account: audited like any other, acted on never. The
+			// plan is recorded in the workflow's history, so the stream's
+			// existing shadow path runs it (no state change, no step).
+			r.Shadow = true
+		}
 		t, clamped := a.TimeBounds.Clamp(ev.Time, env.IssuedAt, env.ReceivedAt)
 		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
 			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink, RetryFor: a.StepRetryFor}

@@ -66,6 +66,10 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		return nil, err
 	}
 	key := auditKey(log, r.AuditKey)
+	testUsers, err := config.TestUsersFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	acts := &activities.Activities{
 		Sessions: revoker,
 		Audit:    audit.NewPostgres(db),
@@ -80,6 +84,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 			Subjects:     audit.SubjectHasher{Key: key},
 			PurgeAfter:   r.PurgeAfter,
 			ServiceName:  r.ServiceName,
+			TestUsers:    activities.NewTestUsers(key, testUsers),
 		},
 	}
 	switch r.CRM {
@@ -99,7 +104,8 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if len(cfg.kakao.AdminKeys) > 0 {
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
-	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil,
+		"test_accounts", acts.TestUsers.Len())
 	return acts, nil
 }
 
