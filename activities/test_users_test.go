@@ -55,7 +55,7 @@ func TestPlanReactionShadowsTestUsers(t *testing.T) {
 			if len(plans[0].Reaction.Steps) == 0 {
 				t.Fatalf("%s: the default policy has no steps", name)
 			}
-			if plans[0].Reaction.Shadow != tc.shadow {
+			if plans[0].Reaction.Shadow != tc.shadow || plans[0].TestAccount != tc.shadow {
 				t.Errorf("%s for user %s (%s): shadow=%v, want %v", name, tc.user, tc.issuer, plans[0].Reaction.Shadow, tc.shadow)
 			}
 		}
