@@ -55,4 +55,6 @@ type Backends struct {
 	PurgeAfter time.Duration
 	// ServiceName appears in emails.
 	ServiceName string
+	// TestUsers run every reaction step in shadow (activities/test_users.go).
+	TestUsers *TestUsers
 }

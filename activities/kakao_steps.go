@@ -19,6 +19,9 @@ func (a *Activities) KakaoLogout(ctx context.Context, in StepInput) (StepResult,
 	if err := in.requireSubject("kakao logout"); err != nil {
 		return StepResult{}, err
 	}
+	if res, ok := a.shadowed(in); ok {
+		return res, nil
+	}
 	if a.Kakao == nil {
 		return skipped("kakao api not configured"), nil
 	}

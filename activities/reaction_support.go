@@ -25,6 +25,9 @@ type PlannedEvent struct {
 	// RetryFor is how long the event's steps retry transient failures
 	// before they park (Backends.StepRetryFor; 0: the workflow's default).
 	RetryFor time.Duration `json:"retry_for,omitempty"`
+	// TestAccount says the event is about a test account (Backends.TestUsers):
+	// its Reaction is in shadow for that reason, not the policy's.
+	TestAccount bool `json:"test_account,omitempty"`
 }
 
 // PlanReaction looks up the policy for each event of an envelope. It runs as a
@@ -50,9 +53,16 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]Plan
 			}
 		}
 		r.Steps = steps
+		test := a.TestUsers.Has(sub.UserID)
+		if test {
+			// A test account: audited like any other, acted on never. The
+			// plan is recorded in the workflow's history, so the stream's
+			// existing shadow path runs it (no state change, no step).
+			r.Shadow = true
+		}
 		t, clamped := a.TimeBounds.Clamp(ev.Time, env.IssuedAt, env.ReceivedAt)
 		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
-			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink, RetryFor: a.StepRetryFor}
+			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink, RetryFor: a.StepRetryFor, TestAccount: test}
 	}
 	return out, nil
 }

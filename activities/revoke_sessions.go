@@ -13,6 +13,9 @@ func (a *Activities) RevokeSessions(ctx context.Context, in StepInput) (StepResu
 	if err := in.requireSubject("revoke sessions"); err != nil {
 		return StepResult{}, err
 	}
+	if res, ok := a.shadowed(in); ok {
+		return res, nil
+	}
 	n, err := a.Sessions.Revoke(ctx, in.Event.Subject.UserID, in.eventTime())
 	if errors.Is(err, sessions.ErrCallbackRejected) {
 		return StepResult{}, classify("revoke sessions", err, false, 0)

@@ -11,6 +11,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/secevent"
+	"github.com/setflow/setflow/unknowns"
 )
 
 // SETContentType is the media type of a pushed SET (RFC 8935 §2).
@@ -66,7 +67,9 @@ func (s *Server) accountStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	env := EnvelopeFromSET(set, s.now())
-	s.store(w, r, inbox.Entry{Envelope: env, Raw: body}, http.StatusAccepted)
+	if s.store(w, r, inbox.Entry{Envelope: env, Raw: body}, http.StatusAccepted) {
+		s.noteUnknowns(func() []unknowns.Kind { return SETUnknowns(set) })
+	}
 }
 
 // store commits the entry and answers okStatus, also for a duplicate; 503 when
@@ -76,7 +79,9 @@ func (s *Server) accountStatus(w http.ResponseWriter, r *http.Request) {
 // surrogates, numbers beyond numeric, very deep nesting) is normalised in the
 // envelope (event.Envelope.Storable), while Raw keeps the delivery's bytes
 // exactly. Odd but valid input is thus stored and answered, never a 503.
-func (s *Server) store(w http.ResponseWriter, r *http.Request, e inbox.Entry, okStatus int) {
+//
+// It reports whether the entry is stored (now, or by an earlier delivery).
+func (s *Server) store(w http.ResponseWriter, r *http.Request, e inbox.Entry, okStatus int) bool {
 	e.Envelope = e.Envelope.Storable()
 	ctx, cancel := context.WithTimeout(r.Context(), s.storeTimeout())
 	defer cancel()
@@ -85,10 +90,14 @@ func (s *Server) store(w http.ResponseWriter, r *http.Request, e inbox.Entry, ok
 		s.log().Error("inbox write failed", "source", string(e.Envelope.Source), "key", e.Envelope.Key, "error", err)
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the event could not be stored; retry later")
-		return
+		return false
 	}
 	s.log().Debug("event accepted", "source", string(e.Envelope.Source), "key", e.Envelope.Key, "duplicate", !inserted)
 	w.WriteHeader(okStatus)
+	if !inserted {
+		s.noteRedelivered(e.Envelope.Source, okStatus)
+	}
+	return true
 }
 
 func (s *Server) storeTimeout() time.Duration {

@@ -47,6 +47,9 @@ type Server struct {
 	// Allowlist, when set, admits webhook requests only from its networks
 	// (health endpoints stay open).
 	Allowlist *IPAllowlist
+	// Unknowns, when set, takes note of deliveries of an unexpected shape
+	// (unknowns.Recorder); it never blocks a delivery.
+	Unknowns UnknownsNoter
 
 	// draining makes /readyz fail from Drain on (a graceful stop).
 	draining atomic.Bool

@@ -11,6 +11,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/talk"
+	"github.com/setflow/setflow/unknowns"
 )
 
 // DefaultIDType is the id_type assumed when a Talk Channel delivery has none:
@@ -88,7 +89,21 @@ func (s *Server) talkChannel(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, route, rerr)
 		return
 	}
-	s.store(w, r, inbox.Entry{Envelope: TalkChannelEnvelope(p, s.Kakao.issuer(), now), Raw: raw}, http.StatusOK)
+	if s.store(w, r, inbox.Entry{Envelope: TalkChannelEnvelope(p, s.Kakao.issuer(), now), Raw: raw}, http.StatusOK) {
+		s.noteUnknowns(func() []unknowns.Kind { return channelUnknowns(params) })
+	}
+}
+
+// channelUnknowns lists the members setflow does not read and the older
+// spellings the notes say only earlier senders used.
+func channelUnknowns(p params) []unknowns.Kind {
+	out := fieldUnknowns(event.SourceTalkChannel, p, channelMembers)
+	for _, old := range []string{"plus_friend_public_id", "plus_friend_uuid", "timestamp"} {
+		if _, ok := p[old]; ok {
+			out = append(out, unknowns.Kind{Route: string(event.SourceTalkChannel), Kind: unknowns.Spelling, Detail: old})
+		}
+	}
+	return out
 }
 
 var channelMembers = []string{"event", "id", "id_type", "channel_public_id", "channel_uuid",

@@ -15,6 +15,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/secevent"
+	"github.com/setflow/setflow/unknowns"
 )
 
 // Unlink webhook event identity. Its Name is the one of the OAUTH user-unlinked
@@ -195,10 +196,13 @@ func (s *Server) unlink(w http.ResponseWriter, r *http.Request) {
 	if dup {
 		s.log().Debug("event accepted", "source", string(event.SourceUnlink), "key", prev, "duplicate", true)
 		w.WriteHeader(http.StatusOK)
+		s.noteRedelivered(event.SourceUnlink, http.StatusOK)
 		return
 	}
 	env := UnlinkEnvelope(u, key, s.Kakao.issuer(), now)
-	s.store(w, r, inbox.Entry{Envelope: env, Raw: raw}, http.StatusOK)
+	if s.store(w, r, inbox.Entry{Envelope: env, Raw: raw}, http.StatusOK) {
+		s.noteUnknowns(func() []unknowns.Kind { return fieldUnknowns(event.SourceUnlink, p, unlinkFields) })
+	}
 }
 
 // unavailable answers 503 with Retry-After, so that a sender that retries, retries.

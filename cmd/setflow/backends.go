@@ -67,6 +67,10 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		return nil, err
 	}
 	key := auditKey(log, r.AuditKey)
+	testUsers, err := config.TestUsersFromEnv()
+	if err != nil {
+		return nil, err
+	}
 	acts := &activities.Activities{
 		Sessions: revoker,
 		Audit:    audit.NewPostgres(db),
@@ -82,6 +86,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 			Subjects:     audit.SubjectHasher{Key: key},
 			PurgeAfter:   r.PurgeAfter,
 			ServiceName:  r.ServiceName,
+			TestUsers:    activities.NewTestUsers(key, testUsers),
 		},
 	}
 	switch r.CRM {
@@ -102,7 +107,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
 	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil,
-		"guard_limit", r.GuardLimit, "guard_window", r.GuardWindow)
+		"guard_limit", r.GuardLimit, "guard_window", r.GuardWindow, "test_accounts", acts.TestUsers.Len())
 	return acts, nil
 }
 

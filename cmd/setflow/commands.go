@@ -176,6 +176,7 @@ func runIngress(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	srv := newIngress(db, log, v, c.ing.MaxBody)
+	defer recordUnknowns(ctx, log, db, srv)()
 	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
 	}
@@ -335,6 +336,7 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	srv := newIngress(db, log, v, 0)
 	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer, KeyHash: auditKey(log, c.rea.AuditKey)}
+	defer recordUnknowns(ctx, log, db, srv)()
 	if err := srv.Kakao.Validate(); err != nil {
 		return err
 	}

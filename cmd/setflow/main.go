@@ -35,6 +35,7 @@ var commands = []command{
 	{"temporal", "setup: register setflow's search attributes on the namespace", runTemporal},
 	{"holds", "list, approve or reject work held by the blast-radius guard", runHolds},
 	{"policy", "test FILE: what a candidate policy would change on stored events", runPolicy},
+	{"doctor", "check a configuration against its real endpoints before go-live", runDoctor},
 }
 
 func usage() {

@@ -116,7 +116,7 @@ type inboxRow struct {
 // runEvents implements `setflow events list|show|retry`.
 func runEvents(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: setflow events list [-status parked] | show <key> | retry <key>")
+		return errors.New("usage: setflow events list [-status parked] | show [--payload] <key> | retry <key> | unknowns")
 	}
 	sub, rest := args[0], args[1:]
 	c := newCommon("events " + sub)
@@ -133,7 +133,8 @@ func runEvents(ctx context.Context, args []string) error {
 	c.fs.BoolVar(&bulk.all, "all-parked", false, "retry: every parked event (narrow with -step and -since)")
 	c.fs.StringVar(&bulk.step, "step", "", "retry -all-parked: only events parked at this step (e.g. send_notice or account-disabled/send_notice)")
 	c.fs.BoolVar(&bulk.dryRun, "dry-run", false, "retry -all-parked: list what would be retried, retry nothing")
-	if err := parseInterspersedCommon(c, rest); err != nil {
+	payload := c.fs.Bool("payload", false, "show: also print the delivery's verified claims or fields (personal data)")
+	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
 		return err
 	}
 	bulk.since = lf.since
@@ -202,7 +203,12 @@ func runEvents(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Println()
-		return printAudit(recs)
+		if err := printAudit(recs); err != nil || !*payload {
+			return err
+		}
+		return printPayload(ctx, db, r.Key, os.Stdout, os.Stderr)
+	case "unknowns":
+		return printUnknowns(ctx, db, os.Stdout)
 	case "retry":
 		if bulk.all == (c.fs.NArg() == 1) || c.fs.NArg() > 1 {
 			return errors.New("usage: setflow events retry <key> | retry -all-parked [-step S] [-since 6h] [-dry-run]")
@@ -241,7 +247,7 @@ func runEvents(ctx context.Context, args []string) error {
 		defer tc.Close()
 		return retryEvent(ctx, db, tc, r)
 	}
-	return fmt.Errorf("unknown events command %q (list, show, retry)", sub)
+	return fmt.Errorf("unknown events command %q (list, show, retry, unknowns)", sub)
 }
 
 // parkedFilter selects parked events for a bulk retry.
