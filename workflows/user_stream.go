@@ -397,7 +397,8 @@ func (s *stream) process(se StreamEvent) error {
 func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent) error {
 	r := s.newRunner(s.ctx, env.Key, ev)
 	received := map[string]any{"source": string(env.Source), "event_time": ev.Time, "shadow": plan.Reaction.Shadow,
-		"steps": len(plan.Reaction.Steps)}
+		"test_account": plan.TestAccount,
+		"steps":        len(plan.Reaction.Steps)}
 	if plan.Clamped {
 		received["clamped"] = true
 	}

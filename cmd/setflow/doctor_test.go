@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"go.temporal.io/api/operatorservice/v1"
+
 	"github.com/setflow/setflow/config"
+	"github.com/setflow/setflow/internal/searchattr"
 	"github.com/setflow/setflow/internal/temporalsetup"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/simulator"
@@ -167,38 +168,28 @@ func TestDoctor(t *testing.T) {
 		t.Fatalf("no FAIL line for %s:\n%s", item, out)
 	}
 
-	// The namespace lacks setflow's search attributes until they are registered.
+	// The namespace lacks setflow's search attributes until they are
+	// registered (the test server starts with them: remove them first).
+	var names []string
+	for name := range searchattr.All() {
+		names = append(names, name)
+	}
+	if _, err := temporal.Client().OperatorService().RemoveSearchAttributes(context.Background(),
+		&operatorservice.RemoveSearchAttributesRequest{Namespace: "default", SearchAttributes: names}); err != nil {
+		t.Fatal(err)
+	}
 	out, err := run(t, nil, nil)
 	expectFail(t, out, err, "search attributes", "lacks")
-	// The dev server's SQLite visibility holds at most 3 KeywordList
-	// attributes and setflow declares 4 (workflows/search_attributes.go):
-	// until that is settled, registration fails there and the doctor
-	// rightly fails this one item; every other item must still pass.
-	attrsRegistered := true
 	if _, err := temporalsetup.Register(context.Background(), temporal.Client(), "default"); err != nil {
-		if !strings.Contains(err.Error(), "KeywordList") {
-			t.Fatal(err)
-		}
-		t.Logf("search attributes not registrable on the dev server: %v", err)
-		attrsRegistered = false
+		t.Fatal(err)
 	}
-	// failures counts the FAIL lines other than the known one above.
-	failures := func(out string) int {
-		n := strings.Count(out, "FAIL  ")
-		if !attrsRegistered && strings.Contains(out, "FAIL  search attributes") {
-			n--
-		}
-		return n
-	}
+	failures := func(out string) int { return strings.Count(out, "FAIL  ") }
 
 	t.Run("passes", func(t *testing.T) {
 		out, err := run(t, nil, nil)
 		items := []string{"settings", "audit key", "codec keys", "discovery", "jwks", "kakao admin key",
 			"postgres", "temporal", "search attributes", "smtp", "crm"}
-		if !attrsRegistered {
-			expectFail(t, out, err, "search attributes", "lacks")
-			items = slices.DeleteFunc(items, func(s string) bool { return s == "search attributes" })
-		} else if err != nil {
+		if err != nil {
 			t.Fatalf("doctor failed a good configuration: %v\n%s", err, out)
 		}
 		if failures(out) != 0 {
