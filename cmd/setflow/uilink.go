@@ -22,10 +22,10 @@ func uiQueryLink(query string) string {
 		url.PathEscape(temporalNamespace()), url.QueryEscape(query))
 }
 
-// uiWorkflowLink opens one workflow (its latest run).
+// uiWorkflowLink finds one workflow by id (the UI's own workflow page
+// needs a run id; the search shows every run, latest first).
 func uiWorkflowLink(workflowID string) string {
-	return fmt.Sprintf("%s/namespaces/%s/workflows/%s", temporalUIBase(),
-		url.PathEscape(temporalNamespace()), url.PathEscape(workflowID))
+	return uiQueryLink(fmt.Sprintf("WorkflowId = %q", workflowID))
 }
 
 // subjectQuery finds everything setflow ran for one user.
