@@ -1235,6 +1235,12 @@ func TestReactionCRMFailures(t *testing.T) {
 	if snap := s.state("4003"); snap.CRMVersion >= snap.State.Version {
 		t.Fatalf("a refused sync marked v%d synced", snap.CRMVersion)
 	}
+	// A parked stream does not look like a running one: operators find it.
+	parkedQuery := fmt.Sprintf(`SetflowOutcome = "parked" AND SetflowSubject = %q`, subjects.Hash(testIssuer, "4003"))
+	waitFor(t, "the parked stream by search attribute", func() bool { return s.countWorkflows(parkedQuery) == 1 })
+	if n := s.countWorkflows(`SetflowOutcome = "parked"`); n != 1 {
+		t.Fatalf("%d parked workflows, want only the refused user's", n)
+	}
 
 	// The CRM is fixed; the operator retries the user's sync.
 	hs.refuseAll("4003", 0)
@@ -1250,6 +1256,7 @@ func TestReactionCRMFailures(t *testing.T) {
 	if st := s.stream("4003"); len(st.Parked) != 0 {
 		t.Fatalf("still parked after the retry: %v", st.Parked)
 	}
+	waitFor(t, "no parked workflow after the retry", func() bool { return s.countWorkflows(`SetflowOutcome = "parked"`) == 0 })
 	s.expectAudit(syncEventKey("4003"), recs[0].Step+"=failed", fmt.Sprintf("crm-sync/v%d=done", v))
 	if reqs := hs.withKey(refusedKey); len(reqs) != 2 || applied(reqs) != 1 {
 		t.Fatalf("after the retry: %d requests, %d applied", len(reqs), applied(reqs))
@@ -1391,4 +1398,16 @@ func (s *stack) auditDetail(key, step string) map[string]any {
 	}
 	s.t.Fatalf("no audit row %s for %s", step, key)
 	return nil
+}
+
+// countWorkflows counts the workflows a visibility query selects.
+func (s *stack) countWorkflows(query string) int {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := s.Temporal.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: query})
+	if err != nil {
+		s.t.Fatalf("%s: %v", query, err)
+	}
+	return int(resp.GetCount())
 }

@@ -21,6 +21,28 @@ const kakaoIssuer = "https://kauth.kakao.com"
 // machine, then Kakao's, and says which one matched — or, when none did,
 // which it tried.
 func auditUser(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) error {
+	m, err := findSubject(ctx, log, userID, issuer, limit)
+	if err != nil {
+		return err
+	}
+	if m.issuer == "" {
+		fmt.Printf("no audit rows for user %s (issuers tried: %v).\n", userID, m.tried)
+		fmt.Println("The trail keys users by issuer and SETFLOW_AUDIT_KEY: pass -issuer (or SETFLOW_ISSUER) and the worker's SETFLOW_AUDIT_KEY.")
+		return nil
+	}
+	fmt.Printf("issuer %s, subject hash %s: %d rows\n", m.issuer, m.hash, len(m.recs))
+	fmt.Printf("temporal ui: %s\n\n", uiQueryLink(subjectQuery(m.hash)))
+	return printAuditWithKeys(m.recs)
+}
+
+// subjectMatch is the issuer under which a user id has audit rows.
+type subjectMatch struct {
+	issuer, hash string
+	recs         []audit.Record
+	tried        []string
+}
+
+func findSubject(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) (subjectMatch, error) {
 	key := os.Getenv("SETFLOW_AUDIT_KEY")
 	if key == "" {
 		key = devAuditKey
@@ -34,24 +56,20 @@ func auditUser(ctx context.Context, log *audit.Postgres, userID, issuer string, 
 		}
 		candidates = append(candidates, kakaoIssuer)
 	}
-	var tried []string
+	var m subjectMatch
 	for _, iss := range candidates {
 		hash := hasher.Hash(iss, userID)
 		recs, err := log.ForSubject(ctx, hash, limit)
 		if err != nil {
-			return err
+			return m, err
 		}
-		if len(recs) == 0 {
-			tried = append(tried, iss)
-			continue
+		if len(recs) > 0 {
+			m.issuer, m.hash, m.recs = iss, hash, recs
+			return m, nil
 		}
-		fmt.Printf("issuer %s, subject hash %s: %d rows\n", iss, hash, len(recs))
-		fmt.Printf("temporal ui: %s\n\n", uiQueryLink(subjectQuery(hash)))
-		return printAuditWithKeys(recs)
+		m.tried = append(m.tried, iss)
 	}
-	fmt.Printf("no audit rows for user %s (issuers tried: %v).\n", userID, tried)
-	fmt.Println("The trail keys users by issuer and SETFLOW_AUDIT_KEY: pass -issuer (or SETFLOW_ISSUER) and the worker's SETFLOW_AUDIT_KEY.")
-	return nil
+	return m, nil
 }
 
 // listFilter selects inbox entries for `setflow events list`.
