@@ -28,6 +28,7 @@ import (
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/secevent"
@@ -48,6 +49,8 @@ type recorder struct {
 	states    map[string]*memState
 	retention map[string]time.Duration
 	synced    map[string]int64
+	// held names event keys the guard holds (true) until approved (false).
+	held map[string]bool
 }
 
 func (rc *recorder) state(hash string) *memState {
@@ -121,6 +124,18 @@ func (rc *recorder) register(w worker.Worker) {
 		return nil
 	}, activity.RegisterOptions{Name: "ParkEvent"})
 	w.RegisterActivityWithOptions(func(context.Context, string) error { return nil }, activity.RegisterOptions{Name: "UnparkEvent"})
+	w.RegisterActivityWithOptions(func(_ context.Context, req guard.Request) (guard.Verdict, error) {
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		held, known := rc.held[req.EventKey]
+		switch {
+		case held:
+			return guard.Verdict{Decision: guard.Held, Reason: "recorded storm"}, nil
+		case known:
+			return guard.Verdict{Decision: guard.Approved, By: "recorder"}, nil
+		}
+		return guard.Verdict{Decision: guard.Admitted}, nil
+	}, activity.RegisterOptions{Name: "AdmitDestructive"})
 }
 
 // save writes the history of one workflow run as JSON, as the Temporal CLI
@@ -137,6 +152,13 @@ func (rc *recorder) save(ctx context.Context, workflowID, file string) {
 	data, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
 	require.NoError(rc.t, err)
 	require.NoError(rc.t, os.MkdirAll(historiesDir, 0o755))
+	// Histories recorded by earlier versions of the workflows stay: they are
+	// what the replay test checks new code against. SETFLOW_RECORD_ALL=1
+	// records every scenario again.
+	if _, err := os.Stat(filepath.Join(historiesDir, file)); err == nil && os.Getenv("SETFLOW_RECORD_ALL") == "" {
+		rc.t.Logf("kept %s (recorded before)", file)
+		return
+	}
 	require.NoError(rc.t, os.WriteFile(filepath.Join(historiesDir, file), append(data, '\n'), 0o644))
 	rc.t.Logf("recorded %s (%d events)", file, len(hist.Events))
 }
@@ -185,7 +207,7 @@ func TestRecordHistories(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rc := &recorder{t: t, c: c, parked: make(chan string, 10), failOnce: map[string]bool{},
-		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}}
+		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}, held: map[string]bool{}}
 
 	// The plan is the real PlanReaction with the default policy.
 	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: time.Hour}}
@@ -236,6 +258,18 @@ func TestRecordHistories(t *testing.T) {
 	rc.wait(ctx, id)
 	rc.save(ctx, id, "stream-parked-then-retried.json")
 
+	// The blast-radius guard holds an account-disabled event; an operator
+	// approves it and it runs (search attributes and details all along).
+	rc.held["rec-held"] = true
+	id = rc.signal(ctx, forUser(setEnvelope("rec-held", secevent.EventAccountDisabled, payloadWith(`"reason":"hijacking"`)), "1005"))
+	waitHeld(ctx, t, c, id, "rec-held")
+	rc.mu.Lock()
+	rc.held["rec-held"] = false
+	rc.mu.Unlock()
+	require.NoError(t, c.SignalWorkflow(ctx, id, "", SignalHoldDecision, "rec-held"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-held-then-approved.json")
+
 	// A Talk Share delivery names no user: a reaction workflow.
 	envl := talkShareEnvelope("talk-share:rec")
 	run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: EventWorkflowID(envl.Key), TaskQueue: TaskQueue}, Reaction, envl)
@@ -268,6 +302,27 @@ func waitParked(ctx context.Context, t *testing.T, c client.Client, id, key stri
 		select {
 		case <-ctx.Done():
 			t.Fatal(errors.New("the stream did not park"))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// waitHeld waits until the stream says the event is held.
+func waitHeld(ctx context.Context, t *testing.T, c client.Client, id, key string) {
+	t.Helper()
+	for {
+		v, err := c.QueryWorkflow(ctx, id, "", QueryState)
+		require.NoError(t, err)
+		var st StreamStatus
+		require.NoError(t, v.Get(&st))
+		for _, k := range st.Held {
+			if k == key {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(errors.New("the stream did not hold the event"))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

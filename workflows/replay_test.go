@@ -47,6 +47,9 @@ var recordedHistories = []string{
 	"stream-purge-after-timer.json",
 	"stream-parked-then-retried.json",
 	"reaction-talk-share.json",
+	// Recorded with the operators' view (search attributes, details) and
+	// the blast-radius guard.
+	"stream-held-then-approved.json",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
