@@ -9,7 +9,9 @@ import (
 
 	"github.com/stretchr/testify/mock"
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/temporal"
 
+	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/guard"
 )
 
@@ -140,4 +142,36 @@ func TestUserStreamGuardOnlyForDestructiveSteps(t *testing.T) {
 	require.NoError(t, h.runStream(streamInput()))
 	h.requireCompleted("jti-linked", "user-linked")
 	require.Empty(t, g.requests)
+}
+
+// A parked reaction says so: its state query names the step, and its outcome
+// is parked until the retry, then done.
+func TestReactionStateQueryShowsParking(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	h.stepFuncs["RecordTalkShare"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+		if n == 1 {
+			return activities.StepResult{}, temporal.NewNonRetryableApplicationError("bad row", activities.ErrTypePermanent, nil)
+		}
+		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+	}
+	var parked, done ReactionStatus
+	h.env.RegisterDelayedCallback(func() {
+		v, err := h.env.QueryWorkflow(QueryState)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&parked))
+	}, time.Hour)
+	h.signalRetry(2*time.Hour, 1, nil)
+	h.env.RegisterDelayedCallback(func() {
+		v, err := h.env.QueryWorkflow(QueryState)
+		require.NoError(t, err)
+		require.NoError(t, v.Get(&done))
+	}, 2*time.Hour+time.Second)
+	_, err := h.runReaction(talkShareEnvelope("talk-share:q"))
+	require.NoError(t, err)
+	require.Equal(t, "parked", parked.Outcome)
+	require.Equal(t, "talk-share/record_talk_share", parked.Parked)
+	require.Equal(t, "talk-share:q", parked.EventKey)
+	require.Equal(t, 2, parked.Steps)
+	require.Empty(t, done.Parked)
+	require.NotEqual(t, "parked", done.Outcome)
 }

@@ -29,8 +29,10 @@ setflow send --webhook talk-share --field campaign=spring >/dev/null
 sleep 5
 
 shot() { # name url
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000 \
-    --virtual-time-budget=20000 --screenshot="$OUT/$1.png" "$2" >/dev/null 2>&1
+  # --timeout, not a virtual time budget: the UI polls a running workflow,
+  # so the page never goes idle.
+  timeout 180 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,1000 \
+    --timeout=20000 --screenshot="$OUT/$1.png" "$2" >/dev/null 2>&1 || true
   log "saved $OUT/$1.png"
 }
 ui="http://localhost:8233/namespaces/default/workflows"
