@@ -8,6 +8,7 @@ import (
 
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
@@ -47,6 +48,9 @@ type Backends struct {
 	CRM        CRM
 	Mailer     Mailer
 	Kakao      KakaoAPI
+	// Accounts maps a Kakao user to the service's account ids, for every
+	// step that touches the service's data; nil is identity.Identity.
+	Accounts identity.Mapper
 	// StepRetryFor is how long reaction steps retry transient failures
 	// before they park (0: the workflows' default, six hours).
 	StepRetryFor time.Duration

@@ -13,6 +13,7 @@ import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
@@ -44,6 +45,7 @@ type backendsConfig struct {
 	sessions  config.Sessions
 	reactions config.Reactions
 	kakao     config.Kakao
+	identity  config.Identity
 }
 
 // newActivities builds every reaction back end from configuration, failing at
@@ -65,6 +67,10 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if err != nil {
 		return nil, err
 	}
+	accounts, err := newIdentity(db, cfg.identity)
+	if err != nil {
+		return nil, err
+	}
 	key := auditKey(log, r.AuditKey)
 	acts := &activities.Activities{
 		Sessions: revoker,
@@ -80,6 +86,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 			Subjects:     audit.SubjectHasher{Key: key},
 			PurgeAfter:   r.PurgeAfter,
 			ServiceName:  r.ServiceName,
+			Accounts:     accounts,
 		},
 	}
 	switch r.CRM {
@@ -99,7 +106,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if len(cfg.kakao.AdminKeys) > 0 {
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
-	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
 	return acts, nil
 }
 
@@ -122,4 +129,18 @@ func newSessions(ctx context.Context, db *sqlx.DB, cfg backendsConfig) (sessions
 		return sessions.NewPostgres(db, cfg.sessions.Schema)
 	}
 	return nil, errors.New("unknown sessions back end")
+}
+
+// newIdentity builds the identity mapping (config.Identity).
+func newIdentity(db *sqlx.DB, cfg config.Identity) (identity.Mapper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch cfg.Mode {
+	case "table":
+		return identity.NewTable(db, cfg.Table)
+	case "http":
+		return &identity.HTTPLookup{URL: cfg.URL, Token: cfg.Token}, nil
+	}
+	return identity.Identity{}, nil
 }

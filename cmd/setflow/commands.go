@@ -35,6 +35,7 @@ type common struct {
 	ing config.Ingress
 	kko config.Kakao
 	rea config.Reactions
+	ids config.Identity
 	// metricsListen serves /metrics when set (long-running commands only).
 	metricsListen string
 	// inboxRetention prunes dispatched inbox entries (relay, dev).
@@ -77,7 +78,7 @@ func (c *common) serveMetrics(def string) {
 
 // backends gathers the worker's back-end settings.
 func (c *common) backends() backendsConfig {
-	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko}
+	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko, identity: c.ids}
 }
 
 func newCommon(name string) *common {
@@ -221,6 +222,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.ids.Register(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
@@ -297,6 +299,7 @@ func runDev(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.ids.Register(c.fs)
 	c.sd.RegisterTimeout(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	// No load balancer to tell: the ingress drains at once.
