@@ -12,6 +12,8 @@ import (
 
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/serviceusers"
+	"github.com/setflow/setflow/userstate"
 )
 
 type recordingRevoker struct{ revoked, purged []string }
@@ -97,5 +99,31 @@ func TestMappingErrorsAreClassified(t *testing.T) {
 		if !errors.As(err, &appErr) || appErr.NonRetryable() == c.retryable {
 			t.Fatalf("%v: got %v", c.err, err)
 		}
+	}
+}
+
+type recordingUsers map[string]serviceusers.Flags
+
+func (r recordingUsers) Write(_ context.Context, id string, f serviceusers.Flags) (int64, error) {
+	r[id] = f
+	return 1, nil
+}
+
+// The user table gets the user's current flags under every account.
+func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
+	w := recordingUsers{}
+	a := &Activities{Backends: Backends{ServiceUsers: w, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a", "b"}}}}}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := userstate.State{Lock: userstate.Register{Value: userstate.Locked, At: at}, Reauth: at,
+		Link: userstate.Register{Value: userstate.Unlinked, At: at.Add(time.Minute)}}
+	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "k1"}, s); err != nil {
+		t.Fatal(err)
+	}
+	want := serviceusers.Flags{Locked: true, ReauthSince: at, UnlinkedSince: at.Add(time.Minute)}
+	if len(w) != 2 || w["a"] != want || w["b"] != want {
+		t.Fatalf("written %+v", w)
+	}
+	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "stranger"}, s); err != nil {
+		t.Fatalf("no account: %v", err)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -36,6 +37,12 @@ type KakaoAPI interface {
 	Profile(ctx context.Context, userID string) (*kakaoapi.Profile, error)
 }
 
+// ServiceUserWriter writes a user's flags into one of the service's account
+// rows (serviceusers.Writer).
+type ServiceUserWriter interface {
+	Write(ctx context.Context, accountID string, f serviceusers.Flags) (int64, error)
+}
+
 // Backends are the reaction steps' dependencies beyond sessions and audit.
 type Backends struct {
 	DB       *sqlx.DB
@@ -51,6 +58,9 @@ type Backends struct {
 	// Accounts maps a Kakao user to the service's account ids, for every
 	// step that touches the service's data; nil is identity.Identity.
 	Accounts identity.Mapper
+	// ServiceUsers writes lock, re-auth and unlink into the service's own
+	// user table after each applied event; nil writes nothing.
+	ServiceUsers ServiceUserWriter
 	// StepRetryFor is how long reaction steps retry transient failures
 	// before they park (0: the workflows' default, six hours).
 	StepRetryFor time.Duration

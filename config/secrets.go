@@ -33,6 +33,7 @@ var SecretEnv = []string{
 	"SETFLOW_SESSIONS_CALLBACK_SECRET",
 	"SETFLOW_SEND_ADMIN_KEY",
 	EnvIdentityToken,
+	EnvStatusTokens,
 }
 
 // URLEnv names the variables holding URLs that may carry credentials (a

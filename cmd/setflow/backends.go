@@ -18,6 +18,7 @@ import (
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -46,6 +47,7 @@ type backendsConfig struct {
 	reactions config.Reactions
 	kakao     config.Kakao
 	identity  config.Identity
+	users     config.ServiceUsers
 }
 
 // newActivities builds every reaction back end from configuration, failing at
@@ -71,6 +73,9 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.users.Validate(); err != nil {
+		return nil, err
+	}
 	key := auditKey(log, r.AuditKey)
 	acts := &activities.Activities{
 		Sessions: revoker,
@@ -89,6 +94,13 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 			Accounts:     accounts,
 		},
 	}
+	if cfg.users.Enabled() {
+		w, err := serviceusers.NewWriter(db, cfg.users.Schema)
+		if err != nil {
+			return nil, err
+		}
+		acts.ServiceUsers = w
+	}
 	switch r.CRM {
 	case "hubspot":
 		acts.CRM = &crm.HubSpot{BaseURL: r.HubSpotURL, Token: r.HubSpotToken, IDProperty: r.HubSpotIDProperty}
@@ -106,7 +118,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if len(cfg.kakao.AdminKeys) > 0 {
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
-	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "user_table", cfg.users.Enabled(), "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
 	return acts, nil
 }
 
