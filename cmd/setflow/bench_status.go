@@ -200,4 +200,3 @@ func getStatus(ctx context.Context, c *http.Client, url, token string) (int, err
 	resp.Body.Close()
 	return resp.StatusCode, nil
 }
-
