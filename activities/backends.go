@@ -61,6 +61,9 @@ type Backends struct {
 	// ServiceUsers writes lock, re-auth and unlink into the service's own
 	// user table after each applied event; nil writes nothing.
 	ServiceUsers ServiceUserWriter
+	// ServiceHook is the service's endpoint for notify_service; nil skips
+	// the step.
+	ServiceHook ServiceNotifier
 	// StepRetryFor is how long reaction steps retry transient failures
 	// before they park (0: the workflows' default, six hours).
 	StepRetryFor time.Duration

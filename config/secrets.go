@@ -34,6 +34,7 @@ var SecretEnv = []string{
 	"SETFLOW_SEND_ADMIN_KEY",
 	EnvIdentityToken,
 	EnvStatusTokens,
+	EnvServiceHookSecret,
 }
 
 // URLEnv names the variables holding URLs that may carry credentials (a
@@ -48,6 +49,7 @@ var URLEnv = []string{
 	"SETFLOW_JWKS_URL",
 	"SETFLOW_SEND_URL",
 	"SETFLOW_IDENTITY_URL",
+	"SETFLOW_SERVICE_HOOK_URL",
 }
 
 // secretParam reports whether a URL query parameter or libpq keyword holds a

@@ -103,3 +103,27 @@ func (s *ServiceUsers) Validate() error {
 	}
 	return s.Schema.Validate()
 }
+
+// EnvServiceHookSecret names the variable holding notify_service's signing
+// secret (env only).
+const EnvServiceHookSecret = "SETFLOW_SERVICE_HOOK_SECRET"
+
+// ServiceHook configures the notify_service step's endpoint.
+type ServiceHook struct {
+	URL    string
+	Secret string
+}
+
+// Register adds the service webhook flags.
+func (h *ServiceHook) Register(fs *flag.FlagSet) {
+	URLVar(fs, &h.URL, "service-hook-url", "SETFLOW_SERVICE_HOOK_URL", "", "your endpoint (`URL`) that notify_service POSTs signed documents to; the secret comes from env "+EnvServiceHookSecret)
+	h.Secret = os.Getenv(EnvServiceHookSecret)
+}
+
+// Validate needs the secret with the URL.
+func (h *ServiceHook) Validate() error {
+	if h.URL != "" && h.Secret == "" {
+		return errors.New("SETFLOW_SERVICE_HOOK_URL needs " + EnvServiceHookSecret)
+	}
+	return nil
+}

@@ -48,6 +48,7 @@ type backendsConfig struct {
 	kakao     config.Kakao
 	identity  config.Identity
 	users     config.ServiceUsers
+	hook      config.ServiceHook
 }
 
 // newActivities builds every reaction back end from configuration, failing at
@@ -76,6 +77,9 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if err := cfg.users.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.hook.Validate(); err != nil {
+		return nil, err
+	}
 	key := auditKey(log, r.AuditKey)
 	acts := &activities.Activities{
 		Sessions: revoker,
@@ -101,6 +105,9 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		}
 		acts.ServiceUsers = w
 	}
+	if cfg.hook.URL != "" {
+		acts.ServiceHook = &crm.Webhook{URL: cfg.hook.URL, Secret: []byte(cfg.hook.Secret)}
+	}
 	switch r.CRM {
 	case "hubspot":
 		acts.CRM = &crm.HubSpot{BaseURL: r.HubSpotURL, Token: r.HubSpotToken, IDProperty: r.HubSpotIDProperty}
@@ -118,7 +125,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if len(cfg.kakao.AdminKeys) > 0 {
 		acts.Kakao = &kakaoapi.Client{BaseURL: cfg.kakao.APIURL, AdminKey: cfg.kakao.AdminKeys[0]}
 	}
-	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "user_table", cfg.users.Enabled(), "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "user_table", cfg.users.Enabled(), "service_hook", acts.ServiceHook != nil, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
 	return acts, nil
 }
 

@@ -38,6 +38,7 @@ type common struct {
 	ids config.Identity
 	usr config.ServiceUsers
 	adm config.Admin
+	hok config.ServiceHook
 	// metricsListen serves /metrics when set (long-running commands only).
 	metricsListen string
 	// inboxRetention prunes dispatched inbox entries (relay, dev).
@@ -80,7 +81,7 @@ func (c *common) serveMetrics(def string) {
 
 // backends gathers the worker's back-end settings.
 func (c *common) backends() backendsConfig {
-	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko, identity: c.ids, users: c.usr}
+	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko, identity: c.ids, users: c.usr, hook: c.hok}
 }
 
 func newCommon(name string) *common {
@@ -226,6 +227,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c.rea.Register(c.fs)
 	c.ids.Register(c.fs)
 	c.usr.Register(c.fs)
+	c.hok.Register(c.fs)
 	c.adm.Register(c.fs, "", "https://kauth.kakao.com")
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
@@ -311,6 +313,7 @@ func runDev(ctx context.Context, args []string) error {
 	c.rea.Register(c.fs)
 	c.ids.Register(c.fs)
 	c.usr.Register(c.fs)
+	c.hok.Register(c.fs)
 	c.adm.Register(c.fs, ":8081", devIssuer)
 	c.sd.RegisterTimeout(c.fs)
 	c.sd.RegisterWorker(c.fs)
