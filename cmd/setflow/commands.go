@@ -314,7 +314,7 @@ func runDev(ctx context.Context, args []string) error {
 	c.ids.Register(c.fs)
 	c.usr.Register(c.fs)
 	c.hok.Register(c.fs)
-	c.adm.Register(c.fs, ":8081", devIssuer)
+	c.adm.Register(c.fs, ":8082", devIssuer)
 	c.sd.RegisterTimeout(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	// No load balancer to tell: the ingress drains at once.
