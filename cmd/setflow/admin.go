@@ -37,7 +37,9 @@ func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.A
 	api := &statusapi.Server{States: userstate.NewStore(db), Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())},
 		Accounts: mapper, Issuer: adm.Issuer, Tokens: adm.Tokens}
 	srv := &http.Server{Handler: api.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		// Refused handshakes (mTLS) are routine: debug, not stderr.
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	l, err := net.Listen("tcp", adm.Listen)
 	if err != nil {
 		return fmt.Errorf("admin port: %w", err)
