@@ -60,7 +60,11 @@ func TestStatusFromThePerUserState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := (&Server{States: store, Subjects: hasher, Accounts: m, Issuer: iss, Tokens: []string{"old", "new"}}).Handler()
+	reader, err := userstate.NewReader(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := (&Server{States: reader, Subjects: hasher, Accounts: m, Issuer: iss, Tokens: []string{"old", "new"}}).Handler()
 
 	var sub Subject
 	if code := get(t, h, "/v1/subjects/1001", "new", &sub); code != http.StatusOK {

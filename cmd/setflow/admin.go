@@ -34,7 +34,11 @@ func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.A
 	if err != nil {
 		return err
 	}
-	api := &statusapi.Server{States: userstate.NewStore(db), Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())},
+	states, err := userstate.NewReader(ctx, db)
+	if err != nil {
+		return err
+	}
+	api := &statusapi.Server{States: states, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())},
 		Accounts: mapper, Issuer: adm.Issuer, Tokens: adm.Tokens}
 	srv := &http.Server{Handler: api.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,

@@ -97,7 +97,12 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	fmt.Fprintf(out, "seeded %d user states in %s\n", *users, time.Since(start).Round(10*time.Millisecond))
 
 	token := randomHex(16)
-	api := &statusapi.Server{States: store, Subjects: hasher, Issuer: benchIssuer, Tokens: []string{token}}
+	reader, err := userstate.NewReader(ctx, db)
+	if err != nil {
+		return err
+	}
+	defer reader.Close()
+	api := &statusapi.Server{States: reader, Subjects: hasher, Issuer: benchIssuer, Tokens: []string{token}}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/", api.Handler())
 	mux.HandleFunc("/noop", func(w http.ResponseWriter, r *http.Request) {
