@@ -89,6 +89,9 @@ func (a *Activities) ApplyEvent(ctx context.Context, in ApplyInput) (ApplyResult
 	if err != nil {
 		return ApplyResult{}, err
 	}
+	if err := a.writeServiceUsers(ctx, in.Subject, res.State); err != nil {
+		return ApplyResult{}, err
+	}
 	out.Decision, out.Repeat, out.Version, out.Purge = res.Decision, res.Repeat, res.State.Version, res.State.Purge
 	return out, nil
 }

@@ -8,10 +8,12 @@ import (
 
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -35,6 +37,12 @@ type KakaoAPI interface {
 	Profile(ctx context.Context, userID string) (*kakaoapi.Profile, error)
 }
 
+// ServiceUserWriter writes a user's flags into one of the service's account
+// rows (serviceusers.Writer).
+type ServiceUserWriter interface {
+	Write(ctx context.Context, accountID string, f serviceusers.Flags) (int64, error)
+}
+
 // Backends are the reaction steps' dependencies beyond sessions and audit.
 type Backends struct {
 	DB       *sqlx.DB
@@ -47,6 +55,15 @@ type Backends struct {
 	CRM        CRM
 	Mailer     Mailer
 	Kakao      KakaoAPI
+	// Accounts maps a Kakao user to the service's account ids, for every
+	// step that touches the service's data; nil is identity.Identity.
+	Accounts identity.Mapper
+	// ServiceUsers writes lock, re-auth and unlink into the service's own
+	// user table after each applied event; nil writes nothing.
+	ServiceUsers ServiceUserWriter
+	// ServiceHook is the service's endpoint for notify_service; nil skips
+	// the step.
+	ServiceHook ServiceNotifier
 	// StepRetryFor is how long reaction steps retry transient failures
 	// before they park (0: the workflows' default, six hours).
 	StepRetryFor time.Duration

@@ -9,6 +9,7 @@ import (
 
 // RevokeSessions ends the user's sessions created at or before the event
 // time; sessions created later survive (the user may have signed in again).
+// Sessions are keyed by the service's account ids (the identity mapping).
 func (a *Activities) RevokeSessions(ctx context.Context, in StepInput) (StepResult, error) {
 	if err := in.requireSubject("revoke sessions"); err != nil {
 		return StepResult{}, err
@@ -16,12 +17,25 @@ func (a *Activities) RevokeSessions(ctx context.Context, in StepInput) (StepResu
 	if res, ok := a.shadowed(in); ok {
 		return res, nil
 	}
-	n, err := a.Sessions.Revoke(ctx, in.Event.Subject.UserID, in.eventTime())
-	if errors.Is(err, sessions.ErrCallbackRejected) {
-		return StepResult{}, classify("revoke sessions", err, false, 0)
-	}
+	ids, err := a.accounts(ctx, "revoke sessions", in.Event.Subject.Issuer, in.Event.Subject.UserID)
 	if err != nil {
 		return StepResult{}, err
 	}
-	return done(map[string]any{"revoked": n}), nil
+	if len(ids) == 0 {
+		return noAccount(), nil
+	}
+	// Every account of the user; a retry revokes nothing twice (each
+	// Revoke is idempotent), so a failure part-way is simply retried.
+	var total int64
+	for _, id := range ids {
+		n, err := a.Sessions.Revoke(ctx, id, in.eventTime())
+		if errors.Is(err, sessions.ErrCallbackRejected) {
+			return StepResult{}, classify("revoke sessions", err, false, 0)
+		}
+		if err != nil {
+			return StepResult{}, err
+		}
+		total += n
+	}
+	return done(map[string]any{"revoked": total, "accounts": len(ids)}), nil
 }

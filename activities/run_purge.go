@@ -75,12 +75,23 @@ func (a *Activities) PurgeSessions(ctx context.Context, in StepInput) (StepResul
 	if !ok {
 		return skipped("the session store cannot delete sessions"), nil
 	}
-	n, err := p.Purge(ctx, in.Event.Subject.UserID, cutoff)
-	if errors.Is(err, sessions.ErrCallbackRejected) {
-		return StepResult{}, classify("purge sessions", err, false, 0)
-	}
+	ids, err := a.accounts(ctx, "purge sessions", in.Event.Subject.Issuer, in.Event.Subject.UserID)
 	if err != nil {
 		return StepResult{}, err
 	}
-	return done(map[string]any{"sessions_deleted": n}), nil
+	if len(ids) == 0 {
+		return noAccount(), nil
+	}
+	var total int64
+	for _, id := range ids {
+		n, err := p.Purge(ctx, id, cutoff)
+		if errors.Is(err, sessions.ErrCallbackRejected) {
+			return StepResult{}, classify("purge sessions", err, false, 0)
+		}
+		if err != nil {
+			return StepResult{}, err
+		}
+		total += n
+	}
+	return done(map[string]any{"sessions_deleted": total, "accounts": len(ids)}), nil
 }

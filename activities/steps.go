@@ -28,6 +28,9 @@ const (
 	OutcomeSkipped    = "skipped"    // nothing to do (not configured, no recipient, ...)
 	OutcomeSuperseded = "superseded" // a newer event already decided this
 	OutcomeDuplicate  = "duplicate"  // already done by an earlier run of the same key
+	// OutcomeNoAccount: the identity mapping knows no service account of the
+	// user; nothing of the service's to change, and not an error.
+	OutcomeNoAccount = "no_account"
 )
 
 // StepResult is what a step reports for the audit trail. Detail must not carry

@@ -178,7 +178,7 @@ type Sessions struct{ sessions.Schema }
 func (s *Sessions) Register(fs *flag.FlagSet) {
 	d := sessions.DefaultSchema()
 	str(fs, &s.Table, "sessions-table", "SETFLOW_SESSIONS_TABLE", d.Table, "session table (optionally schema-qualified)")
-	str(fs, &s.UserID, "sessions-user-column", "SETFLOW_SESSIONS_USER_COLUMN", d.UserID, "column holding the Kakao user id")
+	str(fs, &s.UserID, "sessions-user-column", "SETFLOW_SESSIONS_USER_COLUMN", d.UserID, "column holding the account id (the Kakao user id unless SETFLOW_IDENTITY maps it)")
 	str(fs, &s.CreatedAt, "sessions-created-column", "SETFLOW_SESSIONS_CREATED_COLUMN", d.CreatedAt, "column holding the session's creation time")
 	str(fs, &s.RevokedAt, "sessions-revoked-column", "SETFLOW_SESSIONS_REVOKED_COLUMN", d.RevokedAt, "column set to the revocation time")
 }

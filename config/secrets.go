@@ -32,6 +32,9 @@ var SecretEnv = []string{
 	"SETFLOW_CRM_WEBHOOK_SECRET",
 	"SETFLOW_SESSIONS_CALLBACK_SECRET",
 	"SETFLOW_SEND_ADMIN_KEY",
+	EnvIdentityToken,
+	EnvStatusTokens,
+	EnvServiceHookSecret,
 }
 
 // URLEnv names the variables holding URLs that may carry credentials (a
@@ -45,6 +48,8 @@ var URLEnv = []string{
 	"SETFLOW_KAKAO_API_URL",
 	"SETFLOW_JWKS_URL",
 	"SETFLOW_SEND_URL",
+	"SETFLOW_IDENTITY_URL",
+	"SETFLOW_SERVICE_HOOK_URL",
 }
 
 // secretParam reports whether a URL query parameter or libpq keyword holds a

@@ -127,18 +127,47 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 	case dc.ExternalID == "":
 		return invalid("webhook", op, "empty external id")
 	}
-	now := time.Now
-	if w.Now != nil {
-		now = w.Now
-	}
-	t := now()
+	t := w.now()
 	body, err := json.Marshal(Document{Type: typ, IdempotencyKey: key, OccurredAt: t.UTC(), Contact: dc})
 	if err != nil {
 		return invalid("webhook", op, "cannot encode document")
 	}
+	return w.post(ctx, "webhook", op, key, body, t, append(pii, dc.ExternalID))
+}
+
+func (w *Webhook) now() time.Time {
+	if w.Now != nil {
+		return w.Now()
+	}
+	return time.Now()
+}
+
+// PostSigned POSTs a JSON document the caller built, signed and answered
+// exactly like Webhook's own documents (headers, Idempotency-Key, answer
+// classification into *Error), for other signed deliveries to a service —
+// the notify_service step. sentAt must be the time the body says it was sent
+// (its clock is also the signature's timestamp); pii lists values no error
+// text may quote. adapter names the caller in errors.
+func (w *Webhook) PostSigned(ctx context.Context, adapter, op, key string, body []byte, sentAt time.Time, pii []string) error {
+	switch {
+	case w.URL == "":
+		return invalid(adapter, op, "no URL configured")
+	case len(w.Secret) == 0:
+		return invalid(adapter, op, "no signing secret configured")
+	case key == "":
+		return invalid(adapter, op, "empty idempotency key")
+	}
+	return w.post(ctx, adapter, op, key, body, sentAt, pii)
+}
+
+// Clock is the time a document about to be sent should carry (Now, or
+// time.Now), for PostSigned's callers.
+func (w *Webhook) Clock() time.Time { return w.now() }
+
+func (w *Webhook) post(ctx context.Context, adapter, op, key string, body []byte, t time.Time, pii []string) error {
 	ts := strconv.FormatInt(t.Unix(), 10)
 	// No error text may quote what was sent, the secret or a token in the URL.
-	pii = append(pii, dc.ExternalID, string(w.Secret))
+	pii = append(pii, string(w.Secret))
 	if u, err := url.Parse(w.URL); err == nil {
 		pii = append(pii, u.RawQuery)
 		for _, vs := range u.Query() {
@@ -153,7 +182,7 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.URL, bytes.NewReader(body))
 	if err != nil {
-		return &Error{Adapter: "webhook", Op: op, Reason: "invalid URL"}
+		return &Error{Adapter: adapter, Op: op, Reason: "invalid URL"}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(HeaderIdempotencyKey, key)
@@ -161,23 +190,23 @@ func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentCont
 	req.Header.Set(HeaderSignature, sign(w.Secret, ts, body))
 	resp, err := httpClient(w.HTTP).Do(req)
 	if err != nil {
-		return transportError("webhook", op, err, pii...)
+		return transportError(adapter, op, err, pii...)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		e := transportError("webhook", op, err, pii...)
+		e := transportError(adapter, op, err, pii...)
 		e.Status = resp.StatusCode
 		return e
 	}
 	if redirectedAway(resp, http.MethodPost) {
-		return &Error{Adapter: "webhook", Op: op, Status: resp.StatusCode, Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
+		return &Error{Adapter: adapter, Op: op, Status: resp.StatusCode, Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 || resp.StatusCode == http.StatusConflict {
 		return nil
 	}
 	reason := receiverReason(resp.Header.Get("Content-Type"), rb, pii)
-	return classify("webhook", op, resp.StatusCode, resp.Header, reason, time.Now())
+	return classify(adapter, op, resp.StatusCode, resp.Header, reason, time.Now())
 }
 
 // receiverReason takes the receiver's explanation from a JSON body

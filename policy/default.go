@@ -25,6 +25,9 @@ const (
 	RecordTalkShare = "record_talk_share"
 	// TalkShareHook runs the service's talk.ShareHook, if it set one.
 	TalkShareHook = "talk_share_hook"
+	// NotifyService POSTs a signed document (event, key, resulting state)
+	// to the service's own endpoint; usable for any event type.
+	NotifyService = "notify_service"
 )
 
 // Notices that send_notice knows.
@@ -56,6 +59,7 @@ func catalogue(extra []string) map[string]map[string]paramCheck {
 		RecordChannel:   none,
 		RecordTalkShare: none,
 		TalkShareHook:   none,
+		NotifyService:   none,
 	}
 	for _, e := range extra {
 		if _, builtin := c[e]; !builtin {

@@ -123,3 +123,17 @@ func TestEveryDefaultStepIsInTheCatalogue(t *testing.T) {
 		}
 	}
 }
+
+// notify_service is usable for any event type, including unknown ones ("*").
+func TestNotifyServiceForAnyEventType(t *testing.T) {
+	p, err := Parse([]byte("version: 1\nevents:\n  account-disabled:\n    steps: [revoke_sessions, lock_account, notify_service]\n  \"*\":\n    steps: [notify_service]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := p.For("urn:example:new-type", "new-type"); len(r.Steps) != 1 || r.Steps[0].Name != NotifyService {
+		t.Fatalf("unknown type: %+v", r)
+	}
+	if r := p.For("", "account-disabled"); len(r.Steps) != 3 || r.Steps[2].Name != NotifyService {
+		t.Fatalf("account-disabled: %+v", r)
+	}
+}

@@ -138,3 +138,29 @@ func (p *Postgres) Purge(ctx context.Context, userID string, createdAtOrBefore t
 	}
 	return res.RowsAffected()
 }
+
+// ValidIdentifier refuses a name that is not a plain SQL identifier; pkg and
+// what say where it came from ("identity", "account column").
+func ValidIdentifier(pkg, what, name string) error {
+	if !identifier.MatchString(name) {
+		return fmt.Errorf("%s: %s %q is not a valid SQL identifier", pkg, what, name)
+	}
+	return nil
+}
+
+// ValidTable refuses a table name that is not name or schema.name.
+func ValidTable(pkg, table string) error {
+	parts := splitQualified(table)
+	if len(parts) == 0 || len(parts) > 2 {
+		return fmt.Errorf("%s: table %q must be name or schema.name", pkg, table)
+	}
+	for _, p := range parts {
+		if err := ValidIdentifier(pkg, "table", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// QuoteTable quotes a validated, possibly schema-qualified table name.
+func QuoteTable(table string) string { return Schema{Table: table}.quotedTable() }

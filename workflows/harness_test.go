@@ -53,7 +53,7 @@ var (
 
 // stepActivityNames are the activities the built-in steps run.
 var stepActivityNames = []string{
-	"RevokeSessions", "KakaoLogout", "SendNotice", "PurgeSessions", "RecordChannel", "RecordTalkShare", "RunTalkShareHook",
+	"RevokeSessions", "KakaoLogout", "SendNotice", "PurgeSessions", "RecordChannel", "RecordTalkShare", "RunTalkShareHook", "NotifyService",
 }
 
 // quietLogger drops the SDK's chatter; the tests assert what ran, not logs.

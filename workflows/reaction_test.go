@@ -140,7 +140,7 @@ func TestEveryBuiltInStepHasAnActivity(t *testing.T) {
 		return activities.StepResult{}, nil
 	})
 	activitySteps := []string{policy.RevokeSessions, policy.KakaoLogout, policy.SendNotice, policy.PurgeData,
-		policy.RecordChannel, policy.RecordTalkShare, policy.TalkShareHook}
+		policy.RecordChannel, policy.RecordTalkShare, policy.TalkShareHook, policy.NotifyService}
 	for _, st := range activitySteps {
 		require.False(t, isStateStep(st), "step %s", st)
 		m, ok := typ.MethodByName(ActivityForStep(st))

@@ -29,6 +29,7 @@ var stepActivities = map[string]string{
 	policy.RecordChannel:   "RecordChannel",
 	policy.RecordTalkShare: "RecordTalkShare",
 	policy.TalkShareHook:   "RunTalkShareHook",
+	policy.NotifyService:   "NotifyService",
 }
 
 // stateSteps change the user's state: they are decided by the state machine

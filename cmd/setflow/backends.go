@@ -14,10 +14,12 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -45,6 +47,9 @@ type backendsConfig struct {
 	sessions  config.Sessions
 	reactions config.Reactions
 	kakao     config.Kakao
+	identity  config.Identity
+	users     config.ServiceUsers
+	hook      config.ServiceHook
 }
 
 // newActivities builds every reaction back end from configuration, failing at
@@ -64,6 +69,16 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	}
 	revoker, err := newSessions(ctx, db, cfg)
 	if err != nil {
+		return nil, err
+	}
+	accounts, err := newIdentity(db, cfg.identity)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.users.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.hook.Validate(); err != nil {
 		return nil, err
 	}
 	key := auditKey(log, r.AuditKey)
@@ -87,7 +102,18 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 			PurgeAfter:   r.PurgeAfter,
 			ServiceName:  r.ServiceName,
 			TestUsers:    activities.NewTestUsers(key, testUsers),
+			Accounts:     accounts,
 		},
+	}
+	if cfg.users.Enabled() {
+		w, err := serviceusers.NewWriter(db, cfg.users.Schema)
+		if err != nil {
+			return nil, err
+		}
+		acts.ServiceUsers = w
+	}
+	if cfg.hook.URL != "" {
+		acts.ServiceHook = &crm.Webhook{URL: cfg.hook.URL, Secret: []byte(cfg.hook.Secret)}
 	}
 	switch r.CRM {
 	case "hubspot":
@@ -108,6 +134,7 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	}
 	log.Info("reaction back ends", "sessions", r.SessionsBackend, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil,
 		"guard_limit", r.GuardLimit, "guard_window", r.GuardWindow, "test_accounts", acts.TestUsers.Len())
+	log.Info("reaction back ends", "sessions", r.SessionsBackend, "identity", cfg.identity.Mode, "user_table", cfg.users.Enabled(), "service_hook", acts.ServiceHook != nil, "crm", r.CRM, "email", acts.Mailer != nil, "kakao_api", acts.Kakao != nil)
 	return acts, nil
 }
 
@@ -130,4 +157,18 @@ func newSessions(ctx context.Context, db *sqlx.DB, cfg backendsConfig) (sessions
 		return sessions.NewPostgres(db, cfg.sessions.Schema)
 	}
 	return nil, errors.New("unknown sessions back end")
+}
+
+// newIdentity builds the identity mapping (config.Identity).
+func newIdentity(db *sqlx.DB, cfg config.Identity) (identity.Mapper, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch cfg.Mode {
+	case "table":
+		return identity.NewTable(db, cfg.Table)
+	case "http":
+		return &identity.HTTPLookup{URL: cfg.URL, Token: cfg.Token}, nil
+	}
+	return identity.Identity{}, nil
 }

@@ -36,6 +36,10 @@ type common struct {
 	ing config.Ingress
 	kko config.Kakao
 	rea config.Reactions
+	ids config.Identity
+	usr config.ServiceUsers
+	adm config.Admin
+	hok config.ServiceHook
 	// metricsListen serves /metrics when set (long-running commands only).
 	metricsListen string
 	// inboxRetention prunes dispatched inbox entries (relay, dev).
@@ -78,7 +82,7 @@ func (c *common) serveMetrics(def string) {
 
 // backends gathers the worker's back-end settings.
 func (c *common) backends() backendsConfig {
-	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko}
+	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko, identity: c.ids, users: c.usr, hook: c.hok}
 }
 
 func newCommon(name string) *common {
@@ -223,6 +227,10 @@ func runWorker(ctx context.Context, args []string) error {
 	c.tmp.Register(c.fs)
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.ids.Register(c.fs)
+	c.usr.Register(c.fs)
+	c.hok.Register(c.fs)
+	c.adm.Register(c.fs, "", "https://kauth.kakao.com")
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
@@ -231,6 +239,9 @@ func runWorker(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
+		return err
+	}
 	return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout)
 }
 
@@ -243,6 +254,9 @@ const (
 	// webhooks. Development only: a real key comes from SETFLOW_KAKAO_ADMIN_KEYS.
 	devAdminKey = "setflow-dev-admin-key"
 	devAppID    = "setflow-dev"
+	// devStatusToken is the status API's token under `setflow dev` when
+	// SETFLOW_STATUS_TOKENS is unset.
+	devStatusToken = "setflow-dev-status-token"
 )
 
 // configureKakao sets up the admin-key webhooks and the optional IP allowlist
@@ -299,6 +313,10 @@ func runDev(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.ses.Register(c.fs)
 	c.rea.Register(c.fs)
+	c.ids.Register(c.fs)
+	c.usr.Register(c.fs)
+	c.hok.Register(c.fs)
+	c.adm.Register(c.fs, ":8082", devIssuer)
 	c.sd.RegisterTimeout(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	// No load balancer to tell: the ingress drains at once.
@@ -313,6 +331,12 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if err := migrations.Up(ctx, db.DB); err != nil {
+		return err
+	}
+	if len(c.adm.Tokens) == 0 && c.adm.TLSClientCA == "" {
+		c.adm.Tokens = []string{devStatusToken}
+	}
+	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
 		return err
 	}
 	key, err := simulator.LoadOrCreateKey(keyPath)
@@ -355,6 +379,7 @@ setflow dev is starting
   ingress:     http://localhost%[1]s%[2]s   (issuer %[3]s, audience %[4]s)
   dev JWKS:    http://localhost%[1]s/dev/jwks.json
   Temporal:    %[5]s   (UI: http://localhost:8233)
+  status API:  http://localhost%[11]s/v1/subjects/1234   (Authorization: Bearer %[12]s unless SETFLOW_STATUS_TOKENS is set)
   send a test event:   go run ./cmd/setflow send account-disabled --user 1234 --field reason=hijacking
   other webhooks:      %[6]s, %[7]s, %[8]s
                        (admin key %[9]q, app id %[10]q)
@@ -363,7 +388,7 @@ setflow dev is starting
                        go run ./cmd/setflow send --webhook talk-channel --user 1234 --field event=blocked
 
 `, listenPort(listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
-		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID)
+		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID, listenPort(c.adm.Listen), devStatusToken)
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux), srv.Drain, c.sd) })

@@ -83,3 +83,10 @@ ensure_database() { # name
     psql "$url" -qc "CREATE DATABASE $1"
   fi
 }
+
+# Debian's chromium for the example shop's browser test (examples/shop),
+# driven headless through chromedp.
+ensure_chromium() {
+  if command -v chromium >/dev/null || [ -x "${SETFLOW_CHROMIUM:-/nonexistent}" ]; then return; fi
+  apt_install chromium
+}

@@ -9,12 +9,15 @@ cd "$ROOT"
 ensure_postgres
 ensure_redis
 ensure_tools
+ensure_chromium
 
 export SETFLOW_REQUIRE_INTEGRATION=1
 export SETFLOW_TEMPORAL_BIN="$BIN/temporal"
 export SETFLOW_MAILPIT_BIN="$BIN/mailpit"
 export SETFLOW_TEST_DATABASE_URL="${SETFLOW_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 export SETFLOW_TEST_REDIS_ADDR="${SETFLOW_TEST_REDIS_ADDR:-127.0.0.1:6379}"
+# The browser test's screenshots (examples/shop) are kept here for CI to collect.
+export SETFLOW_TEST_ARTIFACTS="${SETFLOW_TEST_ARTIFACTS:-$ROOT/.test-artifacts}"
 
 log "gofmt"
 unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.bin/*'))"

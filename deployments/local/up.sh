@@ -3,7 +3,12 @@
 # Mailpit, and `setflow dev` (migrations, ingress, relay, worker). Ctrl-C stops
 # everything this script started. Send test events from another terminal with
 #   go run ./cmd/setflow send account-disabled --user 1234 --field reason=hijacking
+# With --shop it also runs the example shop (examples/shop) on
+# http://localhost:8090, with setflow configured for it by
+# examples/shop/setflow.env.
 set -euo pipefail
+SHOP=0
+[ "${1:-}" = "--shop" ] && SHOP=1
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -51,6 +56,15 @@ export SETFLOW_SMTP_HOST="${SETFLOW_SMTP_HOST:-127.0.0.1}" SETFLOW_SMTP_PORT="${
 export SETFLOW_SMTP_TLS="${SETFLOW_SMTP_TLS:-none}" SETFLOW_MAIL_FROM="${SETFLOW_MAIL_FROM:-setflow dev <security@setflow.local>}"
 log "building setflow"
 go build -o "$BIN/setflow" ./cmd/setflow
+if [ "$SHOP" = 1 ]; then
+  # Configuration only: setflow is pointed at the shop's tables.
+  set -a; source "$ROOT/examples/shop/setflow.env"; set +a
+  go build -o "$BIN/shop" ./examples/shop
+  # The shop creates its schema before setflow's worker looks at it.
+  SHOP_DATABASE_URL="$SETFLOW_DATABASE_URL" SHOP_DEV_KEY="$STATE/signing-key.pem" "$BIN/shop" &
+  pids+=($!)
+  log "example shop on http://localhost:8090 (log in with Kakao user 1234, then send account-disabled)"
+fi
 log "starting setflow dev (Ctrl-C to stop everything)"
 "$BIN/setflow" dev &
 pids+=($!)

@@ -1,0 +1,58 @@
+package activities
+
+import (
+	"context"
+	"errors"
+
+	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/serviceusers"
+	"github.com/setflow/setflow/userstate"
+)
+
+// accounts returns the service's account ids of the event's user, through
+// the identity mapping (identity.Identity when none is configured).
+func (a *Activities) accounts(ctx context.Context, what, issuer, userID string) ([]string, error) {
+	m := a.Accounts
+	if m == nil {
+		m = identity.Identity{}
+	}
+	ids, err := m.Accounts(ctx, issuer, userID)
+	if errors.Is(err, identity.ErrRejected) {
+		return nil, classify(what, err, false, 0)
+	}
+	if err != nil {
+		return nil, classify(what, err, true, 0)
+	}
+	return ids, nil
+}
+
+func noAccount() StepResult {
+	return StepResult{Outcome: OutcomeNoAccount, Detail: map[string]any{"reason": "the service has no account for this user"}}
+}
+
+// writeServiceUsers writes the user's current flags into each of its
+// accounts' rows of the service's user table, when configured. It writes the
+// state, not a change, so a retry (or a repeated event) writes the same.
+func (a *Activities) writeServiceUsers(ctx context.Context, sub userstate.Subject, s userstate.State) error {
+	if a.ServiceUsers == nil {
+		return nil
+	}
+	ids, err := a.accounts(ctx, "service user table", sub.Issuer, sub.UserID)
+	if err != nil {
+		return err
+	}
+	f := serviceusers.Flags{Locked: s.Lock.Value == userstate.Locked, ReauthSince: s.Reauth}
+	if s.Link.Value == userstate.Unlinked {
+		f.UnlinkedSince = s.Link.At
+	}
+	for _, id := range ids {
+		_, err := a.ServiceUsers.Write(ctx, id, f)
+		if errors.Is(err, serviceusers.ErrSchema) {
+			return classify("service user table", err, false, 0)
+		}
+		if err != nil {
+			return classify("service user table", err, true, 0)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,129 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/serviceusers"
+	"github.com/setflow/setflow/userstate"
+)
+
+type recordingRevoker struct{ revoked, purged []string }
+
+func (r *recordingRevoker) Revoke(_ context.Context, userID string, _ time.Time) (int64, error) {
+	r.revoked = append(r.revoked, userID)
+	return 2, nil
+}
+
+func (r *recordingRevoker) Purge(_ context.Context, userID string, _ time.Time) (int64, error) {
+	r.purged = append(r.purged, userID)
+	return 1, nil
+}
+
+type fixedMapper struct {
+	ids map[string][]string
+	err error
+}
+
+func (m fixedMapper) Accounts(_ context.Context, _, userID string) ([]string, error) {
+	return m.ids[userID], m.err
+}
+func (m fixedMapper) Users(context.Context, string) ([]identity.User, error) { return nil, nil }
+
+func stepFor(user string) StepInput {
+	return StepInput{IdempotencyKey: "k", EventKey: "e", Params: map[string]string{"cutoff": time.Now().Format(time.RFC3339Nano)},
+		Event: event.Event{Name: "account-disabled", Time: time.Now(), Subject: event.Subject{Issuer: "iss", UserID: user}}}
+}
+
+// Sessions are revoked and purged under every account the mapping knows;
+// a user without an account is audited no_account, not failed.
+func TestSessionStepsUseTheIdentityMapping(t *testing.T) {
+	rv := &recordingRevoker{}
+	a := &Activities{Sessions: rv, Backends: Backends{Accounts: fixedMapper{ids: map[string][]string{"k1": {"acct-1", "acct-2"}}}}}
+	ctx := context.Background()
+	res, err := a.RevokeSessions(ctx, stepFor("k1"))
+	if err != nil || res.Outcome != OutcomeDone || res.Detail["revoked"] != int64(4) || res.Detail["accounts"] != 2 {
+		t.Fatalf("revoke: %+v %v", res, err)
+	}
+	sort.Strings(rv.revoked)
+	if !reflect.DeepEqual(rv.revoked, []string{"acct-1", "acct-2"}) {
+		t.Fatalf("revoked under %v, want both accounts (never the Kakao id)", rv.revoked)
+	}
+	if res, err := a.PurgeSessions(ctx, stepFor("k1")); err != nil || res.Detail["sessions_deleted"] != int64(2) {
+		t.Fatalf("purge: %+v %v", res, err)
+	}
+	if !reflect.DeepEqual(rv.purged, []string{"acct-1", "acct-2"}) {
+		t.Fatalf("purged %v", rv.purged)
+	}
+	rv.revoked = nil
+	for _, step := range []func(context.Context, StepInput) (StepResult, error){a.RevokeSessions, a.PurgeSessions} {
+		res, err := step(ctx, stepFor("stranger"))
+		if err != nil || res.Outcome != OutcomeNoAccount {
+			t.Fatalf("unknown user: %+v %v, want no_account", res, err)
+		}
+	}
+	if len(rv.revoked) != 0 {
+		t.Fatalf("revoked %v for a user without an account", rv.revoked)
+	}
+}
+
+// Without a mapping the Kakao user id is the account id (today's behaviour).
+func TestSessionStepsDefaultToIdentity(t *testing.T) {
+	rv := &recordingRevoker{}
+	a := &Activities{Sessions: rv}
+	if _, err := a.RevokeSessions(context.Background(), stepFor("k1")); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(rv.revoked, []string{"k1"}) {
+		t.Fatalf("revoked %v", rv.revoked)
+	}
+}
+
+// A lookup the service refuses is permanent (parks); one that fails is retried.
+func TestMappingErrorsAreClassified(t *testing.T) {
+	for _, c := range []struct {
+		err       error
+		retryable bool
+	}{{identity.ErrRejected, false}, {errors.New("connection refused"), true}} {
+		a := &Activities{Sessions: &recordingRevoker{}, Backends: Backends{Accounts: fixedMapper{err: c.err}}}
+		_, err := a.RevokeSessions(context.Background(), stepFor("k1"))
+		var appErr *temporal.ApplicationError
+		if !errors.As(err, &appErr) || appErr.NonRetryable() == c.retryable {
+			t.Fatalf("%v: got %v", c.err, err)
+		}
+	}
+}
+
+type recordingUsers map[string]serviceusers.Flags
+
+func (r recordingUsers) Write(_ context.Context, id string, f serviceusers.Flags) (int64, error) {
+	r[id] = f
+	return 1, nil
+}
+
+// The user table gets the user's current flags under every account.
+func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
+	w := recordingUsers{}
+	a := &Activities{Backends: Backends{ServiceUsers: w, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a", "b"}}}}}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := userstate.State{Lock: userstate.Register{Value: userstate.Locked, At: at}, Reauth: at,
+		Link: userstate.Register{Value: userstate.Unlinked, At: at.Add(time.Minute)}}
+	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "k1"}, s); err != nil {
+		t.Fatal(err)
+	}
+	want := serviceusers.Flags{Locked: true, ReauthSince: at, UnlinkedSince: at.Add(time.Minute)}
+	if len(w) != 2 || w["a"] != want || w["b"] != want {
+		t.Fatalf("written %+v", w)
+	}
+	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "stranger"}, s); err != nil {
+		t.Fatalf("no account: %v", err)
+	}
+}
