@@ -28,6 +28,9 @@ func (a *Activities) NotifyService(ctx context.Context, in StepInput) (StepResul
 	if a.ServiceHook == nil {
 		return skipped("service webhook not configured"), nil
 	}
+	if res, ok := a.shadowed(in); ok {
+		return res, nil
+	}
 	ev := in.Event
 	doc := servicehook.Document{Type: servicehook.TypeUserEvent, IdempotencyKey: in.IdempotencyKey, AccountIDs: []string{},
 		Event: servicehook.Event{Key: in.EventKey, Type: ev.Type, Name: ev.Name, Category: ev.Category, Issuer: ev.Subject.Issuer,

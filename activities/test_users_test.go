@@ -72,7 +72,8 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 	key := []byte("audit-key")
 	rev := &countingRevoker{}
 	m := &scriptedMailer{}
-	a := &Activities{Sessions: rev, Backends: Backends{Mailer: m, TestUsers: NewTestUsers(key, []string{"701541"})}}
+	hook := &countingNotifier{}
+	a := &Activities{Sessions: rev, Backends: Backends{Mailer: m, TestUsers: NewTestUsers(key, []string{"701541"}), ServiceHook: hook}}
 	ctx := context.Background()
 	in := func(user string) StepInput {
 		return StepInput{IdempotencyKey: "k/s", EventKey: "k", Params: map[string]string{"notice": string(mailer.NoticeAccountHijacked), "cutoff": time.Now().Format(time.RFC3339Nano)},
@@ -80,6 +81,7 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 	}
 	steps := map[string]func(context.Context, StepInput) (StepResult, error){
 		"revoke_sessions": a.RevokeSessions, "purge_sessions": a.PurgeSessions, "send_notice": a.SendNotice, "kakao_logout": a.KakaoLogout,
+		"notify_service": a.NotifyService,
 	}
 	for name, step := range steps {
 		res, err := step(ctx, in("701541"))
@@ -87,11 +89,21 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 			t.Errorf("%s for a test account: %+v, %v; want shadow", name, res, err)
 		}
 	}
-	if rev.calls != 0 || m.sends != 0 {
-		t.Fatalf("a test account's step acted: %d revocations, %d sends", rev.calls, m.sends)
+	if rev.calls != 0 || m.sends != 0 || hook.posts != 0 {
+		t.Fatalf("a test account's step acted: %d revocations, %d sends, %d service posts", rev.calls, m.sends, hook.posts)
 	}
 	// A normal user's revocation runs.
 	if res, err := a.RevokeSessions(ctx, in("701542")); err != nil || res.Outcome != OutcomeDone || rev.calls != 1 {
 		t.Fatalf("normal user: %+v, %v, %d calls", res, err, rev.calls)
 	}
 }
+
+// countingNotifier is a service webhook that counts its posts.
+type countingNotifier struct{ posts int }
+
+func (n *countingNotifier) PostSigned(context.Context, string, string, string, []byte, time.Time, []string) error {
+	n.posts++
+	return nil
+}
+
+func (n *countingNotifier) Clock() time.Time { return time.Now() }
