@@ -226,4 +226,3 @@ func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, err
 func (p *Postgres) ForSubject(ctx context.Context, subjectHash string, limit int) ([]Record, error) {
 	return p.query(ctx, selectRecords+` WHERE subject_hash = $1 ORDER BY id LIMIT $2`, subjectHash, limit)
 }
-

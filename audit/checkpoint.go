@@ -86,7 +86,9 @@ func leavesAt(ctx context.Context, q sqlx.QueryerContext, id int64) ([]Leaf, err
 	return leaves, nil
 }
 
-func sortLeaves(l []Leaf) { slices.SortFunc(l, func(a, b Leaf) int { return strings.Compare(a.Chain, b.Chain) }) }
+func sortLeaves(l []Leaf) {
+	slices.SortFunc(l, func(a, b Leaf) int { return strings.Compare(a.Chain, b.Chain) })
+}
 
 // currentHeads reads the newest row of every chain, one index probe per chain
 // (a loose index scan over the (chain, seq) key), not a scan of all rows.
