@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -122,22 +123,37 @@ func legacyRowHash(prev string, r Record, detail []byte) string {
 		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano))
 }
 
-// rowHash chains a row to its predecessor in its chain. Chain and seq are
-// hashed too: a row moved to another place (re-ordered, or into another
-// chain) no longer matches its hash. Nothing in it needs personal data: the
+// contentHash covers what a row says. Nothing in it needs personal data: the
 // subject is its keyed hash.
+func contentHash(r Record, detail []byte) string {
+	return hashParts(r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome,
+		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// rowHashPrefix versions the per-chain row hash.
+const rowHashPrefix = "setflow-audit-v2"
+
+// rowHash chains a row to its predecessor in its chain: the SHA-256, in hex,
+// of "setflow-audit-v2|<chain>|<seq>|<prev hash>|<content hash>". Chain and
+// seq are hashed too, so a row moved to another place (re-ordered, or into
+// another chain) no longer matches. Append has PostgreSQL compute the same
+// expression (appendRow), because only the insert knows seq and prev hash;
+// the fields are hex, decimal and chain names, so "|" cannot be forged.
 func rowHash(prev string, r Record, detail []byte) string {
 	if r.Chain == LegacyChain {
 		return legacyRowHash(prev, r, detail)
 	}
-	return hashParts("setflow-audit-v2", r.Chain, strconv.FormatInt(r.Seq, 10), prev, r.EventKey, r.EventType,
-		r.SubjectHash, r.Step, r.Outcome, string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano))
+	s := sha256.Sum256([]byte(rowHashPrefix + "|" + r.Chain + "|" + strconv.FormatInt(r.Seq, 10) + "|" + prev + "|" + contentHash(r, detail)))
+	return hex.EncodeToString(s[:])
 }
 
 // Postgres is the Log on the setflow_audit table.
 type Postgres struct {
 	db  *sqlx.DB
 	now func() time.Time
+
+	prepare sync.Once
+	append  *sql.Stmt // appendRow prepared; nil: prepare failed, plain Exec
 }
 
 // NewPostgres returns a Log on db.
@@ -147,11 +163,23 @@ func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, now: time.Now
 // chain's next seq to concurrent appends of the same chain.
 const maxAppendAttempts = 100
 
-// Append writes the record at the end of its chain. It reads the chain's
-// head and inserts the row as head+1 in one statement that commits alone;
-// if a concurrent append of the same chain took that seq first, the unique
-// (chain, seq) key refuses the insert and Append reads the new head and tries
-// again. Appends to different chains never wait on each other.
+// appendRow inserts a row as the successor of its chain's head in one
+// statement: the head is read, the row numbered and hashed (rowHash) and
+// inserted, and the statement commits alone, so an append costs what a bare
+// insert costs. $9 is the content hash.
+const appendRow = `
+	INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail, created_at, chain, seq, prev_hash, hash)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, h.seq + 1, h.hash,
+	       encode(sha256(convert_to('` + rowHashPrefix + `|' || $8 || '|' || (h.seq + 1)::text || '|' || h.hash || '|' || $9, 'UTF8')), 'hex')
+	FROM (SELECT seq, hash FROM (SELECT seq, hash FROM setflow_audit WHERE chain = $8 ORDER BY seq DESC LIMIT 1) last
+	      UNION ALL SELECT 0, '' ORDER BY seq DESC LIMIT 1) h
+	ON CONFLICT (event_key, step) DO NOTHING`
+
+// Append writes the record at the end of its chain, in one statement that
+// reads the chain's head and inserts the row after it (appendRow). If a
+// concurrent append of the same chain took that seq first, the unique
+// (chain, seq) key refuses the insert and Append tries again on the new
+// head. Appends to different chains never wait on each other.
 func (p *Postgres) Append(ctx context.Context, r Record) (bool, error) {
 	detail, err := canonicalDetail(r.Detail)
 	if err != nil {
@@ -160,25 +188,22 @@ func (p *Postgres) Append(ctx context.Context, r Record) (bool, error) {
 	// Postgres keeps microseconds; hash what will be read back.
 	r.CreatedAt = p.now().UTC().Truncate(time.Microsecond)
 	r.Chain = ChainFor(r.SubjectHash, r.EventKey)
+	content := contentHash(r, detail)
+	// Prepared once per connection: the statement is planned once, and an
+	// append is one round trip like any single-row insert.
+	p.prepare.Do(func() { p.append, _ = p.db.PrepareContext(context.WithoutCancel(ctx), appendRow) })
+	exec := func() (sql.Result, error) {
+		args := []any{r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail, r.CreatedAt, r.Chain, content}
+		if p.append != nil {
+			return p.append.ExecContext(ctx, args...)
+		}
+		return p.db.ExecContext(ctx, appendRow, args...)
+	}
 	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
-		var head struct {
-			Seq  int64  `db:"seq"`
-			Hash string `db:"hash"`
-		}
-		err := p.db.GetContext(ctx, &head, `SELECT seq, hash FROM setflow_audit WHERE chain = $1 ORDER BY seq DESC LIMIT 1`, r.Chain)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return false, fmt.Errorf("audit: chain head: %w", err)
-		}
-		r.Seq, r.PrevHash = head.Seq+1, head.Hash
-		hash := rowHash(r.PrevHash, r, detail)
-		res, err := p.db.ExecContext(ctx, `
-			INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash, chain, seq)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-			ON CONFLICT (event_key, step) DO NOTHING`,
-			r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail, r.CreatedAt, r.PrevHash, hash, r.Chain, r.Seq)
+		res, err := exec()
 		var pqErr *pq.Error
 		if errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == "setflow_audit_chain_seq_key" {
-			continue // another append took this seq: read the new head
+			continue // another append took this seq: try on the new head
 		}
 		if err != nil {
 			return false, fmt.Errorf("audit: append: %w", err)
@@ -224,5 +249,6 @@ func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, err
 
 // ForSubject lists a user's records (by subject hash), oldest first.
 func (p *Postgres) ForSubject(ctx context.Context, subjectHash string, limit int) ([]Record, error) {
-	return p.query(ctx, selectRecords+` WHERE subject_hash = $1 ORDER BY id LIMIT $2`, subjectHash, limit)
+	return p.query(ctx, selectRecords+` WHERE chain = $3 OR (chain = '`+LegacyChain+`' AND subject_hash = $1) ORDER BY id LIMIT $2`,
+		subjectHash, limit, UserChain(subjectHash))
 }

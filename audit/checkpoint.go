@@ -213,7 +213,8 @@ func (p *Postgres) Seal(ctx context.Context) (cp Checkpoint, written bool, err e
 	return p.Checkpoint(ctx)
 }
 
-// RunCheckpoints writes a checkpoint every interval until ctx ends, and logs
+// RunCheckpoints writes a checkpoint at once and then every interval until
+// ctx ends, and logs
 // each new one as "ID:HASH": ship these log lines somewhere setflow cannot
 // rewrite (a log archive, a ticket) — that is the publication
 // `setflow audit verify -expect` checks against. Several processes may run it:
@@ -224,11 +225,13 @@ func (p *Postgres) RunCheckpoints(ctx context.Context, log *slog.Logger, interva
 	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		cp, written, err := p.Checkpoint(ctx)
 		switch {
