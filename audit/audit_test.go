@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 
@@ -412,5 +413,42 @@ func TestVerifyFromCheckpointAfterArchiving(t *testing.T) {
 	}
 	if _, err := p.VerifyWith(ctx, VerifyOptions{From: &Anchor{ID: cp.ID, Hash: strings.Repeat("0", 64)}}); !errors.Is(err, ErrTampered) {
 		t.Fatalf("a wrong checkpoint hash must fail: %v", err)
+	}
+}
+
+// An append stuck before its commit holds up only its own chain: another
+// user's append goes through, the same user's next append waits for it.
+func TestAppendsOfDifferentUsersDoNotWaitOnEachOther(t *testing.T) {
+	p, _ := seed(t)
+	ctx := context.Background()
+	a, b := testHasher.Hash("iss", "42"), testHasher.Hash("iss", "43")
+	tx, err := p.db.BeginTxx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.Exec(`INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, chain, seq, prev_hash, hash)
+		VALUES ('stuck', '', $1, 's', 'done', $2, 4, 'x', 'y')`, a, UserChain(a)); err != nil {
+		t.Fatal(err)
+	}
+	other, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if ins, err := p.Append(other, Record{EventKey: "set:b", SubjectHash: b, Step: "s", Outcome: "done"}); err != nil || !ins {
+		t.Fatalf("another user's append waited on the stuck one: %v %v", ins, err)
+	}
+	if ins, err := p.Append(other, Record{EventKey: "share:b", Step: "s", Outcome: "done"}); err != nil || !ins {
+		t.Fatalf("an append with no user waited on the stuck one: %v %v", ins, err)
+	}
+	same, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if _, err := p.Append(same, Record{EventKey: "set:a", SubjectHash: a, Step: "s", Outcome: "done"}); err == nil {
+		t.Fatal("the same user's append did not wait for the row before it")
+	}
+	tx.Rollback() //nolint:errcheck
+	if ins, err := p.Append(ctx, Record{EventKey: "set:a", SubjectHash: a, Step: "s", Outcome: "done"}); err != nil || !ins {
+		t.Fatalf("append after the stuck one gave up: %v %v", ins, err)
+	}
+	if _, err := p.Verify(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
