@@ -1,20 +1,29 @@
 // Package audit is setflow's append-only record of what happened to each event:
-// one row per event and per reaction step. Rows are hash-chained so that
-// tampering is detectable (Verify), and carry a keyed hash of the subject,
-// never the user id in clear.
+// one row per event and per reaction step. Rows carry a keyed hash of the
+// subject, never the user id in clear, and are hash-chained per chain: each
+// user's rows form their own chain ("user:<subject hash>"), rows that name no
+// user go to one of ShardChains shard chains by event key. Appends to
+// different chains share no lock and no row. Periodic checkpoints (Checkpoint)
+// commit to the heads of all chains with a Merkle root and are themselves
+// hash-chained, so that Verify detects edited, deleted or re-ordered rows,
+// deleted chains and, against a published checkpoint, rows cut off the end.
 package audit
 
 import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 )
 
 // Record is one audit row.
@@ -29,6 +38,9 @@ type Record struct {
 	CreatedAt   time.Time      `json:"created_at"`
 	PrevHash    string         `json:"prev_hash,omitempty"`
 	Hash        string         `json:"hash,omitempty"`
+	// Chain and Seq place the row: set by Append (ChainFor), ignored on input.
+	Chain string `json:"chain,omitempty"`
+	Seq   int64  `json:"seq,omitempty"`
 }
 
 // Log appends records.
@@ -56,6 +68,29 @@ func (h SubjectHasher) Hash(issuer, userID string) string {
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
 
+// ShardChains is the number of chains that hold the rows naming no user (Talk
+// Share, SSF stream events). A chain per event would add a checkpoint leaf per
+// event forever; one chain would be a single hot row again. 64 shards keep the
+// checkpoint small and make two such appends meet on one chain head rarely
+// (and then one simply retries).
+const ShardChains = 64
+
+// LegacyChain holds the rows written before per-chain audit (migration
+// 00009), in their original order and with their original hashes.
+const LegacyChain = "legacy"
+
+// ChainFor names the chain a row belongs to: the user's, or a shard by event key.
+func ChainFor(subjectHash, eventKey string) string {
+	if subjectHash != "" {
+		return UserChain(subjectHash)
+	}
+	s := sha256.Sum256([]byte(eventKey))
+	return fmt.Sprintf("shard:%02d", int(s[0])%ShardChains)
+}
+
+// UserChain is the chain of a user's rows, by subject hash.
+func UserChain(subjectHash string) string { return "user:" + subjectHash }
+
 // canonicalDetail renders detail the way it reads back from jsonb (sorted keys,
 // numbers as float64), so that the hash computed now verifies later.
 func canonicalDetail(d map[string]any) ([]byte, error) {
@@ -73,30 +108,78 @@ func canonicalDetail(d map[string]any) ([]byte, error) {
 	return json.Marshal(back)
 }
 
-// rowHash chains a row to its predecessor.
-func rowHash(prev string, r Record, detail []byte) string {
+func hashParts(parts ...string) string {
 	h := sha256.New()
-	for _, part := range []string{prev, r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome,
-		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano)} {
+	for _, part := range parts {
 		h.Write([]byte(part))
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// legacyRowHash is the hash of a row of the single pre-00009 chain.
+func legacyRowHash(prev string, r Record, detail []byte) string {
+	return hashParts(prev, r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome,
+		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// contentHash covers what a row says. Nothing in it needs personal data: the
+// subject is its keyed hash.
+func contentHash(r Record, detail []byte) string {
+	return hashParts(r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome,
+		string(detail), r.CreatedAt.UTC().Format(time.RFC3339Nano))
+}
+
+// rowHashPrefix versions the per-chain row hash.
+const rowHashPrefix = "setflow-audit-v2"
+
+// rowHash chains a row to its predecessor in its chain: the SHA-256, in hex,
+// of "setflow-audit-v2|<chain>|<seq>|<prev hash>|<content hash>". Chain and
+// seq are hashed too, so a row moved to another place (re-ordered, or into
+// another chain) no longer matches. Append has PostgreSQL compute the same
+// expression (appendRow), because only the insert knows seq and prev hash;
+// the fields are hex, decimal and chain names, so "|" cannot be forged.
+func rowHash(prev string, r Record, detail []byte) string {
+	if r.Chain == LegacyChain {
+		return legacyRowHash(prev, r, detail)
+	}
+	s := sha256.Sum256([]byte(rowHashPrefix + "|" + r.Chain + "|" + strconv.FormatInt(r.Seq, 10) + "|" + prev + "|" + contentHash(r, detail)))
+	return hex.EncodeToString(s[:])
+}
+
 // Postgres is the Log on the setflow_audit table.
 type Postgres struct {
 	db  *sqlx.DB
 	now func() time.Time
+
+	prepare sync.Once
+	append  *sql.Stmt // appendRow prepared; nil: prepare failed, plain Exec
 }
 
 // NewPostgres returns a Log on db.
 func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, now: time.Now} }
 
-// chainLock serialises appends: each row needs its predecessor's hash.
-const chainLock = 0x5e7f1a
+// maxAppendAttempts bounds the retries of an append that keeps losing its
+// chain's next seq to concurrent appends of the same chain.
+const maxAppendAttempts = 100
 
-// Append writes the record at the end of the chain.
+// appendRow inserts a row as the successor of its chain's head in one
+// statement: the head is read, the row numbered and hashed (rowHash) and
+// inserted, and the statement commits alone, so an append costs what a bare
+// insert costs. $9 is the content hash.
+const appendRow = `
+	INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail, created_at, chain, seq, prev_hash, hash)
+	SELECT $1, $2, $3, $4, $5, $6, $7, $8, h.seq + 1, h.hash,
+	       encode(sha256(convert_to('` + rowHashPrefix + `|' || $8 || '|' || (h.seq + 1)::text || '|' || h.hash || '|' || $9, 'UTF8')), 'hex')
+	FROM (SELECT seq, hash FROM (SELECT seq, hash FROM setflow_audit WHERE chain = $8 ORDER BY seq DESC LIMIT 1) last
+	      UNION ALL SELECT 0, '' ORDER BY seq DESC LIMIT 1) h
+	ON CONFLICT (event_key, step) DO NOTHING`
+
+// Append writes the record at the end of its chain, in one statement that
+// reads the chain's head and inserts the row after it (appendRow). If a
+// concurrent append of the same chain took that seq first, the unique
+// (chain, seq) key refuses the insert and Append tries again on the new
+// head. Appends to different chains never wait on each other.
 func (p *Postgres) Append(ctx context.Context, r Record) (bool, error) {
 	detail, err := canonicalDetail(r.Detail)
 	if err != nil {
@@ -104,40 +187,41 @@ func (p *Postgres) Append(ctx context.Context, r Record) (bool, error) {
 	}
 	// Postgres keeps microseconds; hash what will be read back.
 	r.CreatedAt = p.now().UTC().Truncate(time.Microsecond)
-	tx, err := p.db.BeginTxx(ctx, nil)
-	if err != nil {
-		return false, fmt.Errorf("audit: %w", err)
+	r.Chain = ChainFor(r.SubjectHash, r.EventKey)
+	content := contentHash(r, detail)
+	// Prepared once per connection: the statement is planned once, and an
+	// append is one round trip like any single-row insert.
+	p.prepare.Do(func() { p.append, _ = p.db.PrepareContext(context.WithoutCancel(ctx), appendRow) })
+	exec := func() (sql.Result, error) {
+		args := []any{r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail, r.CreatedAt, r.Chain, content}
+		if p.append != nil {
+			return p.append.ExecContext(ctx, args...)
+		}
+		return p.db.ExecContext(ctx, appendRow, args...)
 	}
-	defer tx.Rollback() //nolint:errcheck
-	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, chainLock); err != nil {
-		return false, fmt.Errorf("audit: lock: %w", err)
+	for attempt := 0; attempt < maxAppendAttempts; attempt++ {
+		res, err := exec()
+		var pqErr *pq.Error
+		if errors.As(err, &pqErr) && pqErr.Code == "23505" && pqErr.Constraint == "setflow_audit_chain_seq_key" {
+			continue // another append took this seq: try on the new head
+		}
+		if err != nil {
+			return false, fmt.Errorf("audit: append: %w", err)
+		}
+		n, err := res.RowsAffected()
+		return n == 1, err
 	}
-	var exists bool
-	if err := tx.GetContext(ctx, &exists, `SELECT EXISTS (SELECT 1 FROM setflow_audit WHERE event_key = $1 AND step = $2)`,
-		r.EventKey, r.Step); err != nil {
-		return false, fmt.Errorf("audit: %w", err)
-	}
-	if exists {
-		return false, nil
-	}
-	var prev string
-	if err := tx.GetContext(ctx, &prev, `SELECT COALESCE((SELECT hash FROM setflow_audit ORDER BY id DESC LIMIT 1), '')`); err != nil {
-		return false, fmt.Errorf("audit: %w", err)
-	}
-	hash := rowHash(prev, r, detail)
-	if _, err := tx.ExecContext(ctx, `
-		INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		r.EventKey, r.EventType, r.SubjectHash, r.Step, r.Outcome, detail, r.CreatedAt, prev, hash); err != nil {
-		return false, fmt.Errorf("audit: append: %w", err)
-	}
-	return true, tx.Commit()
+	return false, fmt.Errorf("audit: append: chain %s: lost the race for its next row %d times", r.Chain, maxAppendAttempts)
 }
 
-const selectRecords = `SELECT id, event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash FROM setflow_audit`
+const selectRecords = `SELECT id, event_key, event_type, subject_hash, step, outcome, detail, created_at, prev_hash, hash, chain, seq FROM setflow_audit`
 
 func (p *Postgres) query(ctx context.Context, q string, args ...any) ([]Record, error) {
-	rows, err := p.db.QueryxContext(ctx, q, args...)
+	return queryRecords(ctx, p.db, q, args...)
+}
+
+func queryRecords(ctx context.Context, db sqlx.QueryerContext, q string, args ...any) ([]Record, error) {
+	rows, err := db.QueryxContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("audit: list: %w", err)
 	}
@@ -147,7 +231,7 @@ func (p *Postgres) query(ctx context.Context, q string, args ...any) ([]Record, 
 		var r Record
 		var detail []byte
 		if err := rows.Scan(&r.ID, &r.EventKey, &r.EventType, &r.SubjectHash, &r.Step, &r.Outcome, &detail,
-			&r.CreatedAt, &r.PrevHash, &r.Hash); err != nil {
+			&r.CreatedAt, &r.PrevHash, &r.Hash, &r.Chain, &r.Seq); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal(detail, &r.Detail); err != nil {
@@ -165,88 +249,6 @@ func (p *Postgres) ForEvent(ctx context.Context, eventKey string) ([]Record, err
 
 // ForSubject lists a user's records (by subject hash), oldest first.
 func (p *Postgres) ForSubject(ctx context.Context, subjectHash string, limit int) ([]Record, error) {
-	return p.query(ctx, selectRecords+` WHERE subject_hash = $1 ORDER BY id LIMIT $2`, subjectHash, limit)
-}
-
-// ErrTampered reports a broken chain.
-var ErrTampered = errors.New("audit chain broken")
-
-// VerifyResult summarises a chain check. LastHash is the anchor to publish
-// somewhere setflow cannot write (a ticket, a log archive): a later check
-// against it detects rows cut off the end of the chain, which the chain alone
-// cannot show.
-type VerifyResult struct {
-	Rows     int64
-	LastID   int64
-	LastHash string
-}
-
-// Anchor is a row id and hash published earlier.
-type Anchor struct {
-	ID   int64
-	Hash string
-}
-
-// VerifyOptions narrow a chain check.
-type VerifyOptions struct {
-	// From starts at the row after this anchor instead of the first row, for
-	// a chain whose old rows were archived and deleted; the anchor row itself
-	// must still be there or have been the last row archived (its hash is
-	// taken as the link of the next row).
-	From *Anchor
-	// Expect requires this row to be present with this hash: rows deleted from
-	// the end (or the anchor row rewritten) fail the check.
-	Expect *Anchor
-}
-
-// Verify walks the whole chain in id order and fails at the first row whose
-// hash or link does not match: an edited, inserted or deleted row.
-func (p *Postgres) Verify(ctx context.Context) (VerifyResult, error) {
-	return p.VerifyWith(ctx, VerifyOptions{})
-}
-
-// VerifyWith is Verify from an anchor and/or up to an expected anchor.
-func (p *Postgres) VerifyWith(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
-	var res VerifyResult
-	prev := ""
-	after := int64(0)
-	if opts.From != nil {
-		prev, after = opts.From.Hash, opts.From.ID
-	}
-	expectSeen := false
-	for {
-		batch, err := p.query(ctx, selectRecords+` WHERE id > $1 ORDER BY id LIMIT 1000`, after)
-		if err != nil {
-			return res, err
-		}
-		if len(batch) == 0 {
-			break
-		}
-		for _, r := range batch {
-			if r.PrevHash != prev {
-				return res, fmt.Errorf("%w at row %d: it does not link to the row before it (a row was deleted or inserted)", ErrTampered, r.ID)
-			}
-			detail, err := canonicalDetail(r.Detail)
-			if err != nil {
-				return res, err
-			}
-			if got := rowHash(prev, r, detail); got != r.Hash {
-				return res, fmt.Errorf("%w at row %d: its content does not match its hash (the row was edited)", ErrTampered, r.ID)
-			}
-			if opts.Expect != nil && r.ID == opts.Expect.ID {
-				if r.Hash != opts.Expect.Hash {
-					return res, fmt.Errorf("%w at row %d: its hash differs from the published anchor", ErrTampered, r.ID)
-				}
-				expectSeen = true
-			}
-			prev = r.Hash
-			res.Rows++
-			res.LastID, res.LastHash = r.ID, r.Hash
-		}
-		after = res.LastID
-	}
-	if opts.Expect != nil && !expectSeen {
-		return res, fmt.Errorf("%w: anchor row %d is missing (rows were deleted from the end of the chain)", ErrTampered, opts.Expect.ID)
-	}
-	return res, nil
+	return p.query(ctx, selectRecords+` WHERE chain = $3 OR (chain = '`+LegacyChain+`' AND subject_hash = $1) ORDER BY id LIMIT $2`,
+		subjectHash, limit, UserChain(subjectHash))
 }

@@ -26,6 +26,12 @@ func provider(db *sql.DB) (*goose.Provider, error) {
 // Up applies every pending migration. Concurrent callers are serialised by a
 // Postgres advisory lock so that several replicas may start at once.
 func Up(ctx context.Context, db *sql.DB) error {
+	return UpTo(ctx, db, 0)
+}
+
+// UpTo applies the pending migrations up to version (0: all); tests use it
+// to build a database as an older release left it.
+func UpTo(ctx context.Context, db *sql.DB, version int64) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return err
@@ -41,7 +47,12 @@ func Up(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if _, err := p.Up(ctx); err != nil {
+	if version > 0 {
+		_, err = p.UpTo(ctx, version)
+	} else {
+		_, err = p.Up(ctx)
+	}
+	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	return nil

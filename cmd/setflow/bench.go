@@ -52,6 +52,9 @@ func runBench(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "status" {
 		return runBenchStatus(ctx, args[1:])
 	}
+	if len(args) > 0 && args[0] == "audit" {
+		return runBenchAudit(ctx, args[1:])
+	}
 	fs := flag.NewFlagSet("setflow bench", flag.ContinueOnError)
 	dbURL := fs.String("database-url", "", "use this database as is (migrated; the bench's rows are deleted at the end).\n"+
 		"Default: a throw-away database on the server of SETFLOW_DATABASE_URL, dropped at the end.\n"+

@@ -44,6 +44,8 @@ type common struct {
 	metricsListen string
 	// inboxRetention prunes dispatched inbox entries (relay, dev).
 	inboxRetention time.Duration
+	// aud: the relay's audit checkpoints (relay, dev).
+	aud config.Audit
 	// keys and needs: the command refuses to start without the keys it
 	// needs unless -insecure-dev-keys (see requireKeys).
 	keys  config.KeyPolicy
@@ -65,6 +67,7 @@ func (c *common) requireKeys(needs config.KeyNeeds) {
 func (c *common) relayFlags() {
 	c.fs.DurationVar(&c.inboxRetention, "inbox-retention", envDuration("SETFLOW_INBOX_RETENTION", 30*24*time.Hour),
 		"delete dispatched inbox entries older than this; must exceed the ingress's SETFLOW_SET_MAX_AGE; 0 keeps them (env SETFLOW_INBOX_RETENTION)")
+	c.aud.Register(c.fs)
 }
 
 func envDuration(name string, def time.Duration) time.Duration {
@@ -127,6 +130,9 @@ func runMigrate(ctx context.Context, args []string) error {
 	}
 	defer db.Close()
 	if err := migrations.Up(ctx, db.DB); err != nil {
+		return err
+	}
+	if err := sealAudit(ctx, log, db); err != nil {
 		return err
 	}
 	cur, latest, err := migrations.Status(ctx, db.DB)
@@ -199,7 +205,7 @@ func runRelay(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout)
+	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout, c.aud)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -392,7 +398,9 @@ setflow dev is starting
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux), srv.Drain, c.sd) })
-	g.Go(func() error { return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout) })
+	g.Go(func() error {
+		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout, c.aud)
+	})
 	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout) })
 	return g.Wait()
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -21,67 +20,6 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/workflows"
 )
-
-const auditUsage = "usage: setflow audit verify | setflow audit show <event-key> | setflow audit user [-issuer I] <user-id>"
-
-// runAudit implements `setflow audit verify`, `audit show <event-key>` and
-// `audit user <user-id>` (everything that happened to one user, found by the
-// keyed subject hash, so it needs the worker's SETFLOW_AUDIT_KEY).
-func runAudit(ctx context.Context, args []string) error {
-	if len(args) == 0 {
-		return errors.New(auditUsage)
-	}
-	sub, rest := args[0], args[1:]
-	c := newCommon("audit " + sub)
-	issuer := c.fs.String("issuer", os.Getenv("SETFLOW_ISSUER"), "issuer of the user id (env SETFLOW_ISSUER; default: the running `setflow dev`'s, then Kakao's)")
-	limit := c.fs.Int("limit", 200, "at most this many rows")
-	from := c.fs.String("from", "", "verify: start after this anchor ID:HASH (older rows archived)")
-	expect := c.fs.String("expect", "", "verify: require this published anchor ID:HASH (detects rows cut off the end)")
-	if err := c.fs.Parse(rest); err != nil {
-		return err
-	}
-	if _, err := c.log.Logger(); err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	log := audit.NewPostgres(db)
-	switch sub {
-	case "verify":
-		var opts audit.VerifyOptions
-		var err error
-		if opts.From, err = parseAnchor(*from); err != nil {
-			return err
-		}
-		if opts.Expect, err = parseAnchor(*expect); err != nil {
-			return err
-		}
-		res, err := log.VerifyWith(ctx, opts)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("audit chain intact: %d rows\nanchor (publish it; check later with -expect): %d:%s\n", res.Rows, res.LastID, res.LastHash)
-		return nil
-	case "show":
-		if c.fs.NArg() != 1 {
-			return errors.New("usage: setflow audit show <event-key>")
-		}
-		recs, err := log.ForEvent(ctx, c.fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		return printAudit(recs)
-	case "user":
-		if c.fs.NArg() != 1 {
-			return errors.New(auditUsage)
-		}
-		return auditUser(ctx, log, c.fs.Arg(0), *issuer, *limit)
-	}
-	return fmt.Errorf("unknown audit command %q (verify, show, user)", sub)
-}
 
 func printAuditWithKeys(recs []audit.Record) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
@@ -338,17 +276,4 @@ func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) 
 	}
 	fmt.Printf("event %s queued for a new run\n", r.Key)
 	return nil
-}
-
-// parseAnchor reads "ID:HASH"; empty means none.
-func parseAnchor(s string) (*audit.Anchor, error) {
-	if s == "" {
-		return nil, nil
-	}
-	id, hash, ok := strings.Cut(s, ":")
-	n, err := strconv.ParseInt(id, 10, 64)
-	if !ok || err != nil || n <= 0 || len(hash) != 64 {
-		return nil, fmt.Errorf("anchor %q must be ID:HASH as printed by setflow audit verify", s)
-	}
-	return &audit.Anchor{ID: n, Hash: hash}, nil
 }

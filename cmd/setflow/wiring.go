@@ -96,7 +96,9 @@ func serveGraceful(ctx context.Context, log *slog.Logger, name string, srv *http
 
 // runRelayLoop relays with a lazy Temporal client, so that it starts (and the
 // inbox fills) while Temporal is still down.
-func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention, stopTimeout time.Duration) error {
+//
+// It also writes the audit checkpoints (every aud.CheckpointInterval).
+func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention, stopTimeout time.Duration, aud config.Audit) error {
 	c, err := client.NewLazyClient(topts)
 	if err != nil {
 		return fmt.Errorf("temporal client: %w", err)
@@ -110,6 +112,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	}
 	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention,
 		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
+	go audit.NewPostgres(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
 	log.Info("relay running", "temporal", topts.HostPort)
 	// The client is closed (deferred above) only after Run returned, that is
 	// after the claimed batch was delivered and recorded.

@@ -20,40 +20,6 @@ import (
 	"github.com/setflow/setflow/internal/testenv"
 )
 
-// chromium finds the browser: SETFLOW_CHROMIUM, else Debian's chromium
-// (deployments/local/lib.sh ensure_chromium installs it).
-func chromium(t *testing.T) string {
-	for _, p := range []string{os.Getenv("SETFLOW_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	testenv.Unavailable(t, "chromium (deployments/local/lib.sh ensure_chromium installs it)")
-	return ""
-}
-
-// artefacts is where the screenshots go: SETFLOW_TEST_ARTIFACTS, else a new
-// directory under the system's temp dir that the test prints (and keeps).
-func artefacts(t *testing.T) string {
-	dir := os.Getenv("SETFLOW_TEST_ARTIFACTS")
-	if dir == "" {
-		var err error
-		if dir, err = os.MkdirTemp("", "setflow-shop-screenshots-"); err != nil {
-			t.Fatal(err)
-		}
-	} else {
-		dir = filepath.Join(dir, "shop")
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("screenshots in %s", dir)
-	return dir
-}
-
 // readEnvFile reads examples/shop/setflow.env: the test runs setflow with
 // exactly the configuration the example documents.
 func readEnvFile(t *testing.T, path string) []string {
@@ -99,11 +65,11 @@ func (s *syncBuffer) String() string {
 // login is refused with a clear message until Kakao re-enables the account
 // and the user logs in again.
 func TestShopBrowserHijackingLockout(t *testing.T) {
-	browser := chromium(t)
+	browser := testenv.Chromium(t)
 	root := testenv.RepoRoot(t)
 	db, dbURL := testenv.Database(t)
 	temporal := testenv.Temporal(t, "")
-	shots := artefacts(t)
+	shots := testenv.Artefacts(t, "shop")
 	work := t.TempDir()
 
 	bin := filepath.Join(work, "setflow")

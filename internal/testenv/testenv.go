@@ -59,6 +59,13 @@ func randomSuffix() string {
 // It returns the handle and the URL (for components that open their own pool).
 func Database(t testing.TB) (*sqlx.DB, string) {
 	t.Helper()
+	return DatabaseAt(t, 0)
+}
+
+// DatabaseAt is Database migrated up to version only (0: all), for tests of
+// an upgrade.
+func DatabaseAt(t testing.TB, version int64) (*sqlx.DB, string) {
+	t.Helper()
 	admin, err := sqlx.Open("postgres", AdminURL())
 	if err != nil {
 		Unavailable(t, "postgres: %v", err)
@@ -86,7 +93,7 @@ func Database(t testing.TB) (*sqlx.DB, string) {
 		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 		admin.Close()
 	})
-	if err := migrations.Up(ctx, db.DB); err != nil {
+	if err := migrations.UpTo(ctx, db.DB, version); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
 	return db, url

@@ -1,0 +1,25 @@
+package config
+
+import (
+	"flag"
+	"time"
+)
+
+// EnvAuditCheckpointInterval is how often the relay writes an audit checkpoint.
+const EnvAuditCheckpointInterval = "SETFLOW_AUDIT_CHECKPOINT_INTERVAL"
+
+// DefaultAuditCheckpointInterval bounds how long an audit row is protected
+// by its chain alone: rows cut off the end of a chain before the next
+// checkpoint leave no trace.
+const DefaultAuditCheckpointInterval = time.Minute
+
+// Audit configures the audit trail's checkpoints.
+type Audit struct {
+	CheckpointInterval time.Duration
+}
+
+// Register adds -audit-checkpoint-interval (relay, dev).
+func (a *Audit) Register(fs *flag.FlagSet) {
+	duration(fs, &a.CheckpointInterval, "audit-checkpoint-interval", EnvAuditCheckpointInterval, DefaultAuditCheckpointInterval,
+		"write an audit checkpoint (a Merkle root over every chain's head, logged as ID:HASH to publish) this often; 0 writes none")
+}
