@@ -92,7 +92,7 @@ func TestAccountStatusFailedCommitAnswers503ToItsDeliveries(t *testing.T) {
 	}
 	e.db.MustExec(`CREATE FUNCTION reject_poison() RETURNS trigger LANGUAGE plpgsql AS $$
 		BEGIN
-			IF NEW.dedupe_key = '`+ingress.SETKey(jtis[2])+`' THEN RAISE EXCEPTION 'injected failure'; END IF;
+			IF NEW.dedupe_key = '` + ingress.SETKey(jtis[2]) + `' THEN RAISE EXCEPTION 'injected failure'; END IF;
 			RETURN NEW;
 		END $$`)
 	e.db.MustExec(`CREATE TRIGGER reject_poison BEFORE INSERT ON setflow_inbox FOR EACH ROW EXECUTE FUNCTION reject_poison()`)

@@ -125,14 +125,16 @@ func runBench(ctx context.Context, args []string) error {
 	// 1. Verify-only.
 	if *verifyDur > 0 {
 		fmt.Fprintf(out, "\nverify-only (secevent.Verifier, go-jose RS256, 2048-bit key, %d distinct tokens, %s each)\n", len(tokens), *verifyDur)
-		one, err := benchVerify(ctx, v, tokens, 1, *verifyDur)
+		m0 := mallocs()
+		one, n1, err := benchVerify(ctx, v, tokens, 1, *verifyDur)
 		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%.1f µs/SET)   target ≈ %s/s per core\n", "1 goroutine (per core)",
 			thousands(one), 1e6/one, thousands(benchTargetVerifyPerCore))
+		fmt.Fprintf(out, "  %-24s %9.0f allocs/SET\n", "allocations", float64(mallocs()-m0)/float64(max(n1, 1)))
 		n := runtime.GOMAXPROCS(0)
-		all, err := benchVerify(ctx, v, tokens, n, *verifyDur)
+		all, _, err := benchVerify(ctx, v, tokens, n, *verifyDur)
 		if err != nil {
 			return err
 		}
@@ -161,10 +163,12 @@ func runBench(ctx context.Context, args []string) error {
 	// 2. Accept rate, closed loop.
 	fmt.Fprintf(out, "\ningress accept rate (HTTP keep-alive on 127.0.0.1, Postgres inbox, %d clients, db pool %d, %s)\n",
 		*concurrency, *dbPool, *duration)
+	m0 := mallocs()
 	acc, err := benchAccept(ctx, url, tokens, *concurrency, *duration)
 	if err != nil {
 		return err
 	}
+	accAllocs := float64(mallocs()-m0) / float64(max(acc.accepted+acc.errors, 1))
 	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d in %s)   target ≥ %s/s\n", "accepted (202)", thousands(acc.perSec()),
 		acc.accepted, acc.elapsed.Round(time.Millisecond), thousands(benchTargetAccept))
 	if acc.exhausted {
@@ -173,6 +177,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", acc.errors, acc.errorDetail())
 	fmt.Fprintf(out, "  %-24s %s\n", "latency", acc.latencies())
+	fmt.Fprintf(out, "  %-24s %9.0f allocs/request (whole process: HTTP client and server, verification, inbox)\n", "allocations", accAllocs)
 	committed, err := countBenchRows(ctx, db, prefix)
 	if err != nil {
 		return err
@@ -302,8 +307,8 @@ func signTokens(ctx context.Context, key *simulator.Key, prefix string, n int) (
 }
 
 // benchVerify verifies tokens round-robin on g goroutines for d and returns
-// verifications per second.
-func benchVerify(ctx context.Context, v *secevent.Verifier, tokens [][]byte, g int, d time.Duration) (float64, error) {
+// verifications per second and how many it did.
+func benchVerify(ctx context.Context, v *secevent.Verifier, tokens [][]byte, g int, d time.Duration) (float64, int64, error) {
 	var total atomic.Int64
 	var failed atomic.Value
 	deadline := time.Now().Add(d)
@@ -327,9 +332,9 @@ func benchVerify(ctx context.Context, v *secevent.Verifier, tokens [][]byte, g i
 	}
 	wg.Wait()
 	if err, ok := failed.Load().(error); ok {
-		return 0, fmt.Errorf("verify: %w", err)
+		return 0, 0, fmt.Errorf("verify: %w", err)
 	}
-	return float64(total.Load()) / time.Since(start).Seconds(), ctx.Err()
+	return float64(total.Load()) / time.Since(start).Seconds(), total.Load(), ctx.Err()
 }
 
 // warmDB opens the pool's connections before the clock starts.
@@ -441,6 +446,13 @@ func (r *benchResult) over(d time.Duration) int {
 		}
 	}
 	return n
+}
+
+// mallocs is the process's count of heap allocations so far.
+func mallocs() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.Mallocs
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
