@@ -272,6 +272,10 @@ func runBench(ctx context.Context, args []string) error {
 		fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", fix.errors, fix.errorDetail())
 		fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", fix.latencies(), benchTargetP99)
 		fmt.Fprintf(out, "  %-24s %9d   (Kakao's budget; target 0)\n", "answers over 3 s", fix.over(benchKakaoBudget))
+		if *rate > acc.perSec() {
+			fmt.Fprintf(out, "  %-24s the fixed rate is above this run's closed-loop accept rate (%s/s): the machine is\n"+
+				"  %-24s overloaded at it, so these latencies measure the overload, not the inbox\n", "note", thousands(acc.perSec()), "")
+		}
 		fixRows, err := countBenchRows(ctx, db, prefix)
 		if err != nil {
 			return err
