@@ -2,6 +2,7 @@ package inbox
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,7 +21,7 @@ import (
 // Put does not insert on its own: it queues its entry and waits for the commit
 // that holds it. The batching rule:
 //
-//   - At most MaxInFlight insert statements run at once. Each is a single
+//   - At most MaxInFlight insert statements (two by default) run at once. Each is a single
 //     multi-row INSERT … ON CONFLICT (dedupe_key) DO NOTHING, its own
 //     transaction: it stores all of its rows or none.
 //   - A Put that finds a free slot starts a statement at once with whatever is
@@ -41,15 +42,16 @@ import (
 // of another replica) that share keys wait for each other in the same order
 // and never deadlock.
 
-// Defaults of Postgres.MaxInFlight and Postgres.MaxBatch. One statement in
-// flight is the classic group commit: everything that arrives during a commit
-// goes into the next one. On the 2-core development machine (setflow bench,
-// 32 clients, -inbox-in-flight 1/2/4/8 in turn) it accepted as much as two or
-// more in flight, with about twice the rows per commit (16 against 9 with
-// two), so with half the statements and WAL flushes; more lanes only split
-// the same load into smaller batches.
+// Defaults of Postgres.MaxInFlight and Postgres.MaxBatch. With two
+// statements in flight, one batch is executed while the other one's commit
+// is flushed (Postgres flushes concurrent commits together), and a statement
+// stuck on a row lock leaves the other lane going. On the 2-core development
+// machine (setflow bench, 32 clients, -inbox-in-flight 1 and 2 in alternating
+// pairs) two lanes accepted 5–20% more than one in each pair, with about 9
+// rows per commit against 16; the machine was shared and noisy, and earlier
+// pairs under heavier load (before the statement was prepared) were mixed.
 const (
-	DefaultMaxInFlight = 1
+	DefaultMaxInFlight = 2
 	DefaultMaxBatch    = 500
 )
 
@@ -59,6 +61,9 @@ type groupCommit struct {
 	inFlight int
 
 	batches, failed, entries atomic.Int64
+
+	stmtMu sync.Mutex
+	stmt   *sql.Stmt
 }
 
 // pendingPut is one Put waiting for its commit.
@@ -235,6 +240,29 @@ func batchContext(batch []*pendingPut) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), latest)
 }
 
+const insertBatchSQL = `
+	INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
+	SELECT k, s, r, e::jsonb FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS b(k, s, r, e)
+	ON CONFLICT (dedupe_key) DO NOTHING
+	RETURNING dedupe_key`
+
+// insertStatement prepares the batch insert once (database/sql prepares it
+// again on each connection it runs on), so that a batch costs one round trip
+// to the server instead of two.
+func (p *Postgres) insertStatement(ctx context.Context) (*sql.Stmt, error) {
+	g := &p.commits
+	g.stmtMu.Lock()
+	defer g.stmtMu.Unlock()
+	if g.stmt == nil {
+		st, err := p.db.PrepareContext(ctx, insertBatchSQL)
+		if err != nil {
+			return nil, err
+		}
+		g.stmt = st
+	}
+	return g.stmt, nil
+}
+
 // insertRows inserts rows in one statement (so in one transaction) and returns
 // the keys it inserted; the others were stored already. The implicit
 // transaction commits before the server reports the statement complete, and
@@ -248,12 +276,11 @@ func (p *Postgres) insertRows(ctx context.Context, rows []*pendingPut) (map[stri
 	for i, w := range rows {
 		keys[i], sources[i], raws[i], envs[i] = w.key, w.source, w.raw, w.envelope
 	}
-	res, err := p.db.QueryContext(ctx, `
-		INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
-		SELECT k, s, r, e::jsonb FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS b(k, s, r, e)
-		ON CONFLICT (dedupe_key) DO NOTHING
-		RETURNING dedupe_key`,
-		pq.Array(keys), pq.Array(sources), pq.Array(raws), pq.Array(envs))
+	stmt, err := p.insertStatement(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res, err := stmt.QueryContext(ctx, pq.Array(keys), pq.Array(sources), pq.Array(raws), pq.Array(envs))
 	if err != nil {
 		return nil, err
 	}
