@@ -37,8 +37,11 @@ var ErrNotFound = errors.New("inbox: no entry with that key")
 // Writer is all the ingress needs: store an envelope once, and look up
 // whether a recent one is already stored.
 type Writer interface {
-	// Put stores the entry under its envelope key. It reports inserted=false,
-	// without error, when an entry with the same key already exists: the caller
+	// Put stores the entry under its envelope key and returns only once it is
+	// committed (a nil error means a committed row; the Postgres store shares
+	// commits between concurrent Puts, see groupcommit.go). It reports
+	// inserted=false, without error, when an entry with the same key already
+	// exists or an earlier Put of the same commit holds the key: the caller
 	// answers a duplicate exactly like the first delivery.
 	Put(ctx context.Context, e Entry) (inserted bool, err error)
 	// ReceivedAfter reports whether an entry is stored under key whose

@@ -24,40 +24,20 @@ type Postgres struct {
 	// Concurrency bounds how many deliveries of one claimed batch run at once.
 	Concurrency int
 
+	// MaxInFlight bounds the insert statements Put runs at once, and MaxBatch
+	// the entries one of them holds (see groupcommit.go);
+	// DefaultMaxInFlight and DefaultMaxBatch when zero.
+	MaxInFlight, MaxBatch int
+
 	// Wake-up hints for relays (see wake).
 	notifyDirty   atomic.Bool
 	notifyRunning atomic.Bool
+
+	commits groupCommit
 }
 
 // NewPostgres returns a Store on db (migrations must have been applied).
 func NewPostgres(db *sqlx.DB) *Postgres { return &Postgres{db: db, Concurrency: 8} }
-
-// Put inserts the entry; it returns only once the row is committed. Relays
-// are then woken by a NOTIFY sent after the commit (see wake).
-func (p *Postgres) Put(ctx context.Context, e Entry) (bool, error) {
-	env, err := json.Marshal(e.Envelope)
-	if err != nil {
-		return false, fmt.Errorf("inbox: encode envelope: %w", err)
-	}
-	if e.Envelope.Key == "" {
-		return false, errors.New("inbox: empty dedupe key")
-	}
-	var id int64
-	err = p.db.QueryRowContext(ctx, `
-		INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
-		VALUES ($1, $2, $3, $4)
-		ON CONFLICT (dedupe_key) DO NOTHING
-		RETURNING id`,
-		e.Envelope.Key, string(e.Envelope.Source), e.Raw, env).Scan(&id)
-	if errors.Is(err, sql.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("inbox: put: %w", err)
-	}
-	p.wake()
-	return true, nil
-}
 
 // wake makes sure a NOTIFY is sent after the commit that just happened, without
 // making the caller wait for it.

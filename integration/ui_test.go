@@ -98,7 +98,7 @@ func TestTemporalUIShowsSetflowWorkflows(t *testing.T) {
 				_, _ = chromedp.Run(bctx, chromedp.Evaluate[bool](fmt.Sprintf(`(() => {
 					const e = Array.from(document.querySelectorAll('button, a, summary, [role=tab], h2, h3, span, div'))
 						.reverse().find(e => e.innerText && e.innerText.trim() === %q);
-					if (e && !e.dataset.setflowClicked) { e.dataset.setflowClicked = '1'; e.click(); return true }
+					if (e) { e.click(); return true }
 					return false
 				})()`, click)))
 			}
@@ -115,7 +115,7 @@ func TestTemporalUIShowsSetflowWorkflows(t *testing.T) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%s: the page never showed %q (%v):\n%s", name, missing, err, text)
 			}
-			time.Sleep(500 * time.Millisecond)
+			time.Sleep(2 * time.Second)
 		}
 		png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
 		if err != nil {

@@ -1,0 +1,250 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/inbox"
+	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/internal/devserver"
+	"github.com/setflow/setflow/internal/reactionbench"
+	"github.com/setflow/setflow/relay"
+)
+
+// benchBareInsert measures what the inbox would do without group commit: each
+// of `clients` connections inserting one row per transaction (the statement a
+// Put ran on its own before group commit, same row size) for d. It returns
+// the rate and the latencies; its rows are deleted afterwards.
+func benchBareInsert(ctx context.Context, db *sqlx.DB, env event.Envelope, tokens [][]byte, prefix string, clients int, d time.Duration) (*benchResult, error) {
+	envJSON, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	keyPrefix := "bare:" + prefix
+	defer func() {
+		_, _ = db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM setflow_inbox WHERE dedupe_key LIKE $1`, keyPrefix+"%")
+		_, _ = db.ExecContext(context.WithoutCancel(ctx), `VACUUM setflow_inbox`)
+	}()
+	var next atomic.Int64
+	results := make([]benchResult, clients)
+	var failed atomic.Value
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for w := range clients {
+		wg.Go(func() {
+			r := &results[w]
+			for ctx.Err() == nil {
+				t0 := time.Now()
+				if t0.After(deadline) {
+					return
+				}
+				i := next.Add(1) - 1
+				var id int64
+				err := db.QueryRowContext(ctx, `
+					INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
+					VALUES ($1, $2, $3, $4)
+					ON CONFLICT (dedupe_key) DO NOTHING
+					RETURNING id`,
+					fmt.Sprint(keyPrefix, i), string(env.Source), tokens[int(i)%len(tokens)], envJSON).Scan(&id)
+				if err != nil {
+					failed.Store(err)
+					return
+				}
+				r.lat = append(r.lat, time.Since(t0))
+				r.accepted++
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return nil, fmt.Errorf("bare insert: %w", err)
+	}
+	total := &benchResult{elapsed: time.Since(start)}
+	for i := range results {
+		total.merge(&results[i])
+	}
+	return total, ctx.Err()
+}
+
+// relayBenchConfig is the relay phase's setup.
+type relayBenchConfig struct {
+	bin         string
+	listenURL   string
+	burst       time.Duration
+	rate        float64 // 0: closed loop at clients
+	clients     int
+	concurrency int // relay's concurrent starts; 0: the inbox's default
+	drainLimit  time.Duration
+	acceptRate  float64 // of the closed-loop accept run, for the ratio
+}
+
+// benchRelay runs a relay against a fresh Temporal dev server while the
+// ingress takes a burst, then waits for the backlog to drain and checks that
+// every accepted SET was started as its user's workflow.
+func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tokens [][]byte, prefix string, cfg relayBenchConfig) error {
+	if _, err := os.Stat(cfg.bin); err != nil {
+		return fmt.Errorf("relay phase: temporal CLI %s: %w (deployments/local/test.sh builds .bin/temporal; set SETFLOW_TEMPORAL_BIN, or -relay-burst 0 to skip the phase)", cfg.bin, err)
+	}
+	if err := resetBenchRows(ctx, db, prefix); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "setflow-bench-temporal-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	srv, err := reactionbench.StartServer(ctx, cfg.bin, dir)
+	if err != nil {
+		return err
+	}
+	defer srv.Kill() //nolint:errcheck // a throw-away server
+	c, err := srv.Dial(ctx, devserver.Quiet{})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	wake, stopWake, err := inbox.Listen(cfg.listenURL)
+	if err != nil {
+		return err
+	}
+	defer stopWake()
+	in := inbox.NewPostgres(db)
+	if cfg.concurrency > 0 {
+		in.Concurrency = cfg.concurrency
+	}
+	starts := &countingStarter{Starter: c}
+	r := &relay.Relay{Inbox: in, Temporal: starts, Subjects: reactionbench.Subjects, Log: slog.New(slog.DiscardHandler),
+		Poll: 200 * time.Millisecond, Wake: wake}
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); _ = r.Run(rctx) }()
+	defer func() { stopRelay(); <-relayDone }()
+
+	load := fmt.Sprintf("%d clients, closed loop", cfg.clients)
+	if cfg.rate > 0 {
+		load = fmt.Sprintf("fixed %s SETs/s, open loop", thousands(cfg.rate))
+	}
+	fmt.Fprintf(out, "\nrelay (Temporal dev server %s, SQLite WAL; relay batch 100, %d concurrent starts; workflows started, no worker):\n"+
+		"burst of %s into the ingress (%s) with the relay running, then the backlog drains\n",
+		srv.HostPort(), in.Concurrency, cfg.burst, load)
+	start := time.Now()
+	var burst *benchResult
+	if cfg.rate > 0 {
+		n := min(int(cfg.rate*cfg.burst.Seconds()), len(tokens))
+		burst, err = benchFixedRate(ctx, url, tokens[:n], cfg.rate)
+	} else {
+		burst, err = benchAccept(ctx, url, tokens, cfg.clients, cfg.burst)
+	}
+	if err != nil {
+		return err
+	}
+	burstEnd := time.Since(start)
+	// Started by the end of the burst (the relay records a claimed batch as
+	// dispatched only once all of it is started).
+	atEnd := int(starts.n.Load())
+	rows, err := countBenchRows(ctx, db, prefix)
+	if err != nil {
+		return err
+	}
+	// Drain.
+	dispatched, err := countDispatched(ctx, db, prefix)
+	if err != nil {
+		return err
+	}
+	limit := time.Now().Add(cfg.drainLimit)
+	for dispatched < rows && time.Now().Before(limit) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if dispatched, err = countDispatched(ctx, db, prefix); err != nil {
+			return err
+		}
+	}
+	total := time.Since(start)
+	relayRate := float64(dispatched) / total.Seconds()
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d in %s; errors %d %s)\n", "accepted (202)", thousands(burst.perSec()),
+		burst.accepted, burst.elapsed.Round(time.Millisecond), burst.errors, burst.errorDetail())
+	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d started by the end of the burst) = %.1f%% of the burst's accept rate\n", "relayed during burst",
+		thousands(float64(atEnd)/burstEnd.Seconds()), atEnd, 100*float64(atEnd)/burstEnd.Seconds()/max(burst.perSec(), 1))
+	fmt.Fprintf(out, "  %-24s %9d rows\n", "backlog at burst end", max(rows-atEnd, 0))
+	if dispatched < rows {
+		fmt.Fprintf(out, "  %-24s NOT DRAINED: %d of %d rows dispatched after %s\n", "drain", dispatched, rows, total.Round(time.Millisecond))
+		return fmt.Errorf("relay phase: backlog not drained within %s", cfg.drainLimit)
+	}
+	fmt.Fprintf(out, "  %-24s %9s       (burst end to last row dispatched)\n", "drained in", (total - burstEnd).Round(time.Millisecond))
+	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d rows in %s) = %.1f%% of the closed-loop accept rate (%s/s)\n", "relay throughput",
+		thousands(relayRate), dispatched, total.Round(time.Millisecond), 100*relayRate/max(cfg.acceptRate, 1), thousands(cfg.acceptRate))
+	// No loss: every 202 has its row, every row was dispatched, and every
+	// dispatched row is a workflow on the server (each SET names its own user).
+	started, err := countUserStreams(ctx, c, int64(rows))
+	if err != nil {
+		return err
+	}
+	ok := rows >= burst.accepted && dispatched == rows && started == int64(rows)
+	fmt.Fprintf(out, "  %-24s %d accepted, %d rows, %d dispatched, %d user streams started on the server: %s\n", "loss check",
+		burst.accepted, rows, dispatched, started, map[bool]string{true: "ok, none lost", false: "LOST"}[ok])
+	if !ok {
+		return fmt.Errorf("relay phase: accepted events lost")
+	}
+	return nil
+}
+
+// countingStarter counts the user streams the relay signalled (and started).
+type countingStarter struct {
+	relay.Starter
+	n atomic.Int64
+}
+
+func (c *countingStarter) SignalWithStartWorkflow(ctx context.Context, workflowID, signalName string, signalArg any,
+	options client.StartWorkflowOptions, workflow any, workflowArgs ...any) (client.WorkflowRun, error) {
+	run, err := c.Starter.SignalWithStartWorkflow(ctx, workflowID, signalName, signalArg, options, workflow, workflowArgs...)
+	if err == nil {
+		c.n.Add(1)
+	}
+	return run, err
+}
+
+func countDispatched(ctx context.Context, db *sqlx.DB, prefix string) (int, error) {
+	var n int
+	err := db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_inbox WHERE dedupe_key LIKE $1 AND status = 'dispatched'`,
+		ingress.SETKey(prefix)+"%")
+	return n, err
+}
+
+// countUserStreams counts the UserStream workflows on the server, waiting up
+// to 30 s for the visibility store to catch up to want.
+func countUserStreams(ctx context.Context, c interface {
+	CountWorkflow(context.Context, *workflowservice.CountWorkflowExecutionsRequest) (*workflowservice.CountWorkflowExecutionsResponse, error)
+}, want int64) (int64, error) {
+	var n int64
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		resp, err := c.CountWorkflow(ctx, &workflowservice.CountWorkflowExecutionsRequest{Query: "WorkflowType = 'UserStream'"})
+		if err != nil {
+			return 0, fmt.Errorf("count workflows: %w", err)
+		}
+		n = resp.GetCount()
+		if n >= want || time.Now().After(deadline) {
+			return n, nil
+		}
+		select {
+		case <-ctx.Done():
+			return n, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
