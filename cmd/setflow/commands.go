@@ -112,6 +112,8 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 
 func runMigrate(ctx context.Context, args []string) error {
 	c := newCommon("migrate")
+	wait := c.fs.Bool("wait", false, "apply nothing: wait until the schema is at this binary's version (an init container's job while the migrate Job runs)")
+	waitFor := c.fs.Duration("wait-timeout", 10*time.Minute, "give up -wait after this long")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
@@ -121,6 +123,9 @@ func runMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if *wait {
+		return waitForSchema(ctx, log, db.DB, *waitFor)
+	}
 	if err := migrations.Up(ctx, db.DB); err != nil {
 		return err
 	}
@@ -187,12 +192,20 @@ func runRelay(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.sd.RegisterTimeout(c.fs)
 	c.serveMetrics("")
+	var healthListen string
+	healthListenFlag(c.fs, &healthListen)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
+	reportBacklog(db)
 	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout)
 }
 
@@ -223,12 +236,19 @@ func runWorker(ctx context.Context, args []string) error {
 	c.rea.Register(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
+	var healthListen string
+	healthListenFlag(c.fs, &healthListen)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout)
 }
 
@@ -313,6 +333,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := migrations.Up(ctx, db.DB); err != nil {
 		return err
 	}
+	reportBacklog(db)
 	key, err := simulator.LoadOrCreateKey(keyPath)
 	if err != nil {
 		return err

@@ -32,6 +32,7 @@ var commands = []command{
 	{"audit", "verify the audit chain or show an event's audit trail", runAudit},
 	{"codec-server", "decrypt payloads for the Temporal UI (SETFLOW_CODEC_KEYS)", runCodecServer},
 	{"bench", "measure verification and ingress throughput against the real inbox", runBench},
+	{"version", "print the build's version", runVersion},
 }
 
 func usage() {

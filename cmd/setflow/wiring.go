@@ -17,6 +17,7 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/metrics/temporalmetrics"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/worker"
 )
@@ -168,7 +169,7 @@ func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody in
 		SETs:    v,
 		Log:     log,
 		MaxBody: maxBody,
-		Ready:   db.PingContext,
+		Ready:   ingressReady(db.DB),
 	}
 }
 
@@ -180,5 +181,7 @@ func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, erro
 	if err != nil {
 		return opts, err
 	}
+	// The SDK's metrics go to the same Prometheus registry as setflow's.
+	opts.MetricsHandler = temporalmetrics.Default()
 	return opts, applyCodec(&opts, log)
 }
