@@ -167,6 +167,7 @@ func runIngress(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
+	startTracing(ctx, log, "setflow-ingress")
 	v, err := c.verifier()
 	if err != nil {
 		return err
@@ -183,7 +184,7 @@ func runIngress(ctx context.Context, args []string) error {
 	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
 	}
-	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()), srv.Drain, c.sd)
+	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, tracedHandler(srv.Handler())), srv.Drain, c.sd)
 }
 
 func runRelay(ctx context.Context, args []string) error {
@@ -218,6 +219,7 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 		return nil, client.Options{}, nil, err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
+	startTracing(ctx, log, serviceName(c.fs.Name()))
 	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return nil, client.Options{}, nil, err
@@ -352,7 +354,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
+	mux.Handle("/", tracedHandler(srv.Handler()))
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
 	// With payload encryption on, the Temporal UI decrypts through this
 	// endpoint (up.sh starts the dev server with --ui-codec-endpoint).

@@ -66,6 +66,7 @@ func main() {
 	for _, c := range commands {
 		if c.name == name {
 			err := c.run(ctx, os.Args[2:])
+			flushTracing()
 			if errors.Is(err, flag.ErrHelp) {
 				return
 			}

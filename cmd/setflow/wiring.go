@@ -108,7 +108,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	} else {
 		defer stopListen()
 	}
-	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention,
+	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake, Retention: retention,
 		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
 	log.Info("relay running", "temporal", topts.HostPort)
 	// The client is closed (deferred above) only after Run returned, that is
@@ -165,7 +165,7 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 
 func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody int64) *ingress.Server {
 	return &ingress.Server{
-		Inbox:   inbox.NewPostgres(db),
+		Inbox:   withTracedInbox(inbox.NewPostgres(db)),
 		SETs:    v,
 		Log:     log,
 		MaxBody: maxBody,
@@ -183,5 +183,8 @@ func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, erro
 	}
 	// The SDK's metrics go to the same Prometheus registry as setflow's.
 	opts.MetricsHandler = temporalmetrics.Default()
+	if err := addTracingInterceptor(&opts); err != nil {
+		return opts, err
+	}
 	return opts, applyCodec(&opts, log)
 }
