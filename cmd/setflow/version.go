@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"runtime"
 	"runtime/debug"
+	"strings"
 )
 
 // version is stamped at build time:
@@ -49,7 +51,17 @@ func buildVersion() string {
 	return "devel+" + rev + dirty
 }
 
-func runVersion(_ context.Context, _ []string) error {
+func runVersion(_ context.Context, args []string) error {
+	fs := flag.NewFlagSet("setflow version", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: setflow version\n\nPrints the build's version (stamped with -ldflags \"-X main.version=…\", else from the build info).\n")
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
 	fmt.Printf("setflow %s (%s, %s/%s)\n", buildVersion(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil
 }
