@@ -65,4 +65,7 @@ type Envelope struct {
 	// TxnID is the sender's transaction id (SET txn/txm), kept for correlation.
 	TxnID  string  `json:"txn_id,omitempty"`
 	Events []Event `json:"events"`
+	// TraceParent is the W3C traceparent of the delivery's span when
+	// tracing is on (random ids only): the relay continues the trace from it.
+	TraceParent string `json:"traceparent,omitempty"`
 }

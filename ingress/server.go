@@ -157,6 +157,9 @@ type errorBody struct {
 }
 
 func writeError(w http.ResponseWriter, status int, code secevent.Code, description string) {
+	if status < 500 {
+		metrics.VerificationFailures.WithLabelValues(string(code)).Inc()
+	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Language", "en")

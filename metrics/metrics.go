@@ -87,7 +87,11 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 }
 
 // Instrument counts a route's answers and their latency.
+// It also keeps the route's time since the last accepted delivery
+// (setflow_ingress_seconds_since_last_delivery), which starts counting when
+// the route is instrumented.
 func Instrument(route string, h http.Handler) http.Handler {
+	last := sinceLastDelivery.route(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
@@ -96,6 +100,9 @@ func Instrument(route string, h http.Handler) http.Handler {
 			rec.status = http.StatusOK
 		}
 		Deliveries.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
+		if rec.status >= 200 && rec.status < 300 {
+			last.Store(sinceLastDelivery.now().UnixNano())
+		}
 		DeliverySeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
 }

@@ -6,7 +6,10 @@ import (
 	"context"
 	"database/sql"
 	"embed"
+	"errors"
 	"fmt"
+	"io/fs"
+	"time"
 
 	"github.com/pressly/goose/v3"
 )
@@ -73,4 +76,65 @@ func Status(ctx context.Context, db *sql.DB) (current, latest int64, err error) 
 		latest = srcs[len(srcs)-1].Version
 	}
 	return current, latest, nil
+}
+
+// ErrBehind means the database's schema is older than this binary's: the
+// migrations have not run yet (or are running).
+var ErrBehind = errors.New("database schema is behind this binary's version (run setflow migrate)")
+
+// CheckCurrent returns nil when the schema is at (or, during a rolling
+// upgrade whose new version migrated first, past) this binary's latest
+// version; ErrBehind, wrapped with both versions, when it is older or the
+// version table does not exist yet; another error when the database cannot
+// be asked. Readiness uses it: a pod whose schema is behind must not take
+// traffic it would answer with 5xx.
+func CheckCurrent(ctx context.Context, db *sql.DB) error {
+	var exists bool
+	if err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, TableName).Scan(&exists); err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	latest := Latest()
+	if !exists {
+		return fmt.Errorf("%w: no %s table, want version %d", ErrBehind, TableName, latest)
+	}
+	cur, _, err := Status(ctx, db)
+	if err != nil {
+		return fmt.Errorf("schema version: %w", err)
+	}
+	if cur < latest {
+		return fmt.Errorf("%w: at version %d, want %d", ErrBehind, cur, latest)
+	}
+	return nil
+}
+
+// Latest is the newest migration version embedded in this binary.
+func Latest() int64 {
+	var latest int64
+	names, _ := fs.Glob(files, "*.sql")
+	for _, n := range names {
+		if v, err := goose.NumericComponent(n); err == nil && v > latest {
+			latest = v
+		}
+	}
+	return latest
+}
+
+// WaitCurrent blocks until CheckCurrent passes, polling every interval, or
+// ctx ends: an init container (`setflow migrate -wait`) holds a pod back
+// until the migrate Job has brought the schema to this binary's version.
+func WaitCurrent(ctx context.Context, db *sql.DB, interval time.Duration, waiting func(error)) error {
+	for {
+		err := CheckCurrent(ctx, db)
+		if err == nil {
+			return nil
+		}
+		if waiting != nil {
+			waiting(err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (last: %v)", ctx.Err(), err)
+		case <-time.After(interval):
+		}
+	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/setflow/setflow/metrics"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -192,6 +194,11 @@ func (j *JWKS) refresh(ctx context.Context) error {
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), j.tmo)
 		defer cancel()
 		keys, err := j.fetch(fctx)
+		if err != nil {
+			metrics.JWKSFetchFailures.Inc()
+		} else {
+			metrics.JWKSFetches.Inc()
+		}
 
 		j.mu.Lock()
 		defer j.mu.Unlock()

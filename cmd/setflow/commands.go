@@ -120,6 +120,8 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 
 func runMigrate(ctx context.Context, args []string) error {
 	c := newCommon("migrate")
+	wait := c.fs.Bool("wait", false, "apply nothing: wait until the schema is at this binary's version (an init container's job while the migrate Job runs)")
+	waitFor := c.fs.Duration("wait-timeout", 10*time.Minute, "give up -wait after this long")
 	log, err := c.parse(args)
 	if err != nil {
 		return err
@@ -129,6 +131,9 @@ func runMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
+	if *wait {
+		return waitForSchema(ctx, log, db.DB, *waitFor)
+	}
 	if err := migrations.Up(ctx, db.DB); err != nil {
 		return err
 	}
@@ -173,6 +178,7 @@ func runIngress(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
+	startTracing(ctx, log, "setflow-ingress")
 	v, err := c.verifier()
 	if err != nil {
 		return err
@@ -190,7 +196,7 @@ func runIngress(ctx context.Context, args []string) error {
 	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
 	}
-	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, srv.Handler()), srv.Drain, c.sd)
+	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, tracedHandler(srv.Handler())), srv.Drain, c.sd)
 }
 
 func runRelay(ctx context.Context, args []string) error {
@@ -199,12 +205,20 @@ func runRelay(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.sd.RegisterTimeout(c.fs)
 	c.serveMetrics("")
+	var healthListen string
+	healthListenFlag(c.fs, &healthListen)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
+	reportBacklog(db)
 	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout, c.aud)
 }
 
@@ -217,6 +231,7 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 		return nil, client.Options{}, nil, err
 	}
 	metrics.Serve(ctx, log, c.metricsListen)
+	startTracing(ctx, log, serviceName(c.fs.Name()))
 	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return nil, client.Options{}, nil, err
@@ -239,6 +254,8 @@ func runWorker(ctx context.Context, args []string) error {
 	c.adm.Register(c.fs, "", "https://kauth.kakao.com")
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
+	var healthListen string
+	healthListenFlag(c.fs, &healthListen)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
@@ -248,6 +265,11 @@ func runWorker(ctx context.Context, args []string) error {
 	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
 		return err
 	}
+	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	if err != nil {
+		return err
+	}
+	defer stopHealth()
 	return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout)
 }
 
@@ -345,6 +367,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
 		return err
 	}
+	reportBacklog(db)
 	key, err := simulator.LoadOrCreateKey(keyPath)
 	if err != nil {
 		return err
@@ -371,7 +394,7 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", srv.Handler())
+	mux.Handle("/", tracedHandler(srv.Handler()))
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
 	// With payload encryption on, the Temporal UI decrypts through this
 	// endpoint (up.sh starts the dev server with --ui-codec-endpoint).

@@ -36,6 +36,7 @@ var commands = []command{
 	{"holds", "list, approve or reject work held by the blast-radius guard", runHolds},
 	{"policy", "test FILE: what a candidate policy would change on stored events", runPolicy},
 	{"doctor", "check a configuration against its real endpoints before go-live", runDoctor},
+	{"version", "print the build's version", runVersion},
 }
 
 func usage() {
@@ -69,6 +70,7 @@ func main() {
 	for _, c := range commands {
 		if c.name == name {
 			err := c.run(ctx, os.Args[2:])
+			flushTracing()
 			if errors.Is(err, flag.ErrHelp) {
 				return
 			}

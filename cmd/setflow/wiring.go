@@ -17,7 +17,7 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
-	"github.com/setflow/setflow/metrics"
+	"github.com/setflow/setflow/metrics/temporalmetrics"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/worker"
 )
@@ -110,7 +110,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	} else {
 		defer stopListen()
 	}
-	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: c, Log: log, Wake: wake, Retention: retention,
+	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake, Retention: retention,
 		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
 	go audit.NewPostgres(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
 	log.Info("relay running", "temporal", topts.HostPort)
@@ -157,13 +157,6 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	if err := ensureSearchAttributes(ctx, log, c, topts.Namespace); err != nil {
 		return err
 	}
-	if acts.Guard != nil {
-		metrics.RegisterHolds(func() (int, error) {
-			qctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			return acts.Guard.Pending(qctx)
-		})
-	}
 	w := worker.New(c, acts, sdkworker.Options{WorkerStopTimeout: stopTimeout})
 	w.CRMRate = cfg.reactions.CRMRate
 	w.Log = log
@@ -178,11 +171,11 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 
 func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody int64) *ingress.Server {
 	return &ingress.Server{
-		Inbox:   inbox.NewPostgres(db),
+		Inbox:   withTracedInbox(inbox.NewPostgres(db)),
 		SETs:    v,
 		Log:     log,
 		MaxBody: maxBody,
-		Ready:   db.PingContext,
+		Ready:   ingressReady(db.DB),
 	}
 }
 
@@ -192,6 +185,11 @@ func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody in
 func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, error) {
 	opts, err := t.ClientOptions(log)
 	if err != nil {
+		return opts, err
+	}
+	// The SDK's metrics go to the same Prometheus registry as setflow's.
+	opts.MetricsHandler = temporalmetrics.Default()
+	if err := addTracingInterceptor(&opts); err != nil {
 		return opts, err
 	}
 	return opts, applyCodec(&opts, log)

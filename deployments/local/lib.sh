@@ -6,6 +6,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="$ROOT/.bin"
 TEMPORAL_CLI_VERSION="v1.5.1"   # Temporal server 1.29.1 with the web UI
 MAILPIT_VERSION="v1.27.11"
+# The production-shaped Temporal server (SQL persistence) and its schema tool
+# for the smoke test; the version the CLI's dev server embeds.
+TEMPORAL_SERVER_VERSION="v1.29.1"
 export PATH="$BIN:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -63,9 +66,16 @@ built_at() {
   [ -x "$1" ] && go version -m "$1" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+$2[[:space:]]+$3[[:space:]]"
 }
 
+# ensure_tools [--with-temporal-server]: the CLI and Mailpit, built now; with
+# the flag also the Temporal server and temporal-sql-tool, built in the
+# background (several minutes on a busy machine) while the caller goes on:
+# call wait_temporal_server before anything needs them.
 ensure_tools() {
   need_go
   mkdir -p "$BIN"
+  if [ "${1:-}" = --with-temporal-server ]; then
+    start_temporal_server_build
+  fi
   if ! built_at "$BIN/temporal" github.com/temporalio/cli "$TEMPORAL_CLI_VERSION"; then
     log "building Temporal CLI $TEMPORAL_CLI_VERSION from source (a few minutes the first time)"
     GOBIN="$BIN" go install "github.com/temporalio/cli/cmd/temporal@$TEMPORAL_CLI_VERSION"
@@ -74,6 +84,48 @@ ensure_tools() {
     log "building Mailpit $MAILPIT_VERSION from source"
     GOBIN="$BIN" go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
   fi
+}
+
+temporal_server_built() {
+  built_at "$BIN/temporal-server" go.temporal.io/server "$TEMPORAL_SERVER_VERSION" &&
+    built_at "$BIN/temporal-sql-tool" go.temporal.io/server "$TEMPORAL_SERVER_VERSION"
+}
+
+# build_temporal_server builds both binaries into a private directory, then
+# moves them into place, so that an interrupted build never leaves a
+# half-written binary that looks cached.
+build_temporal_server() {
+  local tmp
+  tmp="$(mktemp -d "$BIN/.temporal-server-build.XXXXXX")"
+  GOBIN="$tmp" go install "go.temporal.io/server/cmd/server@$TEMPORAL_SERVER_VERSION" \
+    "go.temporal.io/server/cmd/tools/sql@$TEMPORAL_SERVER_VERSION" || { rm -rf "$tmp"; return 1; }
+  mv -f "$tmp/server" "$BIN/temporal-server"
+  mv -f "$tmp/sql" "$BIN/temporal-sql-tool"
+  rm -rf "$tmp"
+}
+
+TEMPORAL_SERVER_BUILD_PID=""
+TEMPORAL_SERVER_BUILD_LOG="$BIN/temporal-server-build.log"
+
+start_temporal_server_build() {
+  if temporal_server_built; then return; fi
+  log "building Temporal server $TEMPORAL_SERVER_VERSION and temporal-sql-tool from source in the background (log: $TEMPORAL_SERVER_BUILD_LOG)"
+  mkdir -p "$BIN"
+  build_temporal_server >"$TEMPORAL_SERVER_BUILD_LOG" 2>&1 &
+  TEMPORAL_SERVER_BUILD_PID=$!
+}
+
+# wait_temporal_server waits for a build start_temporal_server_build began.
+wait_temporal_server() {
+  if [ -n "$TEMPORAL_SERVER_BUILD_PID" ]; then
+    log "waiting for the Temporal server build"
+    if ! wait "$TEMPORAL_SERVER_BUILD_PID"; then
+      tail -50 "$TEMPORAL_SERVER_BUILD_LOG" >&2
+      die "building the Temporal server $TEMPORAL_SERVER_VERSION failed"
+    fi
+    TEMPORAL_SERVER_BUILD_PID=""
+  fi
+  temporal_server_built || die "Temporal server $TEMPORAL_SERVER_VERSION missing from $BIN"
 }
 
 ensure_database() { # name

@@ -6,14 +6,18 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
+# The Temporal server's build starts first and runs in the background while
+# the other tools build and gofmt and vet run.
+ensure_tools --with-temporal-server
 ensure_postgres
 ensure_redis
-ensure_tools
 ensure_chromium
 
 export SETFLOW_REQUIRE_INTEGRATION=1
 export SETFLOW_TEMPORAL_BIN="$BIN/temporal"
 export SETFLOW_MAILPIT_BIN="$BIN/mailpit"
+export SETFLOW_TEMPORAL_SERVER_BIN="$BIN/temporal-server"
+export SETFLOW_TEMPORAL_SQL_TOOL_BIN="$BIN/temporal-sql-tool"
 export SETFLOW_TEST_DATABASE_URL="${SETFLOW_TEST_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 export SETFLOW_TEST_REDIS_ADDR="${SETFLOW_TEST_REDIS_ADDR:-127.0.0.1:6379}"
 # The browser test's screenshots (examples/shop) are kept here for CI to collect.
@@ -24,6 +28,7 @@ unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'
 [ -z "$unformatted" ] || die "gofmt needed on: $unformatted"
 log "go vet"
 go vet ./...
+wait_temporal_server
 log "go test (unit and integration, race detector on)"
 go test -race -count=1 -timeout 20m ./...
 log "fuzzing briefly"
