@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/internal/testenv"
@@ -25,7 +28,7 @@ func TestPostgresContract(t *testing.T) {
 		// The contract's events have finished their work (retention prunes
 		// only finished entries in PostgreSQL; see below).
 		for _, k := range []string{"a", "b", "c"} {
-			db.MustExec(`INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome) VALUES ($1, 't', 'h', 'n/completed', 'done')`, k)
+			completed(t, db, k)
 		}
 		return inbox.NewPostgres(db)
 	})
@@ -47,7 +50,7 @@ func TestPostgresPruneKeepsUnfinishedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []string{"done", "purge-pending"} {
-		db.MustExec(`INSERT INTO setflow_audit (event_key, event_type, subject_hash, step, outcome) VALUES ($1, 't', 'h', 'n/completed', 'done')`, k)
+		completed(t, db, k)
 	}
 	db.MustExec(`INSERT INTO setflow_user_state (subject_hash, issuer, user_id, state) VALUES ('h', 'iss', 'u', $1)`,
 		`{"purge": {"cutoff": "2026-01-01T00:00:00Z", "due": "2026-02-01T00:00:00Z", "event_key": "purge-pending"}}`)
@@ -236,4 +239,13 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatalf("%d deliveries, want 40", calls.Load())
 		}
 	})
+}
+
+// completed writes an event's completed audit row, as a finished reaction does.
+func completed(t *testing.T, db *sqlx.DB, key string) {
+	t.Helper()
+	if _, err := audit.NewPostgres(db).Append(context.Background(), audit.Record{EventKey: key, EventType: "t", SubjectHash: "h",
+		Step: "n/completed", Outcome: "done"}); err != nil {
+		t.Fatal(err)
+	}
 }
