@@ -42,6 +42,18 @@ func boolean(fs *flag.FlagSet, p *bool, name, envName string, def bool, usage st
 	fs.BoolVar(p, name, v, usage+" (env "+envName+")")
 }
 
+// integer is an int flag whose default comes from envName when it is set to
+// a number (an invalid value is left to the flag's own default, as elsewhere).
+func integer(fs *flag.FlagSet, p *int, name, envName string, def int, usage string) {
+	v := def
+	if s, ok := os.LookupEnv(envName); ok {
+		if n, err := strconv.Atoi(s); err == nil {
+			v = n
+		}
+	}
+	fs.IntVar(p, name, v, usage+" (env "+envName+")")
+}
+
 func duration(fs *flag.FlagSet, p *time.Duration, name, envName string, def time.Duration, usage string) {
 	v := def
 	if s, ok := os.LookupEnv(envName); ok {
@@ -72,6 +84,10 @@ type Ingress struct {
 	Discovery bool
 	MaxAge    time.Duration
 	MaxBody   int64
+	// InboxInFlight and InboxMaxBatch tune the inbox's group commit
+	// (inbox.Postgres.MaxInFlight, MaxBatch; 0: the defaults).
+	InboxInFlight int
+	InboxMaxBatch int
 }
 
 // Register adds the ingress flags.
@@ -83,6 +99,8 @@ func (i *Ingress) Register(fs *flag.FlagSet) {
 	boolean(fs, &i.Discovery, "discovery", "SETFLOW_KEY_DISCOVERY", false, "find the JWKS through the issuer's SSF discovery document")
 	duration(fs, &i.MaxAge, "max-age", "SETFLOW_SET_MAX_AGE", 7*24*time.Hour, "oldest accepted SET iat (replay window)")
 	fs.Int64Var(&i.MaxBody, "max-body", 64<<10, "maximum request body in bytes")
+	integer(fs, &i.InboxInFlight, "inbox-in-flight", "SETFLOW_INBOX_IN_FLIGHT", 0, "group commit: insert statements in flight at once (0: 2)")
+	integer(fs, &i.InboxMaxBatch, "inbox-max-batch", "SETFLOW_INBOX_MAX_BATCH", 0, "group commit: most deliveries in one insert (0: 500)")
 }
 
 // AudienceList splits the comma-separated audiences.

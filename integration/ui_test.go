@@ -102,7 +102,9 @@ func TestTemporalUIShowsSetflowWorkflows(t *testing.T) {
 					return false
 				})()`, click)))
 			}
-			text, err = chromedp.Run(bctx, chromedp.Evaluate[string]("document.body.innerText"))
+			text, err = chromedp.Run(bctx, chromedp.Evaluate[string](
+				// Markdown (summary, details) is rendered in sandboxed iframes.
+				"document.body.innerText + '\\n' + Array.from(document.querySelectorAll('iframe')).map(f => f.srcdoc || (f.contentDocument && f.contentDocument.body ? f.contentDocument.body.innerText : '')).join('\\n')"))
 			missing := ""
 			for _, w := range want {
 				if !strings.Contains(text, w) {

@@ -191,7 +191,7 @@ func runIngress(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	srv := newIngress(db, log, v, c.ing.MaxBody)
+	srv := newIngress(db, log, v, c.ing.MaxBody, c.ing)
 	defer recordUnknowns(ctx, log, db, srv)()
 	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
 		return err
@@ -387,7 +387,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := newIngress(db, log, v, 0)
+	srv := newIngress(db, log, v, 0, config.Ingress{})
 	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer, KeyHash: auditKey(log, c.rea.AuditKey)}
 	defer recordUnknowns(ctx, log, db, srv)()
 	if err := srv.Kakao.Validate(); err != nil {

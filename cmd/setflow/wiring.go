@@ -169,9 +169,11 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	return ctx.Err()
 }
 
-func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody int64) *ingress.Server {
+func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody int64, cfg config.Ingress) *ingress.Server {
+	in := inbox.NewPostgres(db)
+	in.MaxInFlight, in.MaxBatch = cfg.InboxInFlight, cfg.InboxMaxBatch
 	return &ingress.Server{
-		Inbox:   withTracedInbox(inbox.NewPostgres(db)),
+		Inbox:   withTracedInbox(in),
 		SETs:    v,
 		Log:     log,
 		MaxBody: maxBody,
