@@ -25,7 +25,7 @@ const StreamDetails = `One ordered stream of work for one user (the id is the ke
 the same value as the audit trail's subject). Events arrive as ` + "`event`" + ` signals and are
 applied one at a time by event time; session revocation runs at once.
 
-- **Current details** (above) name what waits on an operator: held events
+- **Current details** name what waits on an operator: held events
   (` + "`setflow holds list`" + `) and parked steps (` + "`setflow events list -status parked`" + `).
 - Query ` + "`state`" + ` for the queue, running work, parked and held keys, CRM sync and purge.
 - Search: ` + "`SetflowSubject`, `SetflowEventType`, `SetflowCategory`, `SetflowWebhook`, `SetflowOutcome`" + `.`

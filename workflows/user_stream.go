@@ -341,7 +341,9 @@ func (s *stream) awaitRetry(ctx workflow.Context, key string) func() func() bool
 			s.parked[key] = true
 			s.refresh()
 			defer func() { delete(s.parked, key); delete(s.parkedStep, key); s.refresh() }()
-			ok, err := workflow.AwaitWithTimeout(ctx, ParkTimeout, func() bool { return s.retries(key) > before })
+			ok, err := workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{Timeout: ParkTimeout,
+				TimerOptions: workflow.TimerOptions{Summary: "parked: waiting for setflow events retry"}},
+				func() bool { return s.retries(key) > before })
 			return ok && err == nil
 		}
 	}

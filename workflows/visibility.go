@@ -168,7 +168,7 @@ func (s *stream) details() string {
 	}
 	b.WriteString("\n\n")
 	if len(s.held) > 0 || len(s.parked) > 0 {
-		b.WriteString("Waiting on an operator:\n")
+		b.WriteString("Waiting on an operator:\n\n")
 		for _, k := range sortedKeys(s.held) {
 			fmt.Fprintf(&b, "- held: `%s` (%s): destructive steps wait for `setflow holds approve|reject %s`\n", k, s.held[k], k)
 		}
@@ -266,7 +266,9 @@ func (s *stream) holdEvent(ctx workflow.Context, env event.Envelope, applyKey st
 		s.refresh()
 		for v.Decision == guard.Held {
 			before := s.holdSignals(env.Key)
-			_, _ = workflow.AwaitWithTimeout(ctx, holdRecheck, func() bool { return s.holdSignals(env.Key) > before })
+			_, _ = workflow.AwaitWithOptions(ctx, workflow.AwaitOptions{Timeout: holdRecheck,
+				TimerOptions: workflow.TimerOptions{Summary: "held: waiting for an operator's decision"}},
+				func() bool { return s.holdSignals(env.Key) > before })
 			var err error
 			if v, err = s.admit(ctx, env.Key, ev, destructive); err != nil {
 				log.Error("user stream: held event gave up", "event", env.Key, "error", err)
