@@ -196,10 +196,14 @@ func TestChaosKillAndRestart(t *testing.T) {
 			synced = append(synced, subjects.Hash(testIssuer, e.user))
 		}
 	}
+	// Through means synced and audited: the stream writes the sync's audit
+	// row after the activity recorded the version.
 	eventually(t, 150*time.Second, "every CRM sync through", func() bool {
 		var n int
-		return s.DB.Get(&n, `SELECT count(*) FROM setflow_user_state WHERE subject_hash = ANY($1) AND version > 0 AND crm_version >= version`,
-			pq.Array(synced)) == nil && n >= len(synced)
+		return s.DB.Get(&n, `SELECT count(*) FROM setflow_user_state u
+			WHERE subject_hash = ANY($1) AND version > 0 AND crm_version >= version
+			  AND EXISTS (SELECT 1 FROM setflow_audit a WHERE a.event_key = $2 || u.subject_hash AND a.step = 'crm-sync/v' || u.crm_version)`,
+			pq.Array(synced), workflows.CRMSyncKeyPrefix) == nil && n >= len(synced)
 	})
 	logf("all CRM syncs through")
 
