@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/converter"
 
 	"github.com/setflow/setflow/audit"
@@ -122,13 +121,7 @@ func TestBlastRadiusGuardStorm(t *testing.T) {
 
 	// Operators find held work in the Temporal UI by search attribute.
 	c := srv.Client()
-	count := func(query string) int {
-		resp, err := c.CountWorkflow(context.Background(), &workflowservice.CountWorkflowExecutionsRequest{Query: query})
-		if err != nil {
-			t.Fatalf("%s: %v", query, err)
-		}
-		return int(resp.GetCount())
-	}
+	count := s.countWorkflows
 	waitFor(t, "held streams visible by SetflowOutcome", func() bool {
 		return count(`SetflowOutcome = "held"`) == len(held) && count(`SetflowEventType = "account-disabled"`) == storm
 	})

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -289,40 +290,29 @@ func TestRecordHistories(t *testing.T) {
 // TestUserStreamRetryWhileParkingIsNotLost).
 func waitParked(ctx context.Context, t *testing.T, c client.Client, id, key string) {
 	t.Helper()
-	for {
-		v, err := c.QueryWorkflow(ctx, id, "", QueryState)
-		require.NoError(t, err)
-		var st StreamStatus
-		require.NoError(t, v.Get(&st))
-		for _, k := range st.Parked {
-			if k == key {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(errors.New("the stream did not park"))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	waitListed(ctx, t, c, id, key, "park the event", func(st StreamStatus) []string { return st.Parked })
 }
 
 // waitHeld waits until the stream says the event is held.
 func waitHeld(ctx context.Context, t *testing.T, c client.Client, id, key string) {
+	t.Helper()
+	waitListed(ctx, t, c, id, key, "hold the event", func(st StreamStatus) []string { return st.Held })
+}
+
+// waitListed polls the stream's state until list names key.
+func waitListed(ctx context.Context, t *testing.T, c client.Client, id, key, what string, list func(StreamStatus) []string) {
 	t.Helper()
 	for {
 		v, err := c.QueryWorkflow(ctx, id, "", QueryState)
 		require.NoError(t, err)
 		var st StreamStatus
 		require.NoError(t, v.Get(&st))
-		for _, k := range st.Held {
-			if k == key {
-				return
-			}
+		if slices.Contains(list(st), key) {
+			return
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatal(errors.New("the stream did not hold the event"))
+			t.Fatal(errors.New("the stream did not " + what))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -293,10 +294,9 @@ func (s *stream) status() StreamStatus {
 		st.Parked = append(st.Parked, k)
 	}
 	slices.Sort(st.Parked)
-	for k := range s.held {
-		st.Held = append(st.Held, k)
+	if len(s.held) > 0 {
+		st.Held = slices.Sorted(maps.Keys(s.held))
 	}
-	slices.Sort(st.Held)
 	if s.ops {
 		st.Outcome = s.outcome()
 	}

@@ -2,6 +2,7 @@ package workflows
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -169,10 +170,10 @@ func (s *stream) details() string {
 	b.WriteString("\n\n")
 	if len(s.held) > 0 || len(s.parked) > 0 {
 		b.WriteString("Waiting on an operator:\n\n")
-		for _, k := range sortedKeys(s.held) {
+		for _, k := range slices.Sorted(maps.Keys(s.held)) {
 			fmt.Fprintf(&b, "- held: `%s` (%s): destructive steps wait for `setflow holds approve|reject %s`\n", k, s.held[k], k)
 		}
-		for _, k := range sortedKeys(s.parked) {
+		for _, k := range slices.Sorted(maps.Keys(s.parked)) {
 			step := s.parkedStep[k]
 			if step == "" {
 				step = "a step"
@@ -193,15 +194,6 @@ func (s *stream) details() string {
 	}
 	b.WriteString("\n\nQuery `state` for the full status.")
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // destructiveSteps are the policy steps of an event the guard must admit.

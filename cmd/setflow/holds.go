@@ -45,7 +45,7 @@ func runHolds(ctx context.Context, args []string) error {
 	dryRun := c.fs.Bool("dry-run", false, "approve/reject: list what would be decided, decide nothing")
 	by := c.fs.String("by", defaultOperator(), "who decides, for the audit trail (env SETFLOW_OPERATOR, else the OS user)")
 	note := c.fs.String("note", "", "why, for the audit trail")
-	if err := parseInterspersedCommon(c, rest); err != nil {
+	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
 		return err
 	}
 	log, err := c.log.Logger()
@@ -114,24 +114,6 @@ func runHolds(ctx context.Context, args []string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown holds command %q (list, approve, reject)", sub)
-}
-
-// parseInterspersedCommon parses flags that may follow positional arguments
-// (`holds approve KEY -by alice`).
-func parseInterspersedCommon(c *common, args []string) error {
-	var pos []string
-	for {
-		if err := c.fs.Parse(args); err != nil {
-			return err
-		}
-		args = c.fs.Args()
-		if len(args) == 0 {
-			break
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
-	}
-	return c.fs.Parse(append([]string{"--"}, pos...))
 }
 
 func defaultOperator() string {

@@ -34,7 +34,7 @@ func runPolicy(ctx context.Context, args []string) error {
 	typ := c.fs.String("type", "", "only this event type (short name such as account-disabled, or the full URI)")
 	current := c.fs.String("current", envOr("SETFLOW_POLICY_FILE", ""), "the policy in force (env SETFLOW_POLICY_FILE; empty: the built-in default)")
 	limit := c.fs.Int("limit", 100000, "at most this many stored events")
-	if err := parseInterspersedCommon(c, args[1:]); err != nil {
+	if err := parseFlagsAnywhere(c.fs, args[1:]); err != nil {
 		return err
 	}
 	if c.fs.NArg() != 1 {
