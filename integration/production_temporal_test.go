@@ -479,8 +479,7 @@ func (quietSDKLogger) Error(string, ...any) {}
 func startNoTemporal(t *testing.T, env *sdEnv, vars map[string]string, args ...string) *sdProc {
 	t.Helper()
 	name := strings.Join(args, " ")
-	p := &sdProc{name: name, out: &sdBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(env.bin, args...)
+	cmd := exec.Command(env.bin, args...)
 	var environ []string
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "SETFLOW_") && !strings.HasPrefix(kv, "TEMPORAL_") {
@@ -501,29 +500,8 @@ func startNoTemporal(t *testing.T, env *sdEnv, vars map[string]string, args ...s
 	for k, v := range all {
 		environ = append(environ, k+"="+v)
 	}
-	p.cmd.Env = environ
-	p.cmd.Dir = t.TempDir()
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		p.exited = time.Now()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-		if t.Failed() {
-			t.Logf("%s output:\n%s", name, tail(p.out.String(), 60))
-		}
-	})
-	return p
+	cmd.Env = environ
+	return startProc(t, name, cmd, 60)
 }
 
 // waitCompleted waits for an event's "<name>/completed" audit row.

@@ -136,9 +136,17 @@ type sdProc struct {
 
 func (e *sdEnv) start(t *testing.T, name string, vars map[string]string, args ...string) *sdProc {
 	t.Helper()
-	p := &sdProc{name: name, out: &sdBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(e.bin, args...)
-	p.cmd.Env = e.environ(vars)
+	cmd := exec.Command(e.bin, args...)
+	cmd.Env = e.environ(vars)
+	return startProc(t, name, cmd, 0)
+}
+
+// startProc starts cmd in a temporary directory, collects its output, and
+// kills it when the test ends; a failed test logs its output (the last
+// logLines lines; 0: all of it).
+func startProc(t *testing.T, name string, cmd *exec.Cmd, logLines int) *sdProc {
+	t.Helper()
+	p := &sdProc{name: name, out: &sdBuffer{}, done: make(chan struct{}), cmd: cmd}
 	p.cmd.Dir = t.TempDir()
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
@@ -157,7 +165,11 @@ func (e *sdEnv) start(t *testing.T, name string, vars map[string]string, args ..
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("%s output:\n%s", name, p.out.String())
+			out := p.out.String()
+			if logLines > 0 {
+				out = tail(out, logLines)
+			}
+			t.Logf("%s output:\n%s", name, out)
 		}
 	})
 	return p
