@@ -208,6 +208,11 @@ func TestJWKSOutageKeepsOldKeys(t *testing.T) {
 		require.NoError(t, err, outage.name+": stale keys stay in use while the JWKS is broken")
 		require.Eventually(t, func() bool { return srv.hits.Load() == before+1 }, time.Second, 5*time.Millisecond,
 			outage.name+": the stale key set triggered one background refresh")
+		// Wait for that refresh to finish: Refresh joins the fetch in flight
+		// (or is rate limited), so the next outage starts a fetch of its own
+		// instead of sharing this one.
+		_ = ks.Refresh(context.Background())
+		require.Equal(t, before+1, srv.hits.Load(), outage.name+": waiting for the refresh fetched nothing more")
 	}
 
 	// Unknown kid during the outage: receiver-side, temporary.
