@@ -171,7 +171,7 @@ func ChangeOf(in ApplyInput, now time.Time, purgeAfter time.Duration) userstate.
 				}
 				c.Consents[s] = granted
 			}
-		case policy.UpdateIdentity:
+		case policy.UpdateIdentifier:
 			c.Fields = mergeFields(c.Fields, identifierChange(in.Event.Name, p))
 		case policy.RecordChannel:
 			switch s, _ := p["event"].(string); strings.ToLower(strings.TrimSpace(s)) {

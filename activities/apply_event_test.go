@@ -45,10 +45,10 @@ func TestChangeOfFollowsThePolicySteps(t *testing.T) {
 	if len(c.Consents) != 2 || c.Consents["account_email"] || c.Consents["phone_number"] {
 		t.Fatalf("withdraw: %+v", c.Consents)
 	}
-	if c := ChangeOf(in("identifier-changed", `{"new-value":"+82 10-1234-5678"}`, st(policy.UpdateIdentity)), now, 0); c.Fields[userstate.Phone] != "+82 10-1234-5678" {
+	if c := ChangeOf(in("identifier-changed", `{"new-value":"+82 10-1234-5678"}`, st(policy.UpdateIdentifier)), now, 0); c.Fields[userstate.Phone] != "+82 10-1234-5678" {
 		t.Fatalf("identifier-changed phone: %+v", c.Fields)
 	}
-	c = ChangeOf(in("identifier-recycled", `{}`, st(policy.UpdateIdentity)), now, 0)
+	c = ChangeOf(in("identifier-recycled", `{}`, st(policy.UpdateIdentifier)), now, 0)
 	if v, ok := c.Fields[userstate.Email]; !ok || v != userstate.Blank || len(c.Fields) != 2 {
 		t.Fatalf("identifier-recycled: %+v", c.Fields)
 	}

@@ -137,3 +137,77 @@ func TestNotifyServiceForAnyEventType(t *testing.T) {
 		t.Fatalf("account-disabled: %+v", r)
 	}
 }
+
+// Activity names derive from step names; a legacy name recorded in the table
+// wins, so that running workflows and recorded histories keep their types.
+func TestActivityNames(t *testing.T) {
+	cases := map[string]string{
+		RecordChannel:      "RecordChannel",
+		RevokeSessions:     "RevokeSessions",
+		NotifyService:      "NotifyService",
+		TalkShareHook:      "RunTalkShareHook",
+		PurgeData:          "PurgeSessions",
+		MarkUnlinked:       "",
+		CRMUpsert:          "",
+		"my_custom_step":   "my_custom_step",
+		"freeze_wallet_v2": "freeze_wallet_v2",
+	}
+	for step, want := range cases {
+		if got := ActivityFor(step); got != want {
+			t.Errorf("ActivityFor(%s) = %q, want %q", step, got, want)
+		}
+	}
+	if got := (StepDef{Name: "freeze_wallet", Kind: ActivityStep}).Activity(); got != "FreezeWallet" {
+		t.Errorf("derived name %q", got)
+	}
+	if KindOf("my_custom_step") != ActivityStep || Destructive("my_custom_step") {
+		t.Error("an extension step is a plain activity step")
+	}
+}
+
+// Each row of the steps table is consistent with its kind.
+func TestStepsTable(t *testing.T) {
+	parts := map[string]bool{"link": true, "lock": true, "reauth": true, "consent": true, "field": true, "purge": true}
+	activities := map[string]string{}
+	for _, d := range Steps() {
+		switch d.Kind {
+		case StateStep:
+			if len(d.Parts) == 0 {
+				t.Errorf("%s: a state step names the state parts it carries", d.Name)
+			}
+			for _, p := range d.Parts {
+				if !parts[p] {
+					t.Errorf("%s: unknown state part %q", d.Name, p)
+				}
+			}
+			if d.Activity() != "" {
+				t.Errorf("%s: a state step runs no activity", d.Name)
+			}
+		case CRMStep:
+			if len(d.Parts) != 0 || d.Activity() != "" {
+				t.Errorf("%s: a CRM step carries no state part and runs no activity", d.Name)
+			}
+		case ActivityStep, PurgeStep:
+			if len(d.Parts) != 0 {
+				t.Errorf("%s: only state steps carry state parts", d.Name)
+			}
+			if other, dup := activities[d.Activity()]; dup {
+				t.Errorf("%s and %s run the same activity %s", d.Name, other, d.Activity())
+			}
+			activities[d.Activity()] = d.Name
+		default:
+			t.Errorf("%s: no kind", d.Name)
+		}
+		if strings.ToLower(d.Name) != d.Name || strings.ContainsAny(d.Name, " -") {
+			t.Errorf("%s: step names are snake_case", d.Name)
+		}
+	}
+	for _, d := range []string{RevokeSessions, KakaoLogout, LockAccount, SchedulePurge, PurgeData, CRMDelete, CRMDeleteFields} {
+		if !Destructive(d) {
+			t.Errorf("%s is destructive", d)
+		}
+	}
+	if Destructive(SendNotice) || Destructive(MarkLinked) {
+		t.Error("notices and links are not destructive")
+	}
+}

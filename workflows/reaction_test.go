@@ -151,7 +151,7 @@ func TestEveryBuiltInStepHasAnActivity(t *testing.T) {
 	require.Equal(t, "PurgeSessions", ActivityForStep(policy.PurgeData), "a purge deletes sessions up to its cutoff")
 
 	stateOnly := []string{policy.MarkLinked, policy.MarkUnlinked, policy.LockAccount, policy.UnlockAccount, policy.RequireReauth,
-		policy.UpdateConsents, policy.RefreshProfile, policy.UpdateIdentity, policy.SchedulePurge, policy.CancelPurge}
+		policy.UpdateConsents, policy.RefreshProfile, policy.UpdateIdentifier, policy.SchedulePurge, policy.CancelPurge}
 	crmSteps := []string{policy.CRMUpsert, policy.CRMDelete, policy.CRMMarketing, policy.CRMDeleteFields}
 	parts := map[string]bool{"link": true, "lock": true, "reauth": true, "consent": true, "field": true, "purge": true, "channel": true}
 	for _, st := range append(append([]string{}, stateOnly...), crmSteps...) {

@@ -43,7 +43,7 @@ var stateSteps = map[string][]string{
 	policy.RequireReauth:   {"reauth"},
 	policy.UpdateConsents:  {"consent", "field"},
 	policy.RefreshProfile:  {"field"},
-	policy.UpdateIdentity:  {"field"},
+	policy.UpdateIdentifier:  {"field"},
 	policy.SchedulePurge:   {"purge"},
 	policy.CancelPurge:     {"purge"},
 	policy.CRMUpsert:       nil,
