@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
 )
@@ -26,8 +27,8 @@ func (a *Activities) accounts(ctx context.Context, what, issuer, userID string) 
 	return ids, nil
 }
 
-func noAccount() StepResult {
-	return StepResult{Outcome: OutcomeNoAccount, Detail: map[string]any{"reason": "the service has no account for this user"}}
+func noAccount() reaction.StepResult {
+	return reaction.StepResult{Outcome: reaction.OutcomeNoAccount, Detail: map[string]any{"reason": "the service has no account for this user"}}
 }
 
 // writeServiceUsers writes the user's current flags into each of its

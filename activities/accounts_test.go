@@ -12,6 +12,7 @@ import (
 
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
 )
@@ -38,8 +39,8 @@ func (m fixedMapper) Accounts(_ context.Context, _, userID string) ([]string, er
 }
 func (m fixedMapper) Users(context.Context, string) ([]identity.User, error) { return nil, nil }
 
-func stepFor(user string) StepInput {
-	return StepInput{IdempotencyKey: "k", EventKey: "e", Params: map[string]string{"cutoff": time.Now().Format(time.RFC3339Nano)},
+func stepFor(user string) reaction.StepInput {
+	return reaction.StepInput{IdempotencyKey: "k", EventKey: "e", Params: map[string]string{"cutoff": time.Now().Format(time.RFC3339Nano)},
 		Event: event.Event{Name: "account-disabled", Time: time.Now(), Subject: event.Subject{Issuer: "iss", UserID: user}}}
 }
 
@@ -50,7 +51,7 @@ func TestSessionStepsUseTheIdentityMapping(t *testing.T) {
 	a := &Activities{Sessions: rv, Backends: Backends{Accounts: fixedMapper{ids: map[string][]string{"k1": {"acct-1", "acct-2"}}}}}
 	ctx := context.Background()
 	res, err := a.RevokeSessions(ctx, stepFor("k1"))
-	if err != nil || res.Outcome != OutcomeDone || res.Detail["revoked"] != int64(4) || res.Detail["accounts"] != 2 {
+	if err != nil || res.Outcome != reaction.OutcomeDone || res.Detail["revoked"] != int64(4) || res.Detail["accounts"] != 2 {
 		t.Fatalf("revoke: %+v %v", res, err)
 	}
 	sort.Strings(rv.revoked)
@@ -64,9 +65,9 @@ func TestSessionStepsUseTheIdentityMapping(t *testing.T) {
 		t.Fatalf("purged %v", rv.purged)
 	}
 	rv.revoked = nil
-	for _, step := range []func(context.Context, StepInput) (StepResult, error){a.RevokeSessions, a.PurgeSessions} {
+	for _, step := range []func(context.Context, reaction.StepInput) (reaction.StepResult, error){a.RevokeSessions, a.PurgeSessions} {
 		res, err := step(ctx, stepFor("stranger"))
-		if err != nil || res.Outcome != OutcomeNoAccount {
+		if err != nil || res.Outcome != reaction.OutcomeNoAccount {
 			t.Fatalf("unknown user: %+v %v, want no_account", res, err)
 		}
 	}

@@ -11,41 +11,8 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
-)
-
-// ApplyInput is one event for the user's state machine.
-type ApplyInput struct {
-	Subject  userstate.Subject `json:"subject"`
-	EventKey string            `json:"event_key"`
-	Source   event.Source      `json:"source"`
-	// Event carries the clamped event time.
-	Event event.Event   `json:"event"`
-	Steps []policy.Step `json:"steps"`
-}
-
-// ApplyResult is what the event changed; the workflow runs the dependent
-// steps only for parts that changed.
-type ApplyResult struct {
-	Decision userstate.Decision `json:"decision"`
-	Repeat   bool               `json:"repeat,omitempty"`
-	Version  int64              `json:"version"`
-	// Purge is the user's pending purge after the event, if any.
-	Purge *userstate.PendingPurge `json:"purge,omitempty"`
-	// KakaoCheck is what Kakao's user API said about an unlink webhook:
-	// KakaoLinked (the webhook is stale: the user is linked now),
-	// KakaoUnlinked, KakaoUnavailable (no answer; applied as received) or ""
-	// (not asked: no admin key configured, or not an unlink webhook).
-	KakaoCheck string `json:"kakao_check,omitempty"`
-	// FieldsFrom says where profile fields came from: payload or kakao.
-	FieldsFrom string `json:"fields_from,omitempty"`
-}
-
-// Kakao check results.
-const (
-	KakaoLinked      = "linked"
-	KakaoUnlinked    = "unlinked"
-	KakaoUnavailable = "unavailable"
 )
 
 // kakaoCheckAttempts is how many attempts an unlink webhook waits for Kakao's
@@ -54,15 +21,15 @@ const kakaoCheckAttempts = 5
 
 // ApplyEvent applies one event to the user's state, once per event key, and
 // projects the state into the service's profile table in the same transaction.
-func (a *Activities) ApplyEvent(ctx context.Context, in ApplyInput) (ApplyResult, error) {
+func (a *Activities) ApplyEvent(ctx context.Context, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 	if in.Subject.UserID == "" {
-		return ApplyResult{}, classify("apply event", errors.New("the event names no user"), false, 0)
+		return reaction.ApplyResult{}, classify("apply event", errors.New("the event names no user"), false, 0)
 	}
 	c, from, err := a.change(ctx, in)
 	if err != nil {
-		return ApplyResult{}, err
+		return reaction.ApplyResult{}, err
 	}
-	out := ApplyResult{FieldsFrom: from}
+	out := reaction.ApplyResult{FieldsFrom: from}
 	if in.Source == event.SourceUnlink && c.Link != nil && !*c.Link && a.Kakao != nil {
 		// The unlink webhook carries no event time: its receipt time may be
 		// later than a re-link that it actually preceded. Kakao says what
@@ -70,15 +37,15 @@ func (a *Activities) ApplyEvent(ctx context.Context, in ApplyInput) (ApplyResult
 		linked, err := a.kakaoLinked(ctx, in.Subject.UserID)
 		switch {
 		case err == nil && linked:
-			out.KakaoCheck = KakaoLinked
+			out.KakaoCheck = reaction.KakaoLinked
 		case err == nil:
-			out.KakaoCheck = KakaoUnlinked
+			out.KakaoCheck = reaction.KakaoUnlinked
 		case activity.GetInfo(ctx).Attempt < kakaoCheckAttempts:
-			return ApplyResult{}, err
+			return reaction.ApplyResult{}, err
 		default:
-			out.KakaoCheck = KakaoUnavailable
+			out.KakaoCheck = reaction.KakaoUnavailable
 		}
-		if out.KakaoCheck == KakaoLinked {
+		if out.KakaoCheck == reaction.KakaoLinked {
 			linked, now := true, a.now()
 			c = userstate.Change{Time: now, Now: now, EventKey: in.EventKey, Link: &linked, CancelPurge: true}
 		}
@@ -87,10 +54,10 @@ func (a *Activities) ApplyEvent(ctx context.Context, in ApplyInput) (ApplyResult
 		return userstate.Apply(s, c)
 	})
 	if err != nil {
-		return ApplyResult{}, err
+		return reaction.ApplyResult{}, err
 	}
 	if err := a.writeServiceUsers(ctx, in.Subject, res.State); err != nil {
-		return ApplyResult{}, err
+		return reaction.ApplyResult{}, err
 	}
 	out.Decision, out.Repeat, out.Version, out.Purge = res.Decision, res.Repeat, res.State.Version, res.State.Purge
 	return out, nil
@@ -112,14 +79,14 @@ func (a *Activities) now() time.Time { return time.Now().UTC().Truncate(time.Mic
 
 // change derives the state change of an event (ChangeOf), with profile
 // fields from Kakao's user API where the policy asks for them.
-func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Change, string, error) {
+func (a *Activities) change(ctx context.Context, in reaction.ApplyInput) (userstate.Change, string, error) {
 	c := ChangeOf(in, a.now(), a.PurgeAfter)
 	from := ""
 	for _, st := range in.Steps {
 		if st.Name != policy.RefreshProfile {
 			continue
 		}
-		fields, src, err := a.profileChange(ctx, in, st.Params["source"], StepInput{Event: in.Event}.payload())
+		fields, src, err := a.profileChange(ctx, in, st.Params["source"], reaction.StepInput{Event: in.Event}.Payload())
 		if err != nil {
 			return c, "", err
 		}
@@ -134,13 +101,13 @@ func (a *Activities) change(ctx context.Context, in ApplyInput) (userstate.Chang
 // alone. Pure; refresh_profile's fields from Kakao's API are the activity's.
 // now stamps a tombstone and stands in for a missing event time; purgeAfter
 // is the retention of a schedule_purge step without its own.
-func ChangeOf(in ApplyInput, now time.Time, purgeAfter time.Duration) userstate.Change {
+func ChangeOf(in reaction.ApplyInput, now time.Time, purgeAfter time.Duration) userstate.Change {
 	t, f := true, false
 	c := userstate.Change{Time: in.Event.Time.UTC(), Now: now, EventKey: in.EventKey}
 	if c.Time.IsZero() {
 		c.Time = c.Now
 	}
-	p := StepInput{Event: in.Event}.payload()
+	p := reaction.StepInput{Event: in.Event}.Payload()
 	for _, st := range in.Steps {
 		switch st.Name {
 		case policy.MarkLinked:
@@ -220,7 +187,7 @@ func identifierChange(name string, p map[string]any) map[userstate.Field]string 
 // profileChange reads the fields of a profile change from the payload, or
 // from Kakao's user API when the payload has none (source auto) or always
 // (source kakao).
-func (a *Activities) profileChange(ctx context.Context, in ApplyInput, source string, p map[string]any) (map[userstate.Field]string, string, error) {
+func (a *Activities) profileChange(ctx context.Context, in reaction.ApplyInput, source string, p map[string]any) (map[userstate.Field]string, string, error) {
 	if source == "" {
 		source = "auto"
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -15,8 +16,8 @@ import (
 func TestChangeOfFollowsThePolicySteps(t *testing.T) {
 	at := time.Date(2026, 5, 6, 7, 8, 9, 0, time.UTC)
 	now := at.Add(time.Minute)
-	in := func(name, payload string, steps ...policy.Step) ApplyInput {
-		return ApplyInput{EventKey: "k", Event: event.Event{Name: name, Time: at, Payload: json.RawMessage(payload)}, Steps: steps}
+	in := func(name, payload string, steps ...policy.Step) reaction.ApplyInput {
+		return reaction.ApplyInput{EventKey: "k", Event: event.Event{Name: name, Time: at, Payload: json.RawMessage(payload)}, Steps: steps}
 	}
 	st := func(name string, params ...string) policy.Step {
 		s := policy.Step{Name: name}
@@ -58,7 +59,7 @@ func TestChangeOfFollowsThePolicySteps(t *testing.T) {
 	if c := ChangeOf(in("channel-x", `{"event":"unknown-status"}`, st(policy.RecordChannel)), now, 0); c.Channel != "" {
 		t.Fatalf("a status of unknown meaning changed the channel: %q", c.Channel)
 	}
-	if c := ChangeOf(ApplyInput{Event: event.Event{Name: "user-linked"}}, now, 0); !c.Time.Equal(now) {
+	if c := ChangeOf(reaction.ApplyInput{Event: event.Event{Name: "user-linked"}}, now, 0); !c.Time.Equal(now) {
 		t.Fatalf("no event time: %v, want now", c.Time)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/setflow/setflow/kakaoapi"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -15,9 +16,9 @@ func kakaoError(what string, err error) error {
 
 // KakaoLogout ends the user's Kakao session for the app. A user who is no
 // longer linked has no session to end: that is done, not a failure.
-func (a *Activities) KakaoLogout(ctx context.Context, in StepInput) (StepResult, error) {
-	if err := in.requireSubject("kakao logout"); err != nil {
-		return StepResult{}, err
+func (a *Activities) KakaoLogout(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
+	if err := in.RequireSubject("kakao logout"); err != nil {
+		return reaction.StepResult{}, err
 	}
 	if res, ok := a.shadowed(in); ok {
 		return res, nil
@@ -30,7 +31,7 @@ func (a *Activities) KakaoLogout(ctx context.Context, in StepInput) (StepResult,
 		return skipped("user no longer linked"), nil
 	}
 	if err != nil {
-		return StepResult{}, kakaoError("kakao logout", err)
+		return reaction.StepResult{}, kakaoError("kakao logout", err)
 	}
 	return done(nil), nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/statusapi"
 	"github.com/setflow/setflow/userstate"
@@ -24,7 +25,7 @@ type ServiceNotifier interface {
 // the user's state as it is now — which may already include a later event of
 // the same user; the receiver keeps the highest state.version. Any event type
 // may name it in the policy; an event about no user carries no state.
-func (a *Activities) NotifyService(ctx context.Context, in StepInput) (StepResult, error) {
+func (a *Activities) NotifyService(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	if a.ServiceHook == nil {
 		return skipped("service webhook not configured"), nil
 	}
@@ -39,7 +40,7 @@ func (a *Activities) NotifyService(ctx context.Context, in StepInput) (StepResul
 	if ev.Subject.UserID != "" {
 		ids, err := a.accounts(ctx, "notify service", ev.Subject.Issuer, ev.Subject.UserID)
 		if err != nil {
-			return StepResult{}, err
+			return reaction.StepResult{}, err
 		}
 		doc.AccountIDs = append(doc.AccountIDs, ids...)
 		pii = append(pii, ids...)
@@ -50,7 +51,7 @@ func (a *Activities) NotifyService(ctx context.Context, in StepInput) (StepResul
 				v := statusapi.View(ev.Subject.Issuer, ev.Subject.UserID, userstate.State{}, false)
 				doc.State = &v
 			case err != nil:
-				return StepResult{}, classify("notify service", err, true, 0)
+				return reaction.StepResult{}, classify("notify service", err, true, 0)
 			default:
 				v := statusapi.View(ev.Subject.Issuer, ev.Subject.UserID, snap.State, true)
 				doc.State = &v
@@ -61,10 +62,10 @@ func (a *Activities) NotifyService(ctx context.Context, in StepInput) (StepResul
 	doc.OccurredAt = sent.UTC()
 	body, err := json.Marshal(doc)
 	if err != nil {
-		return StepResult{}, classify("notify service", err, false, 0)
+		return reaction.StepResult{}, classify("notify service", err, false, 0)
 	}
 	if err := a.ServiceHook.PostSigned(ctx, "service-webhook", "notify", in.IdempotencyKey, body, sent, pii); err != nil {
-		return StepResult{}, crmError("notify service", err)
+		return reaction.StepResult{}, crmError("notify service", err)
 	}
 	detail := map[string]any{"accounts": len(doc.AccountIDs)}
 	if doc.State != nil {

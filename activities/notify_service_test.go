@@ -16,6 +16,7 @@ import (
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/userstate"
 )
@@ -59,11 +60,11 @@ func TestNotifyServiceSendsASignedDocumentWithTheState(t *testing.T) {
 	defer front.Close()
 	a := &Activities{Backends: Backends{States: store, Subjects: hasher, ServiceHook: &crm.Webhook{URL: front.URL, Secret: secret},
 		Accounts: fixedMapper{ids: map[string][]string{"k1": {"acct-1", "acct-2"}}}}}
-	in := StepInput{IdempotencyKey: "evt-1/account-disabled/notify_service", EventKey: "evt-1",
+	in := reaction.StepInput{IdempotencyKey: "evt-1/account-disabled/notify_service", EventKey: "evt-1",
 		Event: event.Event{Type: "https://schemas.openid.net/secevent/risc/event-type/account-disabled", Name: "account-disabled",
 			Time: at, Subject: event.Subject{Issuer: "iss", UserID: "k1"}, Payload: []byte(`{"reason":"hijacking"}`)}}
 	res, err := a.NotifyService(context.Background(), in)
-	if err != nil || res.Outcome != OutcomeDone {
+	if err != nil || res.Outcome != reaction.OutcomeDone {
 		t.Fatalf("notify: %+v %v", res, err)
 	}
 	if len(got) != 1 {
@@ -87,7 +88,7 @@ func TestNotifyServiceSendsASignedDocumentWithTheState(t *testing.T) {
 		}
 	}
 	a.ServiceHook = nil
-	if res, _ := a.NotifyService(context.Background(), in); res.Outcome != OutcomeSkipped {
+	if res, _ := a.NotifyService(context.Background(), in); res.Outcome != reaction.OutcomeSkipped {
 		t.Fatalf("unconfigured: %+v", res)
 	}
 }

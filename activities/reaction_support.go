@@ -2,43 +2,21 @@ package activities
 
 import (
 	"context"
-	"time"
 
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 )
-
-// PlannedEvent is the reaction the policy chose for one event.
-type PlannedEvent struct {
-	// SubjectHash is the keyed handle of the user, safe for workflow ids and
-	// audit rows (a plain hash of a numeric id could be reversed).
-	SubjectHash string          `json:"subject_hash"`
-	Reaction    policy.Reaction `json:"reaction"`
-	// Time is the event time clamped to the configured bounds (Backends.TimeBounds);
-	// Clamped says it had to be.
-	Time    time.Time `json:"time"`
-	Clamped bool      `json:"clamped,omitempty"`
-	// ConfirmUnlink says the unlink webhook's revocation waits for Kakao's
-	// user API (an admin key is configured): a stale webhook must not end
-	// the sessions of a user who linked again.
-	ConfirmUnlink bool `json:"confirm_unlink,omitempty"`
-	// RetryFor is how long the event's steps retry transient failures
-	// before they park (Backends.StepRetryFor; 0: the workflow's default).
-	RetryFor time.Duration `json:"retry_for,omitempty"`
-	// TestAccount says the event is about a test account (Backends.TestUsers):
-	// its Reaction is in shadow for that reason, not the policy's.
-	TestAccount bool `json:"test_account,omitempty"`
-}
 
 // PlanReaction looks up the policy for each event of an envelope. It runs as a
 // local activity so that the workflow records the plan in its history: a
 // policy change takes effect for new events without breaking replays.
-func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]PlannedEvent, error) {
+func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]reaction.PlannedEvent, error) {
 	p := a.Policy
 	if p == nil {
 		p = policy.Default()
 	}
-	out := make([]PlannedEvent, len(env.Events))
+	out := make([]reaction.PlannedEvent, len(env.Events))
 	for i, ev := range env.Events {
 		sub := ev.Subject
 		if sub.UserID == "" {
@@ -61,25 +39,15 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]Plan
 			r.Shadow = true
 		}
 		t, clamped := a.TimeBounds.Clamp(ev.Time, env.IssuedAt, env.ReceivedAt)
-		out[i] = PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
+		out[i] = reaction.PlannedEvent{SubjectHash: a.Subjects.Hash(sub.Issuer, sub.UserID), Reaction: r, Time: t, Clamped: clamped,
 			ConfirmUnlink: a.Kakao != nil && env.Source == event.SourceUnlink, RetryFor: a.StepRetryFor, TestAccount: test}
 	}
 	return out, nil
 }
 
-// ParkInput marks an event whose step exhausted its retries.
-type ParkInput struct {
-	EventKey string `json:"event_key"`
-	Step     string `json:"step"`
-	Reason   string `json:"reason"`
-	// WorkflowID is the parked workflow, which `setflow events retry` signals
-	// (the reaction itself, or the user's purge).
-	WorkflowID string `json:"workflow_id"`
-}
-
 // ParkEvent makes a stuck event visible to operators in the inbox (status
 // parked, with the failed step and reason); `setflow events retry` re-drives it.
-func (a *Activities) ParkEvent(ctx context.Context, in ParkInput) error {
+func (a *Activities) ParkEvent(ctx context.Context, in reaction.ParkInput) error {
 	reason := in.Step + ": " + in.Reason
 	if len(reason) > 500 {
 		reason = reason[:500]

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/setflow/setflow/internal/testenv"
+	"github.com/setflow/setflow/reaction"
 )
 
 // A step that parks after its inbox entry is gone stays listed and
@@ -13,7 +14,7 @@ func TestParkEventWithoutAnInboxEntry(t *testing.T) {
 	db, _ := testenv.Database(t)
 	a := &Activities{Backends: Backends{DB: db}}
 	ctx := context.Background()
-	if err := a.ParkEvent(ctx, ParkInput{EventKey: "unlink:old", Step: "purge/run", Reason: "broken", WorkflowID: "setflow-user/h"}); err != nil {
+	if err := a.ParkEvent(ctx, reaction.ParkInput{EventKey: "unlink:old", Step: "purge/run", Reason: "broken", WorkflowID: "setflow-user/h"}); err != nil {
 		t.Fatal(err)
 	}
 	var row struct {
@@ -32,7 +33,7 @@ func TestParkEventWithoutAnInboxEntry(t *testing.T) {
 		t.Fatalf("placeholder %+v", row)
 	}
 	// Parked again later: the same row, updated.
-	if err := a.ParkEvent(ctx, ParkInput{EventKey: "unlink:old", Step: "purge/sessions", Reason: "down", WorkflowID: "setflow-user/h"}); err != nil {
+	if err := a.ParkEvent(ctx, reaction.ParkInput{EventKey: "unlink:old", Step: "purge/sessions", Reason: "down", WorkflowID: "setflow-user/h"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.UnparkEvent(ctx, "unlink:old"); err != nil {

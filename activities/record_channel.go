@@ -8,6 +8,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/talk"
 )
 
@@ -18,26 +19,26 @@ import (
 //
 // The detail carries the relationship as stored afterwards: applied (false
 // when a newer event had already been recorded; the outcome is then
-// OutcomeSuperseded), status, marketing_consent (null while unknown),
+// reaction.OutcomeSuperseded), status, marketing_consent (null while unknown),
 // updated_at and channel. A CRM step applies the consent only when applied.
-func (a *Activities) RecordChannel(ctx context.Context, in StepInput) (StepResult, error) {
+func (a *Activities) RecordChannel(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	cur, applied, err := a.recordRelationship(ctx, in)
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	detail := map[string]any{
 		"applied": applied, "status": cur.Status, "marketing_consent": cur.MarketingConsent,
 		"updated_at": cur.UpdatedAt, "channel": cur.ChannelKey(),
 	}
 	if !applied {
-		return StepResult{Outcome: OutcomeSuperseded, Detail: detail}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeSuperseded, Detail: detail}, nil
 	}
 	return done(detail), nil
 }
 
 // recordRelationship applies the event's relationship (idempotent on the event
 // key) and returns what is stored and whether this event is it.
-func (a *Activities) recordRelationship(ctx context.Context, in StepInput) (talk.Relationship, bool, error) {
+func (a *Activities) recordRelationship(ctx context.Context, in reaction.StepInput) (talk.Relationship, bool, error) {
 	var p talk.ChannelPayload
 	if err := json.Unmarshal(in.Event.Payload, &p); err != nil {
 		return talk.Relationship{}, false, classify("talk channel: malformed event payload", err, false, 0)
@@ -52,7 +53,7 @@ func (a *Activities) recordRelationship(ctx context.Context, in StepInput) (talk
 	}
 	if userID == "" || (p.ChannelPublicID == "" && p.ChannelUUID == "") {
 		return talk.Relationship{}, false, temporal.NewNonRetryableApplicationError(
-			"talk channel: the event names no user or no channel", "MissingSubject", errors.New("incomplete payload"))
+			"talk channel: the event names no user or no channel", reaction.ErrTypeMissingSubject, errors.New("incomplete payload"))
 	}
 	store := a.talkStore()
 	if store == nil {

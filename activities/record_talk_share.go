@@ -6,6 +6,7 @@ import (
 	"errors"
 	"slices"
 
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/talk"
 )
 
@@ -22,7 +23,7 @@ func (a *Activities) talkStore() talk.Store {
 
 // shareDelivery reads the Talk Share delivery of an event (payload
 // talk.SharePayload). The event's time is when the delivery was received.
-func shareDelivery(in StepInput) (talk.Delivery, error) {
+func shareDelivery(in reaction.StepInput) (talk.Delivery, error) {
 	var p talk.SharePayload
 	if err := json.Unmarshal(in.Event.Payload, &p); err != nil || p.ResourceID == "" {
 		if err == nil {
@@ -37,22 +38,22 @@ func shareDelivery(in StepInput) (talk.Delivery, error) {
 }
 
 // RecordTalkShare stores a Talk Share delivery once per event key; a retry
-// finds it stored and reports OutcomeDuplicate. The audit detail names the
+// finds it stored and reports reaction.OutcomeDuplicate. The audit detail names the
 // custom argument keys but never their values.
-func (a *Activities) RecordTalkShare(ctx context.Context, in StepInput) (StepResult, error) {
+func (a *Activities) RecordTalkShare(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	d, err := shareDelivery(in)
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	store := a.talkStore()
 	if store == nil {
 		// Retryable: a worker deployed without the store can be fixed and the
 		// step then completes.
-		return StepResult{}, classify("talk share", errors.New("worker has no talk store configured"), true, 0)
+		return reaction.StepResult{}, classify("talk share", errors.New("worker has no talk store configured"), true, 0)
 	}
 	inserted, err := store.RecordDelivery(ctx, d)
 	if err != nil {
-		return StepResult{}, classify("talk share", err, true, 0)
+		return reaction.StepResult{}, classify("talk share", err, true, 0)
 	}
 	keys := make([]string, 0, len(d.Args))
 	for k := range d.Args {
@@ -64,7 +65,7 @@ func (a *Activities) RecordTalkShare(ctx context.Context, in StepInput) (StepRes
 		detail["template_id"] = *d.TemplateID
 	}
 	if !inserted {
-		return StepResult{Outcome: OutcomeDuplicate, Detail: detail}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDuplicate, Detail: detail}, nil
 	}
 	return done(detail), nil
 }
@@ -73,16 +74,16 @@ func (a *Activities) RecordTalkShare(ctx context.Context, in StepInput) (StepRes
 // Talk Share delivery: it calls Activities.TalkShareHook (talk.ShareHook) with
 // the step's idempotency key, which stays the same across retries. Without a
 // hook it is skipped. An error from the hook is retried by Temporal.
-func (a *Activities) RunTalkShareHook(ctx context.Context, in StepInput) (StepResult, error) {
+func (a *Activities) RunTalkShareHook(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	if a.TalkShareHook == nil {
 		return skipped("no talk share hook configured"), nil
 	}
 	d, err := shareDelivery(in)
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	if err := a.TalkShareHook.OnTalkShare(ctx, in.IdempotencyKey, d); err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	return done(map[string]any{"ran": true}), nil
 }

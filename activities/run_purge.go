@@ -6,23 +6,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/userstate"
 )
-
-// RunPurgeInput runs a user's pending purge when its timer fires.
-type RunPurgeInput struct {
-	Subject userstate.Subject `json:"subject"`
-	Cutoff  time.Time         `json:"cutoff"`
-}
-
-// RunPurgeResult is what the purge did.
-type RunPurgeResult struct {
-	Decision userstate.Decision `json:"decision"`
-	// KakaoCheck: KakaoLinked (the user linked again: purge cancelled),
-	// KakaoUnlinked, or "" (no admin key configured).
-	KakaoCheck string `json:"kakao_check,omitempty"`
-}
 
 // RunPurge runs the pending purge with the given cutoff, if it is still
 // pending: a newer unlink moved it, a later link cancelled it. Before anything
@@ -31,17 +18,17 @@ type RunPurgeResult struct {
 // a delayed webhook against a newer re-link: if Kakao says linked, the link
 // becomes linked as of now and the purge is cancelled. The state becomes a
 // tombstone: fields blank, every time guard kept.
-func (a *Activities) RunPurge(ctx context.Context, in RunPurgeInput) (RunPurgeResult, error) {
-	var out RunPurgeResult
+func (a *Activities) RunPurge(ctx context.Context, in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
+	var out reaction.RunPurgeResult
 	key := "purge@" + in.Cutoff.UTC().Format(time.RFC3339Nano)
 	if a.Kakao != nil {
 		linked, err := a.kakaoLinked(ctx, in.Subject.UserID)
 		if err != nil {
 			return out, err
 		}
-		out.KakaoCheck = KakaoUnlinked
+		out.KakaoCheck = reaction.KakaoUnlinked
 		if linked {
-			out.KakaoCheck = KakaoLinked
+			out.KakaoCheck = reaction.KakaoLinked
 			now, yes := a.now(), true
 			res, err := a.States.Apply(ctx, in.Subject, "kakao-linked@"+in.Cutoff.UTC().Format(time.RFC3339Nano), func(s userstate.State) (userstate.State, userstate.Decision) {
 				return userstate.Apply(s, userstate.Change{Time: now, Now: now, Link: &yes, CancelPurge: true})
@@ -60,16 +47,16 @@ func (a *Activities) RunPurge(ctx context.Context, in RunPurgeInput) (RunPurgeRe
 // PurgeSessions deletes the user's sessions created at or before the purge's
 // cutoff (param cutoff, RFC 3339); sessions created later survive — the user
 // may have linked again and signed in since.
-func (a *Activities) PurgeSessions(ctx context.Context, in StepInput) (StepResult, error) {
-	if err := in.requireSubject("purge sessions"); err != nil {
-		return StepResult{}, err
+func (a *Activities) PurgeSessions(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
+	if err := in.RequireSubject("purge sessions"); err != nil {
+		return reaction.StepResult{}, err
 	}
 	if res, ok := a.shadowed(in); ok {
 		return res, nil
 	}
 	cutoff, err := time.Parse(time.RFC3339Nano, in.Params["cutoff"])
 	if err != nil {
-		return StepResult{}, classify("purge sessions", fmt.Errorf("bad cutoff: %w", err), false, 0)
+		return reaction.StepResult{}, classify("purge sessions", fmt.Errorf("bad cutoff: %w", err), false, 0)
 	}
 	p, ok := a.Sessions.(sessions.Purger)
 	if !ok {
@@ -77,7 +64,7 @@ func (a *Activities) PurgeSessions(ctx context.Context, in StepInput) (StepResul
 	}
 	ids, err := a.accounts(ctx, "purge sessions", in.Event.Subject.Issuer, in.Event.Subject.UserID)
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	if len(ids) == 0 {
 		return noAccount(), nil
@@ -86,10 +73,10 @@ func (a *Activities) PurgeSessions(ctx context.Context, in StepInput) (StepResul
 	for _, id := range ids {
 		n, err := p.Purge(ctx, id, cutoff)
 		if errors.Is(err, sessions.ErrCallbackRejected) {
-			return StepResult{}, classify("purge sessions", err, false, 0)
+			return reaction.StepResult{}, classify("purge sessions", err, false, 0)
 		}
 		if err != nil {
-			return StepResult{}, err
+			return reaction.StepResult{}, err
 		}
 		total += n
 	}

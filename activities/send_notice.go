@@ -12,6 +12,7 @@ import (
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/reaction"
 )
 
 // noticeClaim is what the side-effect log says about a notice's key.
@@ -84,26 +85,26 @@ func (a *Activities) settleNotice(ctx context.Context, key string, accepted bool
 // followed by another send with the same Message-ID (a lost notice is worse
 // than a recognisable repeat), counted in setflow_notice_repeats_total and
 // audited as repeat.
-func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, error) {
-	if err := in.requireSubject("send notice"); err != nil {
-		return StepResult{}, err
+func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
+	if err := in.RequireSubject("send notice"); err != nil {
+		return reaction.StepResult{}, err
 	}
 	if res, ok := a.shadowed(in); ok {
 		return res, nil
 	}
 	kind := mailer.Kind(in.Params["notice"])
 	if !kind.Valid() {
-		return StepResult{}, classify("send notice", fmt.Errorf("unknown notice %q", kind), false, 0)
+		return reaction.StepResult{}, classify("send notice", fmt.Errorf("unknown notice %q", kind), false, 0)
 	}
 	if a.Mailer == nil {
 		return skipped("email not configured"), nil
 	}
-	p, err := a.Profiles.Get(ctx, in.key())
+	p, err := a.Profiles.Get(ctx, profileKey(in))
 	if errors.Is(err, profile.ErrNotFound) || (err == nil && !p.Email.Valid) {
 		return skipped("no email address on file"), nil
 	}
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	deadline := noticeDeadline
 	if activity.IsActivity(ctx) && activity.GetInfo(ctx).StartToCloseTimeout > 0 {
@@ -111,17 +112,17 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 	}
 	claim, err := a.claimNotice(ctx, in.IdempotencyKey, deadline)
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	if !claim.send {
 		if claim.status == "done" {
-			return StepResult{Outcome: OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
+			return reaction.StepResult{Outcome: reaction.OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
 		}
-		return StepResult{}, classify("send notice", errPreviousAttempt, true, 0)
+		return reaction.StepResult{}, classify("send notice", errPreviousAttempt, true, 0)
 	}
 	id, err := a.Mailer.Send(ctx, mailer.Notice{
 		Kind: kind, To: p.Email.String, Name: nullString(p.Nickname), Locale: nullString(p.Locale),
-		EventTime: in.eventTime(), IdempotencyKey: in.IdempotencyKey,
+		EventTime: in.EventTime(), IdempotencyKey: in.IdempotencyKey,
 	})
 	if err != nil {
 		// Whether the server may have the message decides how the retry
@@ -132,12 +133,12 @@ func (a *Activities) SendNotice(ctx context.Context, in StepInput) (StepResult, 
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		if serr := a.settleNotice(sctx, in.IdempotencyKey, claim.repeat || !notAccepted(err)); serr != nil {
-			return StepResult{}, serr
+			return reaction.StepResult{}, serr
 		}
-		return StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
+		return reaction.StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
 	}
 	if err := a.finishSideEffect(ctx, in.IdempotencyKey, id); err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	detail := map[string]any{"notice": string(kind), "message_id": id}
 	if claim.repeat {

@@ -10,6 +10,7 @@ import (
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -48,18 +49,18 @@ func TestSendNoticeAtLeastOnce(t *testing.T) {
 	}
 	m := &scriptedMailer{}
 	a := &Activities{Backends: Backends{DB: db, Profiles: profile.NewStore(db), Mailer: m}}
-	in := func(key string) StepInput {
-		return StepInput{IdempotencyKey: key, EventKey: "e", Params: map[string]string{"notice": "account-hijacked"},
+	in := func(key string) reaction.StepInput {
+		return reaction.StepInput{IdempotencyKey: key, EventKey: "e", Params: map[string]string{"notice": "account-hijacked"},
 			Event: event.Event{Name: "account-disabled", Subject: event.Subject{Issuer: sub.Issuer, UserID: sub.UserID}, Time: at}}
 	}
-	send := func(key string) (StepResult, error) { return a.SendNotice(ctx, in(key)) }
+	send := func(key string) (reaction.StepResult, error) { return a.SendNotice(ctx, in(key)) }
 
 	// Refused before DATA: released, the retry is a first send.
 	m.errs = []error{&mailer.Error{Op: "rcpt", Code: 451}}
 	if _, err := send("k-refused"); err == nil {
 		t.Fatal("a refused send succeeded")
 	}
-	if r, err := send("k-refused"); err != nil || r.Outcome != OutcomeDone || r.Detail["repeat"] != nil {
+	if r, err := send("k-refused"); err != nil || r.Outcome != reaction.OutcomeDone || r.Detail["repeat"] != nil {
 		t.Fatalf("retry after a refusal: %+v %v, want done, not a repeat", r, err)
 	}
 
@@ -71,7 +72,7 @@ func TestSendNoticeAtLeastOnce(t *testing.T) {
 			t.Fatal("an uncertain send succeeded")
 		}
 		r, err := send(key)
-		if err != nil || r.Outcome != OutcomeDone || r.Detail["repeat"] != true {
+		if err != nil || r.Outcome != reaction.OutcomeDone || r.Detail["repeat"] != true {
 			t.Fatalf("retry after %v: %+v %v, want a repeat", cut, r, err)
 		}
 		var attempts int
@@ -89,7 +90,7 @@ func TestSendNoticeAtLeastOnce(t *testing.T) {
 	if _, err := send("k-takeover"); err == nil {
 		t.Fatal("a refused takeover succeeded")
 	}
-	if r, err := send("k-takeover"); err != nil || r.Outcome != OutcomeDone || r.Detail["repeat"] != true {
+	if r, err := send("k-takeover"); err != nil || r.Outcome != reaction.OutcomeDone || r.Detail["repeat"] != true {
 		t.Fatalf("after a refused takeover: %+v %v, want a repeat", r, err)
 	}
 
@@ -108,13 +109,13 @@ func TestSendNoticeAtLeastOnce(t *testing.T) {
 	if _, err := db.Exec(`UPDATE setflow_side_effects SET created_at = now() - interval '1 minute' WHERE idempotency_key = 'k-vanished'`); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := send("k-vanished"); err != nil || r.Outcome != OutcomeDone || r.Detail["repeat"] != true {
+	if r, err := send("k-vanished"); err != nil || r.Outcome != reaction.OutcomeDone || r.Detail["repeat"] != true {
 		t.Fatalf("retry after the deadline: %+v %v, want a repeat", r, err)
 	}
 
 	// Done: never again.
 	before = m.sends
-	if r, err := send("k-vanished"); err != nil || r.Outcome != OutcomeDuplicate || m.sends != before {
+	if r, err := send("k-vanished"); err != nil || r.Outcome != reaction.OutcomeDuplicate || m.sends != before {
 		t.Fatalf("a finished notice: %+v %v (sends %d→%d), want duplicate and no send", r, err, before, m.sends)
 	}
 }

@@ -7,17 +7,13 @@ import (
 	"slices"
 
 	"github.com/setflow/setflow/crm"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
 )
 
 func crmError(what string, err error) error {
 	d, _ := crm.RetryAfter(err)
 	return classify(what, err, crm.IsRetryable(err), d)
-}
-
-// SyncInput names the user whose CRM contact to sync.
-type SyncInput struct {
-	SubjectHash string `json:"subject_hash"`
 }
 
 // SyncCRM brings the CRM contact to the user's current state — never to one
@@ -27,7 +23,7 @@ type SyncInput struct {
 // newer change sends the newer state. Every call's idempotency key is derived
 // from the subject and the state version, so a retry of the same version is
 // recognisable at the far end. The user's stream runs one sync at a time.
-func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, error) {
+func (a *Activities) SyncCRM(ctx context.Context, in reaction.SyncInput) (reaction.StepResult, error) {
 	if a.CRM == nil {
 		return skipped("crm not configured"), nil
 	}
@@ -36,7 +32,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 		return skipped("no state for this user"), nil
 	}
 	if err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	v := snap.State.Version
 	if snap.CRMVersion >= v {
@@ -50,7 +46,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 	detail := map[string]any{"version": v}
 	if !c.Present {
 		if err := a.CRM.Delete(ctx, key+"/delete", id); err != nil {
-			return StepResult{}, crmError("crm delete", err)
+			return reaction.StepResult{}, crmError("crm delete", err)
 		}
 		detail["contact"] = "deleted"
 	} else {
@@ -60,7 +56,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 			contact.Properties["kakao_linked"] = fmt.Sprint(c.Linked == userstate.Linked)
 		}
 		if err := a.CRM.Upsert(ctx, key+"/upsert", contact); err != nil {
-			return StepResult{}, crmError("crm upsert", err)
+			return reaction.StepResult{}, crmError("crm upsert", err)
 		}
 		// An upsert leaves empty fields alone: blank explicitly the ones the
 		// state blanked (withdrawn, detached, purged).
@@ -73,20 +69,20 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 		if len(blank) > 0 {
 			slices.Sort(blank)
 			if err := a.CRM.DeleteFields(ctx, key+"/blank", id, blank); err != nil {
-				return StepResult{}, crmError("crm delete fields", err)
+				return reaction.StepResult{}, crmError("crm delete fields", err)
 			}
 			detail["blanked"] = blank
 		}
 		if c.Marketing != "" {
 			if err := a.CRM.SetMarketing(ctx, key+"/marketing", id, c.Marketing == userstate.Added); err != nil {
-				return StepResult{}, crmError("crm marketing", err)
+				return reaction.StepResult{}, crmError("crm marketing", err)
 			}
 			detail["subscribed"] = c.Marketing == userstate.Added
 		}
 		detail["contact"] = "upserted"
 	}
 	if err := a.States.MarkSynced(ctx, in.SubjectHash, v); err != nil {
-		return StepResult{}, err
+		return reaction.StepResult{}, err
 	}
 	return done(detail), nil
 }

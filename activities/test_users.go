@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"strings"
+
+	"github.com/setflow/setflow/reaction"
 )
 
 // OutcomeShadow is the audit outcome of a step that was not run because its
@@ -67,9 +69,9 @@ func (t *TestUsers) Len() int {
 // shadowed is the side-effect steps' own guard: a test account's step that
 // reaches an activity anyway (its plan was made before the account was
 // listed, a retry of an old step) acts on nothing and reports shadow.
-func (a *Activities) shadowed(in StepInput) (StepResult, bool) {
+func (a *Activities) shadowed(in reaction.StepInput) (reaction.StepResult, bool) {
 	if !a.TestUsers.Has(in.Event.Subject.UserID) {
-		return StepResult{}, false
+		return reaction.StepResult{}, false
 	}
-	return StepResult{Outcome: OutcomeShadow, Detail: map[string]any{"reason": "test account"}}, true
+	return reaction.StepResult{Outcome: OutcomeShadow, Detail: map[string]any{"reason": "test account"}}, true
 }

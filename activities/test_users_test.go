@@ -10,6 +10,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 )
 
 // countingRevoker fails the test's expectations by counting every call.
@@ -75,11 +76,11 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 	hook := &countingNotifier{}
 	a := &Activities{Sessions: rev, Backends: Backends{Mailer: m, TestUsers: NewTestUsers(key, []string{"701541"}), ServiceHook: hook}}
 	ctx := context.Background()
-	in := func(user string) StepInput {
-		return StepInput{IdempotencyKey: "k/s", EventKey: "k", Params: map[string]string{"notice": string(mailer.NoticeAccountHijacked), "cutoff": time.Now().Format(time.RFC3339Nano)},
+	in := func(user string) reaction.StepInput {
+		return reaction.StepInput{IdempotencyKey: "k/s", EventKey: "k", Params: map[string]string{"notice": string(mailer.NoticeAccountHijacked), "cutoff": time.Now().Format(time.RFC3339Nano)},
 			Event: event.Event{Name: "account-disabled", Subject: event.Subject{Issuer: "i", UserID: user}, Time: time.Now()}}
 	}
-	steps := map[string]func(context.Context, StepInput) (StepResult, error){
+	steps := map[string]func(context.Context, reaction.StepInput) (reaction.StepResult, error){
 		"revoke_sessions": a.RevokeSessions, "purge_sessions": a.PurgeSessions, "send_notice": a.SendNotice, "kakao_logout": a.KakaoLogout,
 		"notify_service": a.NotifyService,
 	}
@@ -93,7 +94,7 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 		t.Fatalf("a test account's step acted: %d revocations, %d sends, %d service posts", rev.calls, m.sends, hook.posts)
 	}
 	// A normal user's revocation runs.
-	if res, err := a.RevokeSessions(ctx, in("701542")); err != nil || res.Outcome != OutcomeDone || rev.calls != 1 {
+	if res, err := a.RevokeSessions(ctx, in("701542")); err != nil || res.Outcome != reaction.OutcomeDone || rev.calls != 1 {
 		t.Fatalf("normal user: %+v, %v, %d calls", res, err, rev.calls)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -51,10 +52,17 @@ var (
 	t0 = time.Date(2025, 3, 4, 5, 6, 7, 890123000, time.UTC)
 )
 
-// stepActivityNames are the activities the built-in steps run.
-var stepActivityNames = []string{
-	"RevokeSessions", "KakaoLogout", "SendNotice", "PurgeSessions", "RecordChannel", "RecordTalkShare", "RunTalkShareHook", "NotifyService",
-}
+// stepActivityNames are the activities the built-in steps run (policy's
+// steps table).
+var stepActivityNames = func() []string {
+	var out []string
+	for _, d := range policy.Steps() {
+		if name := d.Activity(); name != "" {
+			out = append(out, name)
+		}
+	}
+	return out
+}()
 
 // quietLogger drops the SDK's chatter; the tests assert what ran, not logs.
 type quietLogger struct{}
@@ -83,24 +91,24 @@ type memState struct {
 
 func newMemState() *memState { return &memState{applied: map[string]bool{}} }
 
-func (m *memState) apply(in activities.ApplyInput, now time.Time) activities.ApplyResult {
+func (m *memState) apply(in reaction.ApplyInput, now time.Time) reaction.ApplyResult {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.applied[in.EventKey] {
-		return activities.ApplyResult{Repeat: true, Version: m.state.Version, Purge: m.state.Purge}
+		return reaction.ApplyResult{Repeat: true, Version: m.state.Version, Purge: m.state.Purge}
 	}
 	m.applied[in.EventKey] = true
 	var d userstate.Decision
 	m.state, d = userstate.Apply(m.state, activities.ChangeOf(in, now, 0))
-	return activities.ApplyResult{Decision: d, Version: m.state.Version, Purge: m.state.Clone().Purge}
+	return reaction.ApplyResult{Decision: d, Version: m.state.Version, Purge: m.state.Clone().Purge}
 }
 
-func (m *memState) runPurge(in activities.RunPurgeInput, now time.Time) activities.RunPurgeResult {
+func (m *memState) runPurge(in reaction.RunPurgeInput, now time.Time) reaction.RunPurgeResult {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var d userstate.Decision
 	m.state, d = userstate.RunPurge(m.state, in.Cutoff, now)
-	return activities.RunPurgeResult{Decision: d}
+	return reaction.RunPurgeResult{Decision: d}
 }
 
 func (m *memState) version() int64 {
@@ -112,7 +120,7 @@ func (m *memState) version() int64 {
 // stepCall is one attempt of a step activity.
 type stepCall struct {
 	Activity  string
-	In        activities.StepInput
+	In        reaction.StepInput
 	TaskQueue string
 	Attempt   int32
 	At        time.Time
@@ -123,7 +131,7 @@ type stepCall struct {
 
 // applyCall is one attempt of ApplyEvent (At: when it answered).
 type applyCall struct {
-	In      activities.ApplyInput
+	In      reaction.ApplyInput
 	Attempt int32
 	At      time.Time
 	Err     error
@@ -140,11 +148,11 @@ type started struct {
 }
 
 type purgeCall struct {
-	In activities.RunPurgeInput
+	In reaction.RunPurgeInput
 	At time.Time
 }
 
-type stepFunc func(call int, in activities.StepInput) (activities.StepResult, error)
+type stepFunc func(call int, in reaction.StepInput) (reaction.StepResult, error)
 
 // harness records everything the workflow under test did.
 type harness struct {
@@ -156,23 +164,23 @@ type harness struct {
 	timeline   []string // activity names, "audit <step>=<outcome>", "signal"
 	steps      []stepCall
 	audits     []audit.Record
-	parks      []activities.ParkInput
+	parks      []reaction.ParkInput
 	unparks    []string
 	applies    []applyCall
 	starts     []started
 	syncs      []time.Time // SyncCRM attempts as they answered
-	syncInputs []activities.SyncInput
+	syncInputs []reaction.SyncInput
 	synced     int64 // the version the last SyncCRM sent
 	purges     []purgeCall
 
 	// behaviour of the mocks, set before running
 	stepFuncs  map[string]stepFunc
 	calls      map[string]int
-	applyFunc  func(call int, in activities.ApplyInput) (activities.ApplyResult, error)
+	applyFunc  func(call int, in reaction.ApplyInput) (reaction.ApplyResult, error)
 	applyDelay time.Duration
-	syncFunc   func(call int) (activities.StepResult, error)
+	syncFunc   func(call int) (reaction.StepResult, error)
 	syncDelay  time.Duration
-	purgeFunc  func(in activities.RunPurgeInput) (activities.RunPurgeResult, error)
+	purgeFunc  func(in reaction.RunPurgeInput) (reaction.RunPurgeResult, error)
 	parkDelay  time.Duration
 }
 
@@ -202,14 +210,14 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 	}
 	env.RegisterActivity(&activities.Activities{Backends: b})
 	for _, name := range opts.extra {
-		env.RegisterActivityWithOptions(func(ctx context.Context, in activities.StepInput) (activities.StepResult, error) {
+		env.RegisterActivityWithOptions(func(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 			return h.step(ctx, name, in)
 		}, activity.RegisterOptions{Name: name})
 	}
 
 	for _, name := range stepActivityNames {
 		env.OnActivity(name, mock.Anything, mock.Anything).Return(
-			func(ctx context.Context, in activities.StepInput) (activities.StepResult, error) {
+			func(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 				return h.step(ctx, name, in)
 			})
 	}
@@ -234,7 +242,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		return nil
 	})
 	env.OnActivity("ParkEvent", mock.Anything, mock.Anything).AfterFn(func() time.Duration { return h.parkDelay }).Return(
-		func(_ context.Context, in activities.ParkInput) error {
+		func(_ context.Context, in reaction.ParkInput) error {
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			h.parks = append(h.parks, in)
@@ -249,12 +257,12 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 		return nil
 	})
 	env.OnActivity("ApplyEvent", mock.Anything, mock.Anything).AfterFn(func() time.Duration { return h.applyDelay }).Return(
-		func(ctx context.Context, in activities.ApplyInput) (activities.ApplyResult, error) {
+		func(ctx context.Context, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 			h.mu.Lock()
 			h.calls["ApplyEvent"]++
 			n, f := h.calls["ApplyEvent"], h.applyFunc
 			h.mu.Unlock()
-			var res activities.ApplyResult
+			var res reaction.ApplyResult
 			var err error
 			if f != nil {
 				res, err = f(n, in)
@@ -268,7 +276,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 			return res, err
 		})
 	env.OnActivity("SyncCRM", mock.Anything, mock.Anything).AfterFn(func() time.Duration { return h.syncDelay }).Return(
-		func(_ context.Context, in activities.SyncInput) (activities.StepResult, error) {
+		func(_ context.Context, in reaction.SyncInput) (reaction.StepResult, error) {
 			h.mu.Lock()
 			h.syncInputs = append(h.syncInputs, in)
 			h.calls["SyncCRM"]++
@@ -282,7 +290,7 @@ func newHarness(t *testing.T, opts harnessOptions) *harness {
 			return h.sync(), nil
 		})
 	env.OnActivity("RunPurge", mock.Anything, mock.Anything).Return(
-		func(_ context.Context, in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
+		func(_ context.Context, in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
 			h.mu.Lock()
 			h.purges = append(h.purges, purgeCall{In: in, At: h.now()})
 			h.timeline = append(h.timeline, "RunPurge")
@@ -310,7 +318,7 @@ func (h *harness) now() time.Time { return h.env.Now().UTC() }
 
 // sync is SyncCRM's default: like the real one, it sends the state as it was
 // when the attempt started, once per version.
-func (h *harness) sync() activities.StepResult {
+func (h *harness) sync() reaction.StepResult {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var v int64
@@ -320,15 +328,15 @@ func (h *harness) sync() activities.StepResult {
 		}
 	}
 	if v <= h.synced {
-		return activities.StepResult{Outcome: activities.OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}
+		return reaction.StepResult{Outcome: reaction.OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}
 	}
 	h.synced = v
-	return activities.StepResult{Outcome: activities.OutcomeDone, Detail: map[string]any{"version": v, "contact": "upserted"}}
+	return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"version": v, "contact": "upserted"}}
 }
 
 // step is every step activity's mock: it records the call, then answers with
 // the function set for the activity, else "done" with a detail naming it.
-func (h *harness) step(ctx context.Context, name string, in activities.StepInput) (activities.StepResult, error) {
+func (h *harness) step(ctx context.Context, name string, in reaction.StepInput) (reaction.StepResult, error) {
 	info := activity.GetInfo(ctx)
 	h.mu.Lock()
 	h.calls[name]++
@@ -345,7 +353,7 @@ func (h *harness) step(ctx context.Context, name string, in activities.StepInput
 	if name == "RevokeSessions" {
 		detail["revoked"] = 2.0
 	}
-	return activities.StepResult{Outcome: activities.OutcomeDone, Detail: detail}, nil
+	return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: detail}, nil
 }
 
 // signalRetry sends the retry signal (with payload) after d, times times.
@@ -460,7 +468,7 @@ func (h *harness) requireCompleted(eventKey, name string) {
 	h.t.Helper()
 	rows := h.auditsOf(eventKey)
 	require.NotEmpty(h.t, rows, "no audit rows for %s", eventKey)
-	require.Equal(h.t, name+"/"+StepCompleted+"="+activities.OutcomeDone, rows[len(rows)-1], "last audit row of %s: %v", eventKey, rows)
+	require.Equal(h.t, name+"/"+StepCompleted+"="+reaction.OutcomeDone, rows[len(rows)-1], "last audit row of %s: %v", eventKey, rows)
 }
 
 func (h *harness) stepsOf(activityName string) []stepCall {

@@ -7,16 +7,16 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 )
 
 // Audit outcomes the workflow itself writes (steps report theirs).
 const (
 	OutcomeReceived = "received"
 	OutcomeShadow   = "shadow"
-	OutcomeSkipped  = activities.OutcomeSkipped
+	OutcomeSkipped  = reaction.OutcomeSkipped
 	OutcomeFailed   = "failed"
 )
 
@@ -27,9 +27,6 @@ type ReactionResult struct {
 	SessionsRevoked int64 `json:"sessions_revoked"`
 }
 
-// a is only used to name activities; its methods are never called here.
-var a *activities.Activities
-
 // Reaction runs the policy's steps for the events of one inbox entry that
 // name no user (Talk Share, SSF verification and stream updates) and writes
 // the audit trail as it goes; events about a user go through the user's
@@ -37,9 +34,9 @@ var a *activities.Activities
 // it is recorded in the history and replays the same after a policy change.
 func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) {
 	log := workflow.GetLogger(ctx)
-	var plans []activities.PlannedEvent
+	var plans []reaction.PlannedEvent
 	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
-	if err := localUntilDone(lctx, a.PlanReaction, env, &plans); err != nil {
+	if err := localUntilDone(lctx, reaction.PlanReaction, env, &plans); err != nil {
 		return ReactionResult{}, err
 	}
 	if len(plans) != len(env.Events) {
@@ -63,7 +60,7 @@ func Reaction(ctx workflow.Context, env event.Envelope) (ReactionResult, error) 
 		if completedRow {
 			// Every step is through: the same end marker as a user's
 			// stream writes; inbox retention waits for it.
-			if err := r.audit(StepCompleted, activities.OutcomeDone, nil); err != nil {
+			if err := r.audit(StepCompleted, reaction.OutcomeDone, nil); err != nil {
 				return res, err
 			}
 		}
@@ -99,7 +96,7 @@ func (r *runner) event(env event.Envelope, plan policy.Reaction) error {
 			}
 			continue
 		}
-		if isStateStep(st.Name) || st.Name == policy.PurgeData {
+		if policy.KindOf(st.Name) != policy.ActivityStep {
 			if err := r.audit(label, OutcomeSkipped, map[string]any{"reason": "the event names no user"}); err != nil {
 				return err
 			}

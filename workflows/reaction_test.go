@@ -1,10 +1,8 @@
 package workflows
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -12,9 +10,9 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/talk"
 )
@@ -130,79 +128,6 @@ func TestReactionDefaultPolicy(t *testing.T) {
 	}
 }
 
-// Every built-in step either runs an activity with the step signature, so a
-// policy never schedules an activity no worker registered, or is decided by
-// the user's state machine (state and CRM steps), which the stream audits
-// from the decision and never runs as an activity of its own.
-func TestEveryBuiltInStepHasAnActivity(t *testing.T) {
-	typ := reflect.TypeOf(&activities.Activities{})
-	want := reflect.TypeOf(func(context.Context, activities.StepInput) (activities.StepResult, error) {
-		return activities.StepResult{}, nil
-	})
-	activitySteps := []string{policy.RevokeSessions, policy.KakaoLogout, policy.SendNotice, policy.PurgeData,
-		policy.RecordChannel, policy.RecordTalkShare, policy.TalkShareHook, policy.NotifyService}
-	for _, st := range activitySteps {
-		require.False(t, isStateStep(st), "step %s", st)
-		m, ok := typ.MethodByName(ActivityForStep(st))
-		require.True(t, ok, "step %s: no activity %s", st, ActivityForStep(st))
-		got := reflect.FuncOf([]reflect.Type{m.Type.In(1), m.Type.In(2)}, []reflect.Type{m.Type.Out(0), m.Type.Out(1)}, false)
-		require.Equal(t, want, got, "step %s signature", st)
-	}
-	require.Equal(t, "PurgeSessions", ActivityForStep(policy.PurgeData), "a purge deletes sessions up to its cutoff")
-
-	stateOnly := []string{policy.MarkLinked, policy.MarkUnlinked, policy.LockAccount, policy.UnlockAccount, policy.RequireReauth,
-		policy.UpdateConsents, policy.RefreshProfile, policy.UpdateIdentifier, policy.SchedulePurge, policy.CancelPurge}
-	crmSteps := []string{policy.CRMUpsert, policy.CRMDelete, policy.CRMMarketing, policy.CRMDeleteFields}
-	parts := map[string]bool{"link": true, "lock": true, "reauth": true, "consent": true, "field": true, "purge": true, "channel": true}
-	for _, st := range append(append([]string{}, stateOnly...), crmSteps...) {
-		require.True(t, isStateStep(st), "step %s is decided by the state machine", st)
-		_, mapped := stepActivities[st]
-		require.False(t, mapped, "step %s must not run an activity", st)
-		for _, p := range stateSteps[st] {
-			require.True(t, parts[p], "step %s names unknown state part %q", st, p)
-		}
-	}
-	for _, st := range stateOnly {
-		require.NotEmpty(t, stateSteps[st], "step %s carries a state part", st)
-		require.False(t, isCRMStep(st), "step %s", st)
-	}
-	for _, st := range crmSteps {
-		require.True(t, isCRMStep(st), "step %s is a CRM step (synced by the stream)", st)
-		require.Empty(t, stateSteps[st], "step %s", st)
-	}
-	// Nothing is both, and every built-in step is one or the other.
-	require.Len(t, stateSteps, len(stateOnly)+len(crmSteps))
-	require.Len(t, stepActivities, len(activitySteps))
-
-	// The state machine's own activities exist with their signatures.
-	for name, sig := range map[string]any{
-		"ApplyEvent": func(context.Context, activities.ApplyInput) (activities.ApplyResult, error) {
-			return activities.ApplyResult{}, nil
-		},
-		"SyncCRM": func(context.Context, activities.SyncInput) (activities.StepResult, error) {
-			return activities.StepResult{}, nil
-		},
-		"RunPurge": func(context.Context, activities.RunPurgeInput) (activities.RunPurgeResult, error) {
-			return activities.RunPurgeResult{}, nil
-		},
-	} {
-		m, ok := typ.MethodByName(name)
-		require.True(t, ok, "no activity %s", name)
-		st := reflect.TypeOf(sig)
-		got := reflect.FuncOf([]reflect.Type{m.Type.In(1), m.Type.In(2)}, []reflect.Type{m.Type.Out(0), m.Type.Out(1)}, false)
-		require.Equal(t, st, got, "%s signature", name)
-	}
-
-	require.Equal(t, "my_custom_step", ActivityForStep("my_custom_step"), "an extension step runs the activity of its name")
-	require.False(t, isStateStep("my_custom_step"))
-	// The harness mocks every activity a built-in step can run.
-	var mapped []string
-	for _, name := range stepActivities {
-		mapped = append(mapped, name)
-	}
-	require.ElementsMatch(t, stepActivityNames, mapped)
-}
-
 // A reaction names no user: a state or CRM step (and a purge) in its policy
 // is audited as skipped, and the other steps run.
 func TestReactionSkipsStateStepsForUserlessEvents(t *testing.T) {
@@ -302,11 +227,11 @@ events:
 // retry signal; the retried step keeps its idempotency key.
 func TestReactionParkAndRetry(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.stepFuncs["RecordTalkShare"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["RecordTalkShare"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n == 1 {
-			return activities.StepResult{}, temporal.NewNonRetryableApplicationError("talk store refused", activities.ErrTypePermanent, nil)
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("talk store refused", reaction.ErrTypePermanent, nil)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	envl := talkShareEnvelope("talk-share:park")
 	// The operator's CLI sends the event key.
@@ -317,7 +242,7 @@ func TestReactionParkAndRetry(t *testing.T) {
 	require.Equal(t, expectFor("talk-share").
 		raw("RecordTalkShare", "audit talk-share/record_talk_share@1=failed", "ParkEvent", "signal", "UnparkEvent").
 		run("RecordTalkShare", "record_talk_share").run("RunTalkShareHook", "talk_share_hook").done(), h.timeline)
-	require.Equal(t, []activities.ParkInput{{
+	require.Equal(t, []reaction.ParkInput{{
 		EventKey: envl.Key, Step: "talk-share/record_talk_share", WorkflowID: EventWorkflowID(envl.Key), Reason: h.parks[0].Reason,
 	}}, h.parks)
 	require.Contains(t, h.parks[0].Reason, "talk store refused")
@@ -337,11 +262,11 @@ func TestReactionParkAndRetry(t *testing.T) {
 // attempts) before the step parks.
 func TestReactionRetryableFailureParksAfterRetries(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.stepFuncs["RunTalkShareHook"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["RunTalkShareHook"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n <= 10 {
-			return activities.StepResult{}, temporal.NewApplicationError("hook down", activities.ErrTypeUnavailable)
+			return reaction.StepResult{}, temporal.NewApplicationError("hook down", reaction.ErrTypeUnavailable)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	h.signalRetry(24*time.Hour, 1, nil)
 	_, err := h.runReaction(talkShareEnvelope("talk-share:retry"))
@@ -353,18 +278,18 @@ func TestReactionRetryableFailureParksAfterRetries(t *testing.T) {
 	}
 	require.Len(t, h.parks, 1)
 	require.Equal(t, OutcomeFailed, h.auditFor("talk-share/talk_share_hook@1").Outcome)
-	require.Equal(t, activities.OutcomeDone, h.auditFor("talk-share/talk_share_hook").Outcome)
+	require.Equal(t, reaction.OutcomeDone, h.auditFor("talk-share/talk_share_hook").Outcome)
 }
 
 // Several retry signals sent together are one retry: when the re-run fails
 // again, the event parks again and waits for a new signal.
 func TestReactionDuplicateRetrySignalsCountAsOne(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.stepFuncs["RecordTalkShare"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["RecordTalkShare"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n <= 2 {
-			return activities.StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("refused %d", n), activities.ErrTypePermanent, nil)
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("refused %d", n), reaction.ErrTypePermanent, nil)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	envl := talkShareEnvelope("talk-share:dup")
 	h.signalRetry(time.Hour, 3, envl.Key)
@@ -386,11 +311,11 @@ func TestReactionDuplicateRetrySignalsCountAsOne(t *testing.T) {
 func TestReactionRetryWhileParkingIsNotLost(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.parkDelay = time.Minute
-	h.stepFuncs["RecordTalkShare"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["RecordTalkShare"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n == 1 {
-			return activities.StepResult{}, temporal.NewNonRetryableApplicationError("talk store refused", activities.ErrTypePermanent, nil)
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("talk store refused", reaction.ErrTypePermanent, nil)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	envl := talkShareEnvelope("talk-share:early-retry")
 	h.signalRetry(30*time.Second, 1, envl.Key)
@@ -403,8 +328,8 @@ func TestReactionRetryWhileParkingIsNotLost(t *testing.T) {
 // Without an operator's retry the parked workflow gives up after ParkTimeout.
 func TestReactionParkTimeout(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.stepFuncs["RunTalkShareHook"] = func(int, activities.StepInput) (activities.StepResult, error) {
-		return activities.StepResult{}, temporal.NewNonRetryableApplicationError("no hook", activities.ErrTypePermanent, nil)
+	h.stepFuncs["RunTalkShareHook"] = func(int, reaction.StepInput) (reaction.StepResult, error) {
+		return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("no hook", reaction.ErrTypePermanent, nil)
 	}
 	_, err := h.runReaction(talkShareEnvelope("talk-share:timeout"))
 	require.Error(t, err)

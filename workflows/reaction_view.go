@@ -7,9 +7,9 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/internal/searchattr"
+	"github.com/setflow/setflow/reaction"
 )
 
 // ReactionStatus is what a reaction's state query answers (no personal data).
@@ -32,7 +32,7 @@ type reactionView struct {
 	shadow bool
 }
 
-func newReactionView(ctx workflow.Context, env event.Envelope, plans []activities.PlannedEvent) *reactionView {
+func newReactionView(ctx workflow.Context, env event.Envelope, plans []reaction.PlannedEvent) *reactionView {
 	v := &reactionView{ctx: ctx, status: ReactionStatus{EventKey: env.Key, Events: len(env.Events), Outcome: "running"}}
 	var names, categories []string
 	for i, ev := range env.Events {

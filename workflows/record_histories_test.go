@@ -32,6 +32,7 @@ import (
 	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/secevent"
 )
 
@@ -65,23 +66,23 @@ func (rc *recorder) state(hash string) *memState {
 	return s
 }
 
-func (rc *recorder) stepActivity(name string) func(context.Context, activities.StepInput) (activities.StepResult, error) {
-	return func(_ context.Context, in activities.StepInput) (activities.StepResult, error) {
+func (rc *recorder) stepActivity(name string) func(context.Context, reaction.StepInput) (reaction.StepResult, error) {
+	return func(_ context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 		if name == "RevokeSessions" {
 			rc.mu.Lock()
 			fail := rc.failOnce[in.EventKey]
 			delete(rc.failOnce, in.EventKey)
 			rc.mu.Unlock()
 			if fail {
-				return activities.StepResult{}, temporal.NewNonRetryableApplicationError("sessions store refused", activities.ErrTypePermanent, nil)
+				return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("sessions store refused", reaction.ErrTypePermanent, nil)
 			}
-			return activities.StepResult{Outcome: activities.OutcomeDone, Detail: map[string]any{"revoked": 1}}, nil
+			return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"revoked": 1}}, nil
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone, Detail: map[string]any{"by": name}}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"by": name}}, nil
 	}
 }
 
-func (rc *recorder) applyEvent(_ context.Context, in activities.ApplyInput) (activities.ApplyResult, error) {
+func (rc *recorder) applyEvent(_ context.Context, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 	rc.mu.Lock()
 	after, ok := rc.retention[in.Subject.Hash]
 	rc.mu.Unlock()
@@ -97,19 +98,19 @@ func (rc *recorder) applyEvent(_ context.Context, in activities.ApplyInput) (act
 	return rc.state(in.Subject.Hash).apply(in, time.Now().UTC()), nil
 }
 
-func (rc *recorder) runPurge(_ context.Context, in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
+func (rc *recorder) runPurge(_ context.Context, in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
 	return rc.state(in.Subject.Hash).runPurge(in, time.Now().UTC()), nil
 }
 
-func (rc *recorder) syncCRM(_ context.Context, in activities.SyncInput) (activities.StepResult, error) {
+func (rc *recorder) syncCRM(_ context.Context, in reaction.SyncInput) (reaction.StepResult, error) {
 	v := rc.state(in.SubjectHash).version()
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	if v <= rc.synced[in.SubjectHash] {
-		return activities.StepResult{Outcome: activities.OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeSkipped, Detail: map[string]any{"reason": "already synced", "version": v}}, nil
 	}
 	rc.synced[in.SubjectHash] = v
-	return activities.StepResult{Outcome: activities.OutcomeDone, Detail: map[string]any{"version": v, "contact": "upserted"}}, nil
+	return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"version": v, "contact": "upserted"}}, nil
 }
 
 func (rc *recorder) register(w worker.Worker) {
@@ -120,7 +121,7 @@ func (rc *recorder) register(w worker.Worker) {
 	w.RegisterActivityWithOptions(rc.applyEvent, activity.RegisterOptions{Name: "ApplyEvent"})
 	w.RegisterActivityWithOptions(rc.runPurge, activity.RegisterOptions{Name: "RunPurge"})
 	w.RegisterActivityWithOptions(rc.syncCRM, activity.RegisterOptions{Name: "SyncCRM"})
-	w.RegisterActivityWithOptions(func(_ context.Context, in activities.ParkInput) error {
+	w.RegisterActivityWithOptions(func(_ context.Context, in reaction.ParkInput) error {
 		rc.parked <- in.EventKey
 		return nil
 	}, activity.RegisterOptions{Name: "ParkEvent"})

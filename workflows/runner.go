@@ -8,71 +8,16 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 )
 
 // ParkTimeout is how long a parked step waits for an operator's retry before
 // the workflow gives up and fails (the event stays parked in the inbox and can
 // still be re-driven: a failed run may be followed by a new one).
 const ParkTimeout = 30 * 24 * time.Hour
-
-// stepActivities maps policy step names to activity names. A step not listed
-// is taken as the name of an activity the service registered itself.
-var stepActivities = map[string]string{
-	policy.RevokeSessions:  "RevokeSessions",
-	policy.KakaoLogout:     "KakaoLogout",
-	policy.SendNotice:      "SendNotice",
-	policy.PurgeData:       "PurgeSessions",
-	policy.RecordChannel:   "RecordChannel",
-	policy.RecordTalkShare: "RecordTalkShare",
-	policy.TalkShareHook:   "RunTalkShareHook",
-	policy.NotifyService:   "NotifyService",
-}
-
-// stateSteps change the user's state: they are decided by the state machine
-// (activities.ApplyEvent) in the user's stream, not run as activities of their
-// own. The value names the state parts a step carries.
-var stateSteps = map[string][]string{
-	policy.MarkLinked:      {"link"},
-	policy.MarkUnlinked:    {"link"},
-	policy.LockAccount:     {"lock"},
-	policy.UnlockAccount:   {"lock"},
-	policy.RequireReauth:   {"reauth"},
-	policy.UpdateConsents:  {"consent", "field"},
-	policy.RefreshProfile:  {"field"},
-	policy.UpdateIdentifier:  {"field"},
-	policy.SchedulePurge:   {"purge"},
-	policy.CancelPurge:     {"purge"},
-	policy.CRMUpsert:       nil,
-	policy.CRMDelete:       nil,
-	policy.CRMMarketing:    nil,
-	policy.CRMDeleteFields: nil,
-}
-
-// ActivityForStep returns the activity a policy step runs.
-func ActivityForStep(step string) string {
-	if name, ok := stepActivities[step]; ok {
-		return name
-	}
-	return step
-}
-
-func isCRMStep(step string) bool {
-	switch step {
-	case policy.CRMUpsert, policy.CRMDelete, policy.CRMMarketing, policy.CRMDeleteFields:
-		return true
-	}
-	return false
-}
-
-// isStateStep reports whether a step is decided by the state machine.
-func isStateStep(step string) bool {
-	_, ok := stateSteps[step]
-	return ok
-}
 
 // DefaultStepRetryFor is how long a step's transient failures (a dependency
 // down: connection refused, 5xx, timeouts, 429) are retried before it parks
@@ -94,7 +39,7 @@ func stepOptions(retryFor time.Duration) workflow.ActivityOptions {
 			InitialInterval:        time.Second,
 			BackoffCoefficient:     2,
 			MaximumInterval:        5 * time.Minute,
-			NonRetryableErrorTypes: []string{activities.ErrTypePermanent, "MissingSubject"},
+			NonRetryableErrorTypes: []string{reaction.ErrTypePermanent, reaction.ErrTypeMissingSubject},
 		},
 	}
 }
@@ -184,7 +129,7 @@ func (r *runner) audit(step, outcome string, detail map[string]any) error {
 		// The audit trail must be written: retry as long as it takes.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute},
 	})
-	err := localUntilDone(ctx, a.RecordAudit, audit.Record{
+	err := localUntilDone(ctx, reaction.RecordAudit, audit.Record{
 		EventKey:    r.eventKey,
 		EventType:   r.ev.Type,
 		SubjectHash: r.subjectHash,
@@ -224,12 +169,12 @@ func localUntilDone(ctx workflow.Context, activity, arg, result any) error {
 // step runs one policy step until it succeeds. When its retries are exhausted
 // it parks: the failure is audited, the inbox entry is marked parked, and the
 // workflow waits for an operator's retry signal.
-func (r *runner) step(st policy.Step, label string) (activities.StepResult, error) {
+func (r *runner) step(st policy.Step, label string) (reaction.StepResult, error) {
 	log := workflow.GetLogger(r.ctx)
 	if label == "" {
 		label = r.label(st.Name)
 	}
-	in := activities.StepInput{
+	in := reaction.StepInput{
 		IdempotencyKey: StepKey(r.eventKey, r.ev.Name, label),
 		EventKey:       r.eventKey,
 		Event:          r.ev,
@@ -237,8 +182,8 @@ func (r *runner) step(st policy.Step, label string) (activities.StepResult, erro
 	}
 	ctx := workflow.WithActivityOptions(r.ctx, withSummary(stepOptions(r.retryFor), r.ev.Name+" · "+label))
 	for attempt := 1; ; attempt++ {
-		var res activities.StepResult
-		err := workflow.ExecuteActivity(ctx, ActivityForStep(st.Name), in).Get(ctx, &res)
+		var res reaction.StepResult
+		err := workflow.ExecuteActivity(ctx, policy.ActivityFor(st.Name), in).Get(ctx, &res)
 		if err == nil {
 			if n, ok := res.Detail["revoked"].(float64); ok {
 				r.revoked += int64(n)
@@ -265,7 +210,7 @@ func (r *runner) park(label string, cause error) error {
 	}
 	ctx := workflow.WithActivityOptions(r.ctx, auditOptions())
 	info := workflow.GetInfo(r.ctx)
-	if err := workflow.ExecuteActivity(ctx, a.ParkEvent, activities.ParkInput{
+	if err := workflow.ExecuteActivity(ctx, reaction.ParkEvent, reaction.ParkInput{
 		EventKey: r.eventKey, Step: r.ev.Name + "/" + label, Reason: cause.Error(), WorkflowID: info.WorkflowExecution.ID,
 	}).Get(ctx, nil); err != nil {
 		return err
@@ -273,7 +218,7 @@ func (r *runner) park(label string, cause error) error {
 	if !wait() {
 		return fmt.Errorf("%s/%s: %w", r.ev.Name, label, errParkedTooLong)
 	}
-	return workflow.ExecuteActivity(ctx, a.UnparkEvent, r.eventKey).Get(ctx, nil)
+	return workflow.ExecuteActivity(ctx, reaction.UnparkEvent, r.eventKey).Get(ctx, nil)
 }
 
 var errParkedTooLong = errors.New("parked step was not retried in time")

@@ -11,11 +11,11 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/internal/searchattr"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -92,7 +92,7 @@ const (
 )
 
 // UserStream is the one ordered stream of work of one user. Events arrive as
-// signals; each is applied to the user's state (activities.ApplyEvent) one at
+// signals; each is applied to the user's state (reaction.ApplyEvent) one at
 // a time, in arrival order, and the state machine decides by event time what
 // it changes. Then:
 //   - session revocation runs at once, in its own coroutine, before the
@@ -355,16 +355,16 @@ func applyOptions() workflow.ActivityOptions {
 		// The state must be applied before anything that depends on it: retry
 		// as long as the database (or Kakao, for an unlink check) is away.
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: time.Minute,
-			NonRetryableErrorTypes: []string{activities.ErrTypePermanent}},
+			NonRetryableErrorTypes: []string{reaction.ErrTypePermanent}},
 	}
 }
 
 // process applies one inbox entry's events for this user, in order.
 func (s *stream) process(se StreamEvent) error {
 	env := se.Envelope
-	var plans []activities.PlannedEvent
+	var plans []reaction.PlannedEvent
 	lctx := workflow.WithLocalActivityOptions(s.ctx, workflow.LocalActivityOptions{StartToCloseTimeout: 10 * time.Second})
-	if err := localUntilDone(lctx, a.PlanReaction, env, &plans); err != nil {
+	if err := localUntilDone(lctx, reaction.PlanReaction, env, &plans); err != nil {
 		return err
 	}
 	if len(plans) != len(env.Events) {
@@ -396,7 +396,7 @@ func (s *stream) process(se StreamEvent) error {
 
 // event runs one event: received, revocation at once, the state change, and
 // the rest of its steps in a coroutine.
-func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent) error {
+func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan reaction.PlannedEvent) error {
 	r := s.newRunner(s.ctx, env.Key, ev)
 	received := map[string]any{"source": string(env.Source), "event_time": ev.Time, "shadow": plan.Reaction.Shadow,
 		"test_account": plan.TestAccount,
@@ -425,7 +425,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 				return err
 			}
 		}
-		return r.audit(StepCompleted, activities.OutcomeDone, nil)
+		return r.audit(StepCompleted, reaction.OutcomeDone, nil)
 	}
 	if s.ops {
 		if destructive := destructiveSteps(steps, payload); len(destructive) > 0 {
@@ -446,7 +446,7 @@ func (s *stream) event(env event.Envelope, applyKey string, ev event.Event, plan
 
 // act runs an admitted event: revocation at once, the state change, then the
 // rest of its steps in a coroutine.
-func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, ev event.Event, plan activities.PlannedEvent,
+func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, ev event.Event, plan reaction.PlannedEvent,
 	labels []string, payload map[string]any) error {
 	steps := plan.Reaction.Steps
 	// Revocation first, unless an unlink webhook must be confirmed with
@@ -462,23 +462,23 @@ func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, 
 			}
 		}
 	}
-	in := activities.ApplyInput{Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps}
-	apply := func(ctx workflow.Context) (activities.ApplyResult, error) {
-		var res activities.ApplyResult
+	in := reaction.ApplyInput{Subject: *s.subject, EventKey: applyKey, Source: env.Source, Event: ev, Steps: steps}
+	apply := func(ctx workflow.Context) (reaction.ApplyResult, error) {
+		var res reaction.ApplyResult
 		actx := workflow.WithActivityOptions(ctx, withSummary(applyOptions(), "apply "+ev.Name+" to the user's state"))
-		err := workflow.ExecuteActivity(actx, a.ApplyEvent, in).Get(actx, &res)
+		err := workflow.ExecuteActivity(actx, reaction.ApplyEvent, in).Get(actx, &res)
 		return res, err
 	}
 	// The rest of the event runs in its own coroutine once the state says
 	// what changed.
-	applied := func(res activities.ApplyResult) {
+	applied := func(res reaction.ApplyResult) {
 		s.setPurge(res.Purge)
 		if res.Decision.ContactChanged {
 			// The CRM follows the state, whichever event changed it.
 			s.requestSync()
 		}
 	}
-	rest := func(ctx workflow.Context, res activities.ApplyResult) {
+	rest := func(ctx workflow.Context, res reaction.ApplyResult) {
 		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) {
 			s.failed(env.Key)
 			return
@@ -492,7 +492,7 @@ func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, 
 		// Every step of the event is through: operators (and tests) read
 		// this row as the event's end.
 		r := s.newRunner(ctx, env.Key, ev)
-		_ = r.audit(StepCompleted, activities.OutcomeDone, nil)
+		_ = r.audit(StepCompleted, reaction.OutcomeDone, nil)
 	}
 	res, err := apply(ctx)
 	if err == nil {
@@ -554,12 +554,12 @@ func (s *stream) runStep(ctx workflow.Context, eventKey string, ev event.Event, 
 
 // finish audits the state steps as the state machine decided and runs the
 // event's other steps, in policy order.
-func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, plan activities.PlannedEvent,
-	labels []string, payload map[string]any, res activities.ApplyResult) bool {
+func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, plan reaction.PlannedEvent,
+	labels []string, payload map[string]any, res reaction.ApplyResult) bool {
 	r := s.newRunner(ctx, eventKey, ev)
 	log := workflow.GetLogger(ctx)
 	d := res.Decision
-	stale := res.KakaoCheck == activities.KakaoLinked
+	stale := res.KakaoCheck == reaction.KakaoLinked
 	for i, st := range plan.Reaction.Steps {
 		label := labels[i]
 		if !matches(st.When, payload) {
@@ -574,16 +574,16 @@ func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, p
 		case st.Name == policy.RevokeSessions && !plan.ConfirmUnlink:
 			continue // already running
 		case st.Name == policy.RevokeSessions && stale:
-			err = r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
-		case isCRMStep(st.Name):
+			err = r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
+		case policy.KindOf(st.Name) == policy.CRMStep:
 			err = s.crmStep(r, label, d)
 		case st.Name == policy.PurgeData:
 			if d.Purge != userstate.PurgeRun {
-				err = r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "a newer purge already covers this"})
+				err = r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "a newer purge already covers this"})
 				break
 			}
 			_, err = r.step(policy.Step{Name: policy.PurgeData, Params: map[string]string{"cutoff": d.Cutoff.Format(time.RFC3339Nano)}}, label)
-		case isStateStep(st.Name):
+		case policy.KindOf(st.Name) == policy.StateStep:
 			err = s.stateStep(r, label, st.Name, res)
 		default:
 			_, err = r.step(st, label)
@@ -597,10 +597,10 @@ func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, p
 }
 
 // stateStep audits what the state machine decided for a step's parts.
-func (s *stream) stateStep(r *runner, label, step string, res activities.ApplyResult) error {
+func (s *stream) stateStep(r *runner, label, step string, res reaction.ApplyResult) error {
 	d := res.Decision
-	if res.KakaoCheck == activities.KakaoLinked && (step == policy.MarkUnlinked || step == policy.SchedulePurge) {
-		return r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
+	if res.KakaoCheck == reaction.KakaoLinked && (step == policy.MarkUnlinked || step == policy.SchedulePurge) {
+		return r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
 	}
 	detail := map[string]any{}
 	if res.KakaoCheck != "" {
@@ -616,19 +616,20 @@ func (s *stream) stateStep(r *runner, label, step string, res activities.ApplyRe
 			if res.Purge != nil && step == policy.SchedulePurge {
 				detail["due"] = res.Purge.Due
 			}
-			return r.audit(label, activities.OutcomeDone, detail)
+			return r.audit(label, reaction.OutcomeDone, detail)
 		}
 	case policy.RefreshProfile:
 		if res.FieldsFrom != "" {
 			detail["source"] = res.FieldsFrom
 		}
 	}
-	switch d.Of(stateSteps[step]...) {
+	def, _ := policy.Lookup(step)
+	switch d.Of(def.Parts...) {
 	case userstate.Applied:
-		return r.audit(label, activities.OutcomeDone, detail)
+		return r.audit(label, reaction.OutcomeDone, detail)
 	case userstate.Superseded:
 		detail["reason"] = "a newer event already decided this"
-		return r.audit(label, activities.OutcomeSuperseded, detail)
+		return r.audit(label, reaction.OutcomeSuperseded, detail)
 	}
 	detail["reason"] = "the state already holds this"
 	return r.audit(label, OutcomeSkipped, detail)
@@ -638,10 +639,10 @@ func (s *stream) stateStep(r *runner, label, step string, res activities.ApplyRe
 // event, for any change of the desired contact) or changed nothing to sync.
 func (s *stream) crmStep(r *runner, label string, d userstate.Decision) error {
 	if d.ContactChanged {
-		return r.audit(label, activities.OutcomeDone, map[string]any{"sync": "requested"})
+		return r.audit(label, reaction.OutcomeDone, map[string]any{"sync": "requested"})
 	}
 	if !d.Changed() && len(d.Parts) > 0 && d.Of("link", "lock", "field", "channel", "purge", "consent", "reauth") == userstate.Superseded {
-		return r.audit(label, activities.OutcomeSuperseded, map[string]any{"reason": "a newer event already decided the contact"})
+		return r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "a newer event already decided the contact"})
 	}
 	return r.audit(label, OutcomeSkipped, map[string]any{"reason": "the contact did not change"})
 }
@@ -663,7 +664,7 @@ func syncOptions(retryFor time.Duration) workflow.ActivityOptions {
 		// or a newer change.
 		ScheduleToCloseTimeout: retryFor,
 		RetryPolicy: &temporal.RetryPolicy{InitialInterval: time.Second, BackoffCoefficient: 2, MaximumInterval: 5 * time.Minute,
-			NonRetryableErrorTypes: []string{activities.ErrTypePermanent}},
+			NonRetryableErrorTypes: []string{reaction.ErrTypePermanent}},
 	}
 }
 
@@ -675,14 +676,14 @@ func (s *stream) syncLoop(ctx workflow.Context) {
 			return
 		}
 		s.syncPending, s.syncRunning = false, true
-		var res activities.StepResult
+		var res reaction.StepResult
 		actx := workflow.WithActivityOptions(ctx, syncOptions(s.retryFor))
-		err := workflow.ExecuteActivity(actx, a.SyncCRM, activities.SyncInput{SubjectHash: s.hash}).Get(actx, &res)
+		err := workflow.ExecuteActivity(actx, reaction.SyncCRM, reaction.SyncInput{SubjectHash: s.hash}).Get(actx, &res)
 		key := CRMSyncKeyPrefix + s.hash
 		ev := event.Event{Type: "setflow:crm-sync", Name: "crm-sync"}
 		r := s.newRunner(ctx, key, ev)
 		if err == nil {
-			if v, ok := res.Detail["version"]; ok && res.Outcome == activities.OutcomeDone {
+			if v, ok := res.Detail["version"]; ok && res.Outcome == reaction.OutcomeDone {
 				_ = r.audit(fmt.Sprintf("v%v", v), res.Outcome, res.Detail)
 			}
 			s.syncRunning = false
@@ -745,10 +746,10 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 	}
 	// A purge is never dropped: a permanent failure parks it for an
 	// operator, and a park that times out parks again.
-	var res activities.RunPurgeResult
+	var res reaction.RunPurgeResult
 	actx := workflow.WithActivityOptions(ctx, applyOptions())
 	for attempt := 1; ; attempt++ {
-		err := workflow.ExecuteActivity(actx, a.RunPurge, activities.RunPurgeInput{Subject: *s.subject, Cutoff: p.Cutoff}).Get(actx, &res)
+		err := workflow.ExecuteActivity(actx, reaction.RunPurge, reaction.RunPurgeInput{Subject: *s.subject, Cutoff: p.Cutoff}).Get(actx, &res)
 		if err == nil {
 			break
 		}
@@ -769,7 +770,7 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 	}
 	switch res.Decision.Purge {
 	case userstate.PurgeRun:
-		if err := r.audit("run", activities.OutcomeDone, detail); err != nil {
+		if err := r.audit("run", reaction.OutcomeDone, detail); err != nil {
 			log.Error("audit failed", "error", err)
 			return
 		}
@@ -789,7 +790,7 @@ func (s *stream) runPurge(ctx workflow.Context, p userstate.PendingPurge) {
 		_ = r.audit("run", "cancelled", detail)
 	default:
 		detail["reason"] = "the purge was moved or cancelled"
-		_ = r.audit("run", activities.OutcomeSuperseded, detail)
+		_ = r.audit("run", reaction.OutcomeSuperseded, detail)
 	}
 	if res.Decision.ContactChanged {
 		s.requestSync()

@@ -12,10 +12,10 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/userstate"
 )
@@ -232,9 +232,9 @@ func TestUserStreamMultiEventEnvelope(t *testing.T) {
 		require.Equal(t, testSubject, c.In.Event.Subject)
 	}
 	out := h.outcomes("jti-multi")
-	require.Equal(t, activities.OutcomeDone, out["account-disabled/completed"])
-	require.Equal(t, activities.OutcomeDone, out["credential-compromise/completed"])
-	require.Equal(t, activities.OutcomeDone, out["credential-compromise/require_reauth"])
+	require.Equal(t, reaction.OutcomeDone, out["account-disabled/completed"])
+	require.Equal(t, reaction.OutcomeDone, out["credential-compromise/completed"])
+	require.Equal(t, reaction.OutcomeDone, out["credential-compromise/require_reauth"])
 	require.NotContains(t, out, "session-revoked/received")
 }
 
@@ -258,9 +258,9 @@ func TestUserStreamRevocationDoesNotWaitForTheState(t *testing.T) {
 	})
 	t.Run("apply failing then succeeding", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.applyFunc = func(n int, in activities.ApplyInput) (activities.ApplyResult, error) {
+		h.applyFunc = func(n int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 			if n <= 3 {
-				return activities.ApplyResult{}, temporal.NewApplicationError("state store down", activities.ErrTypeUnavailable)
+				return reaction.ApplyResult{}, temporal.NewApplicationError("state store down", reaction.ErrTypeUnavailable)
 			}
 			return h.state.apply(in, h.now()), nil
 		}
@@ -273,7 +273,7 @@ func TestUserStreamRevocationDoesNotWaitForTheState(t *testing.T) {
 		revokes := h.stepsOf("RevokeSessions")
 		require.Len(t, revokes, 1)
 		require.Equal(t, t0.Add(time.Second), revokes[0].At)
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-flaky")["account-disabled/lock_account"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-flaky")["account-disabled/lock_account"])
 		h.requireCompleted("jti-flaky", "account-disabled")
 	})
 }
@@ -285,9 +285,9 @@ func TestUserStreamRevocationNotDelayedBySyncRetries(t *testing.T) {
 	// Retries after 1 s, 2 s, ... 128 s: the ninth attempt, 255 s after the
 	// first, succeeds. (The test environment caps retries at ten attempts
 	// where the server's policy allows a day of them.)
-	h.syncFunc = func(n int) (activities.StepResult, error) {
+	h.syncFunc = func(n int) (reaction.StepResult, error) {
 		if n <= 8 {
-			return activities.StepResult{}, temporal.NewApplicationError("crm down", activities.ErrTypeUnavailable)
+			return reaction.StepResult{}, temporal.NewApplicationError("crm down", reaction.ErrTypeUnavailable)
 		}
 		return h.sync(), nil
 	}
@@ -307,12 +307,12 @@ func TestUserStreamRevocationNotDelayedBySyncRetries(t *testing.T) {
 	for _, s := range h.startsOf("SyncCRM") {
 		require.Equal(t, CRMTaskQueue, s.TaskQueue)
 	}
-	require.Equal(t, activities.OutcomeDone, h.outcomes("jti-disabled")["account-disabled/lock_account"])
+	require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-disabled")["account-disabled/lock_account"])
 	h.requireCompleted("jti-link", "user-linked")
 	h.requireCompleted("jti-disabled", "account-disabled")
 	// The successful sync sent the state as of its attempt: both changes.
 	require.Equal(t, []string{"crm-sync/v2=done"}, h.auditsOf("crm-sync/"+testHash))
-	require.Equal(t, activities.SyncInput{SubjectHash: testHash}, h.syncInputs[0])
+	require.Equal(t, reaction.SyncInput{SubjectHash: testHash}, h.syncInputs[0])
 }
 
 // State steps are audited from the state machine's decision; a CRM step asks
@@ -374,11 +374,11 @@ func TestUserStreamStateStepsFollowTheDecision(t *testing.T) {
 	t.Run("lock", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		run(t, h, disabled("jti-new", "", t0.Add(time.Hour)), disabled("jti-old", "", t0))
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-new")["account-disabled/lock_account"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-new")["account-disabled/lock_account"])
 		out := h.outcomes("jti-old")
-		require.Equal(t, activities.OutcomeSuperseded, out["account-disabled/lock_account"])
+		require.Equal(t, reaction.OutcomeSuperseded, out["account-disabled/lock_account"])
 		// Revocation is order-independent: the older event revokes too.
-		require.Equal(t, activities.OutcomeDone, out["account-disabled/revoke_sessions"])
+		require.Equal(t, reaction.OutcomeDone, out["account-disabled/revoke_sessions"])
 		require.Len(t, h.stepsOf("RevokeSessions"), 2)
 	})
 	t.Run("purge scheduled and cancelled", func(t *testing.T) {
@@ -392,27 +392,27 @@ func TestUserStreamStateStepsFollowTheDecision(t *testing.T) {
 		due, err := time.Parse(time.RFC3339Nano, sched["due"].(string))
 		require.NoError(t, err)
 		require.True(t, t0.Add(testPurgeAfter).Equal(due))
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-relinked")["user-linked/cancel_purge"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-relinked")["user-linked/cancel_purge"])
 		require.Equal(t, "cancelled", h.auditFor("user-linked/cancel_purge").Detail["purge"])
 		require.Empty(t, h.purges)
 		require.Len(t, h.syncs, 2)
 	})
 	t.Run("decision details", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 			switch in.EventKey {
 			case "jti-profile":
-				return activities.ApplyResult{Version: 1, FieldsFrom: "kakao", Decision: userstate.Decision{
+				return reaction.ApplyResult{Version: 1, FieldsFrom: "kakao", Decision: userstate.Decision{
 					Parts: map[string]userstate.Outcome{"field:email": userstate.Applied}, ContactChanged: true}}, nil
 			default: // a repeat the state store recognised
-				return activities.ApplyResult{Version: 1, Repeat: true}, nil
+				return reaction.ApplyResult{Version: 1, Repeat: true}, nil
 			}
 		}
 		run(t, h, setEnvelopeAt("jti-profile", secevent.PrefixKakao+"user-profile-changed", payloadWith(""), t0),
 			setEnvelopeAt("jti-enabled", secevent.EventAccountEnabled, payloadWith(""), t0))
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-profile")["user-profile-changed/refresh_profile"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-profile")["user-profile-changed/refresh_profile"])
 		require.Equal(t, "kakao", h.auditFor("user-profile-changed/refresh_profile").Detail["source"])
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-profile")["user-profile-changed/crm_upsert"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-profile")["user-profile-changed/crm_upsert"])
 		unlock := h.auditFor("account-enabled/unlock_account")
 		require.Equal(t, OutcomeSkipped, unlock.Outcome)
 		require.Equal(t, true, unlock.Detail["repeat"])
@@ -431,7 +431,7 @@ func TestUserStreamSyncsOnceForQuickChanges(t *testing.T) {
 	}
 	require.NoError(t, h.runStream(streamInput()))
 	for _, k := range []string{"a", "b", "c", "d"} {
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-id-" + k)["identifier-changed/crm_upsert"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-id-" + k)["identifier-changed/crm_upsert"])
 		h.requireCompleted("jti-id-"+k, "identifier-changed")
 	}
 	starts := h.startsOf("SyncCRM")
@@ -457,9 +457,9 @@ func TestUserStreamSyncParks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
-			h.syncFunc = func(n int) (activities.StepResult, error) {
+			h.syncFunc = func(n int) (reaction.StepResult, error) {
 				if n == 1 {
-					return activities.StepResult{}, temporal.NewNonRetryableApplicationError("crm refused", activities.ErrTypePermanent, nil)
+					return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("crm refused", reaction.ErrTypePermanent, nil)
 				}
 				return h.sync(), nil
 			}
@@ -490,8 +490,8 @@ func TestUserStreamSyncParks(t *testing.T) {
 func TestUserStreamConfirmsUnlinkWithKakao(t *testing.T) {
 	t.Run("kakao says linked", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{kakao: true})
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
-			return activities.ApplyResult{Version: 2, KakaoCheck: activities.KakaoLinked, Decision: userstate.Decision{
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
+			return reaction.ApplyResult{Version: 2, KakaoCheck: reaction.KakaoLinked, Decision: userstate.Decision{
 				Parts: map[string]userstate.Outcome{"link": userstate.Applied, "purge": userstate.Unchanged}}}, nil
 		}
 		h.send(time.Second, unlinkEnvelope("unlink:stale"))
@@ -509,9 +509,9 @@ func TestUserStreamConfirmsUnlinkWithKakao(t *testing.T) {
 	t.Run("kakao says unlinked", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{kakao: true})
 		h.applyDelay = time.Minute
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 			res := h.state.apply(in, h.now())
-			res.KakaoCheck = activities.KakaoUnlinked
+			res.KakaoCheck = reaction.KakaoUnlinked
 			return res, nil
 		}
 		h.send(time.Second, unlinkEnvelope("unlink:confirmed"))
@@ -525,7 +525,7 @@ func TestUserStreamConfirmsUnlinkWithKakao(t *testing.T) {
 			"user-unlinked/received=received", "user-unlinked/revoke_sessions=done", "user-unlinked/mark_unlinked=done",
 			"user-unlinked/crm_upsert=done", "user-unlinked/schedule_purge=done", "user-unlinked/completed=done",
 		}, h.auditsOf("unlink:confirmed"))
-		require.Equal(t, activities.KakaoUnlinked, h.auditFor("user-unlinked/mark_unlinked").Detail["kakao_check"])
+		require.Equal(t, reaction.KakaoUnlinked, h.auditFor("user-unlinked/mark_unlinked").Detail["kakao_check"])
 	})
 	t.Run("an unlink SET is not confirmed", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{kakao: true})
@@ -554,7 +554,7 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 
 		require.Len(t, h.purges, 1)
 		require.Equal(t, t0.Add(testPurgeAfter), h.purges[0].At, "the purge runs when it is due")
-		require.Equal(t, activities.RunPurgeInput{Subject: testStateSubject, Cutoff: t0}, h.purges[0].In)
+		require.Equal(t, reaction.RunPurgeInput{Subject: testStateSubject, Cutoff: t0}, h.purges[0].In)
 		purges := h.stepsOf("PurgeSessions")
 		require.Len(t, purges, 1)
 		p := purges[0]
@@ -564,8 +564,8 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 		require.Equal(t, testUserID, p.In.Event.Subject.UserID)
 		require.Equal(t, testIssuer, p.In.Event.Subject.Issuer)
 		out := h.outcomes("unlink:1")
-		require.Equal(t, activities.OutcomeDone, out["purge/run"])
-		require.Equal(t, activities.OutcomeDone, out["purge/sessions"])
+		require.Equal(t, reaction.OutcomeDone, out["purge/run"])
+		require.Equal(t, reaction.OutcomeDone, out["purge/sessions"])
 		// The purge removed the contact: the CRM is synced again.
 		require.Len(t, h.syncs, 2)
 		require.Equal(t, t0.Add(testPurgeAfter), h.syncs[1])
@@ -581,7 +581,7 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 		require.True(t, t0.Add(time.Hour).Equal(h.purges[0].In.Cutoff))
 		require.Equal(t, "scheduled", h.auditOf("jti-unlinked", "user-unlinked/schedule_purge").Detail["purge"])
 		require.Equal(t, "moved", h.auditOf("unlink:2", "user-unlinked/schedule_purge").Detail["purge"])
-		require.Equal(t, activities.OutcomeDone, h.outcomes("unlink:2")["purge/run"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("unlink:2")["purge/run"])
 	})
 	t.Run("moved earlier and cancelled by the decision", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
@@ -595,11 +595,11 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 			"jti-4": pp(2*time.Minute, 8*time.Hour, "jti-4"),
 			"jti-5": nil, // cancelled
 		}
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
-			return activities.ApplyResult{Version: 1, Purge: results[in.EventKey]}, nil
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
+			return reaction.ApplyResult{Version: 1, Purge: results[in.EventKey]}, nil
 		}
-		h.purgeFunc = func(in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
-			return activities.RunPurgeResult{Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: in.Cutoff}}, nil
+		h.purgeFunc = func(in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
+			return reaction.RunPurgeResult{Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: in.Cutoff}}, nil
 		}
 		h.send(time.Second, setEnvelopeAt("jti-1", secevent.EventAccountEnabled, payloadWith(""), t0))
 		h.send(time.Minute, setEnvelopeAt("jti-2", secevent.EventAccountEnabled, payloadWith(""), t0))
@@ -610,7 +610,7 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 		require.Len(t, h.purges, 1, "only the purge due at 3h ran")
 		require.Equal(t, t0.Add(3*time.Hour), h.purges[0].At)
 		require.True(t, t0.Add(time.Minute).Equal(h.purges[0].In.Cutoff))
-		require.Equal(t, activities.OutcomeDone, h.outcomes("jti-2")["purge/run"])
+		require.Equal(t, reaction.OutcomeDone, h.outcomes("jti-2")["purge/run"])
 		require.Len(t, h.stepsOf("PurgeSessions"), 1)
 		require.Equal(t, []string{"jti-1", "jti-2", "jti-3", "jti-4", "jti-5"}, h.applyKeys())
 		require.Equal(t, t0.Add(3*time.Hour+20*time.Minute+time.Hour), h.now(), "the cancelled purge's timer no longer keeps the stream")
@@ -626,8 +626,8 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 	})
 	t.Run("the purge finds the user linked again", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.purgeFunc = func(in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
-			return activities.RunPurgeResult{KakaoCheck: activities.KakaoLinked, Decision: userstate.Decision{
+		h.purgeFunc = func(in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
+			return reaction.RunPurgeResult{KakaoCheck: reaction.KakaoLinked, Decision: userstate.Decision{
 				Purge: userstate.PurgeCancelled, Parts: map[string]userstate.Outcome{"purge": userstate.Applied}}}, nil
 		}
 		h.send(time.Second, unlinkEnvelope("unlink:1"))
@@ -636,13 +636,13 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 		require.Empty(t, h.stepsOf("PurgeSessions"))
 		run := h.auditFor("purge/run")
 		require.Equal(t, "cancelled", run.Outcome)
-		require.Equal(t, activities.KakaoLinked, run.Detail["kakao_check"])
+		require.Equal(t, reaction.KakaoLinked, run.Detail["kakao_check"])
 		require.Equal(t, "unlink:1", run.EventKey)
 	})
 	t.Run("a purge carried over Continue-As-New", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.purgeFunc = func(in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
-			return activities.RunPurgeResult{Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: in.Cutoff}}, nil
+		h.purgeFunc = func(in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
+			return reaction.RunPurgeResult{Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: in.Cutoff}}, nil
 		}
 		in := streamInput()
 		subject := testStateSubject
@@ -651,7 +651,7 @@ func TestUserStreamPurgeTimer(t *testing.T) {
 		require.NoError(t, h.runStream(in))
 		require.Len(t, h.purges, 1)
 		require.Equal(t, t0.Add(2*time.Hour), h.purges[0].At)
-		require.Equal(t, activities.RunPurgeInput{Subject: testStateSubject, Cutoff: t0.Add(-time.Hour)}, h.purges[0].In)
+		require.Equal(t, reaction.RunPurgeInput{Subject: testStateSubject, Cutoff: t0.Add(-time.Hour)}, h.purges[0].In)
 		purges := h.stepsOf("PurgeSessions")
 		require.Len(t, purges, 1)
 		require.Equal(t, t0.Add(-time.Hour).Format(time.RFC3339Nano), purges[0].In.Params["cutoff"])
@@ -681,8 +681,8 @@ func TestUserStreamAccountPurged(t *testing.T) {
 	t.Run("the decision's cutoff", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
 		cutoff := t0.Add(-3 * time.Hour)
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
-			return activities.ApplyResult{Version: 3, Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: cutoff,
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
+			return reaction.ApplyResult{Version: 3, Decision: userstate.Decision{Purge: userstate.PurgeRun, Cutoff: cutoff,
 				Parts: map[string]userstate.Outcome{"purge": userstate.Applied}}}, nil
 		}
 		h.send(time.Second, setEnvelopeAt("jti-purged", secevent.EventAccountPurged, payloadWith(""), t0))
@@ -693,16 +693,16 @@ func TestUserStreamAccountPurged(t *testing.T) {
 	})
 	t.Run("covered by a newer purge", func(t *testing.T) {
 		h := newHarness(t, harnessOptions{})
-		h.applyFunc = func(_ int, in activities.ApplyInput) (activities.ApplyResult, error) {
-			return activities.ApplyResult{Version: 3, Decision: userstate.Decision{
+		h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
+			return reaction.ApplyResult{Version: 3, Decision: userstate.Decision{
 				Parts: map[string]userstate.Outcome{"purge": userstate.Superseded, "link": userstate.Superseded}}}, nil
 		}
 		h.send(time.Second, setEnvelopeAt("jti-purged", secevent.EventAccountPurged, payloadWith(""), t0))
 		require.NoError(t, h.runStream(streamInput()))
 		require.Empty(t, h.stepsOf("PurgeSessions"))
 		out := h.outcomes("jti-purged")
-		require.Equal(t, activities.OutcomeSuperseded, out["account-purged/purge_data"])
-		require.Equal(t, activities.OutcomeSuperseded, out["account-purged/crm_delete"])
+		require.Equal(t, reaction.OutcomeSuperseded, out["account-purged/purge_data"])
+		require.Equal(t, reaction.OutcomeSuperseded, out["account-purged/crm_delete"])
 		require.Empty(t, h.syncs)
 		h.requireCompleted("jti-purged", "account-purged")
 	})
@@ -717,11 +717,11 @@ func TestUserStreamParkedStepRetried(t *testing.T) {
 	}{{"by its event key", "jti-park"}, {"by an empty key (all)", ""}} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
-			h.stepFuncs["SendNotice"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+			h.stepFuncs["SendNotice"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 				if n == 1 {
-					return activities.StepResult{}, temporal.NewNonRetryableApplicationError("no template", activities.ErrTypePermanent, nil)
+					return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("no template", reaction.ErrTypePermanent, nil)
 				}
-				return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+				return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 			}
 			h.send(time.Second, disabled("jti-park", "hijacking", t0))
 			var parked, other, done StreamStatus
@@ -742,13 +742,13 @@ func TestUserStreamParkedStepRetried(t *testing.T) {
 			require.Len(t, notices, 2)
 			require.Equal(t, t0.Add(3*time.Hour), notices[1].At)
 			require.Equal(t, notices[0].In.IdempotencyKey, notices[1].In.IdempotencyKey)
-			require.Equal(t, []activities.ParkInput{{EventKey: "jti-park", Step: "account-disabled/send_notice",
+			require.Equal(t, []reaction.ParkInput{{EventKey: "jti-park", Step: "account-disabled/send_notice",
 				WorkflowID: UserStreamID(testHash), Reason: h.parks[0].Reason}}, h.parks)
 			require.Contains(t, h.parks[0].Reason, "no template")
 			require.Equal(t, []string{"jti-park"}, h.unparks)
 			out := h.outcomes("jti-park")
 			require.Equal(t, OutcomeFailed, out["account-disabled/send_notice@1"])
-			require.Equal(t, activities.OutcomeDone, out["account-disabled/send_notice"])
+			require.Equal(t, reaction.OutcomeDone, out["account-disabled/send_notice"])
 			h.requireCompleted("jti-park", "account-disabled")
 			require.Equal(t, t0.Add(4*time.Hour), h.now(), "idle an hour after the retried step")
 		})
@@ -760,11 +760,11 @@ func TestUserStreamParkedStepRetried(t *testing.T) {
 func TestUserStreamRetryWhileParkingIsNotLost(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	h.parkDelay = time.Minute
-	h.stepFuncs["SendNotice"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["SendNotice"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n == 1 {
-			return activities.StepResult{}, temporal.NewNonRetryableApplicationError("no template", activities.ErrTypePermanent, nil)
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("no template", reaction.ErrTypePermanent, nil)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	h.send(time.Second, disabled("jti-early", "hijacking", t0))
 	h.signalRetry(30*time.Second, 1, "jti-early")
@@ -912,9 +912,9 @@ events:
 func TestUserStreamPermanentApplyFailureParksWithoutBlocking(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	mem := newMemState()
-	h.applyFunc = func(n int, in activities.ApplyInput) (activities.ApplyResult, error) {
+	h.applyFunc = func(n int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
 		if in.EventKey == "jti-bad" && n == 1 {
-			return activities.ApplyResult{}, temporal.NewNonRetryableApplicationError("bad payload", activities.ErrTypePermanent, nil)
+			return reaction.ApplyResult{}, temporal.NewNonRetryableApplicationError("bad payload", reaction.ErrTypePermanent, nil)
 		}
 		return mem.apply(in, h.now()), nil
 	}
@@ -930,7 +930,7 @@ func TestUserStreamPermanentApplyFailureParksWithoutBlocking(t *testing.T) {
 	require.Empty(t, done.Parked)
 	out := h.outcomes("jti-bad")
 	require.Equal(t, OutcomeFailed, out["account-disabled/apply@1"])
-	require.Equal(t, activities.OutcomeDone, out["account-disabled/lock_account"])
+	require.Equal(t, reaction.OutcomeDone, out["account-disabled/lock_account"])
 	h.requireCompleted("jti-bad", "account-disabled")
 	require.Len(t, h.parks, 1)
 	require.Equal(t, "account-disabled/apply", h.parks[0].Step)
@@ -963,10 +963,10 @@ func TestStepsRetryForTheConfiguredWindow(t *testing.T) {
 func TestUserStreamFailedPurgeParksAndRetryRunsIt(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	failed := false
-	h.purgeFunc = func(in activities.RunPurgeInput) (activities.RunPurgeResult, error) {
+	h.purgeFunc = func(in reaction.RunPurgeInput) (reaction.RunPurgeResult, error) {
 		if !failed {
 			failed = true
-			return activities.RunPurgeResult{}, temporal.NewNonRetryableApplicationError("broken state", activities.ErrTypePermanent, nil)
+			return reaction.RunPurgeResult{}, temporal.NewNonRetryableApplicationError("broken state", reaction.ErrTypePermanent, nil)
 		}
 		return h.state.runPurge(in, h.now()), nil
 	}
@@ -980,7 +980,7 @@ func TestUserStreamFailedPurgeParksAndRetryRunsIt(t *testing.T) {
 	require.Len(t, h.purges, 2)
 	out := h.outcomes("unlink:1")
 	require.Equal(t, OutcomeFailed, out["purge/run@1"])
-	require.Equal(t, activities.OutcomeDone, out["purge/run"])
-	require.Equal(t, activities.OutcomeDone, out["purge/sessions"])
+	require.Equal(t, reaction.OutcomeDone, out["purge/run"])
+	require.Equal(t, reaction.OutcomeDone, out["purge/sessions"])
 	require.Len(t, h.stepsOf("PurgeSessions"), 1)
 }

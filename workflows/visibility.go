@@ -10,11 +10,11 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/internal/searchattr"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/reaction"
 )
 
 // SignalHoldDecision tells a user's stream that operators decided held work
@@ -212,7 +212,7 @@ func destructiveSteps(steps []policy.Step, payload map[string]any) []string {
 func (s *stream) admit(ctx workflow.Context, key string, ev event.Event, steps []string) (guard.Verdict, error) {
 	var v guard.Verdict
 	actx := workflow.WithActivityOptions(ctx, withSummary(applyOptions(), "blast-radius guard: "+ev.Name))
-	err := workflow.ExecuteActivity(actx, a.AdmitDestructive, guard.Request{
+	err := workflow.ExecuteActivity(actx, reaction.AdmitDestructive, guard.Request{
 		EventKey: key, SubjectHash: s.hash, EventName: ev.Name, Steps: steps,
 		WorkflowID: workflow.GetInfo(ctx).WorkflowExecution.ID,
 	}).Get(actx, &v)
@@ -246,7 +246,7 @@ func (s *stream) holdSignals(key string) int { return s.holdAll + s.holdKey[key]
 // notice about work that may never run would mislead the user. The user's
 // later events go on meanwhile: the state machine decides by event time.
 func (s *stream) holdEvent(ctx workflow.Context, env event.Envelope, applyKey string, ev event.Event,
-	plan activities.PlannedEvent, labels []string, payload map[string]any, destructive []string, v guard.Verdict) {
+	plan reaction.PlannedEvent, labels []string, payload map[string]any, destructive []string, v guard.Verdict) {
 	log := workflow.GetLogger(ctx)
 	r := s.newRunner(ctx, env.Key, ev)
 	if v.Decision == guard.Held {

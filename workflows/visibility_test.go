@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/reaction"
 )
 
 // fakeGuard answers AdmitDestructive: held until decide is called.
@@ -148,11 +148,11 @@ func TestUserStreamGuardOnlyForDestructiveSteps(t *testing.T) {
 // is parked until the retry, then done.
 func TestReactionStateQueryShowsParking(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	h.stepFuncs["RecordTalkShare"] = func(n int, _ activities.StepInput) (activities.StepResult, error) {
+	h.stepFuncs["RecordTalkShare"] = func(n int, _ reaction.StepInput) (reaction.StepResult, error) {
 		if n == 1 {
-			return activities.StepResult{}, temporal.NewNonRetryableApplicationError("bad row", activities.ErrTypePermanent, nil)
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("bad row", reaction.ErrTypePermanent, nil)
 		}
-		return activities.StepResult{Outcome: activities.OutcomeDone}, nil
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
 	}
 	var parked, done ReactionStatus
 	h.env.RegisterDelayedCallback(func() {
