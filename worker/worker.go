@@ -53,14 +53,22 @@ func (s *Set) Start() error {
 	// Applied first, so that the activity (and every other interceptor) sees
 	// the context Stop cuts off.
 	opts.Interceptors = append([]interceptor.WorkerInterceptor{&s.stop}, opts.Interceptors...)
+	acts, err := activities.ByName(s.acts)
+	if err != nil {
+		return err
+	}
 	main := sdkworker.New(s.client, workflows.TaskQueue, opts)
 	main.RegisterWorkflow(workflows.Reaction)
 	main.RegisterWorkflow(workflows.UserStream)
-	main.RegisterActivity(s.acts)
 	crmOpts := opts
 	crmOpts.TaskQueueActivitiesPerSecond = s.CRMRate
 	crm := sdkworker.New(s.client, workflows.CRMTaskQueue, crmOpts)
-	crm.RegisterActivity(s.acts)
+	// Each under the name the workflows call it by (policy's steps table,
+	// package reaction), on both queues.
+	for name, fn := range acts {
+		main.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+		crm.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+	}
 	if s.Extra != nil {
 		s.Extra(main)
 	}
