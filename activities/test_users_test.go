@@ -8,7 +8,6 @@ import (
 
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/event"
-	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/reaction"
 )
@@ -77,7 +76,7 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 	a := &Activities{Sessions: rev, Backends: Backends{Mailer: m, TestUsers: NewTestUsers(key, []string{"701541"}), ServiceHook: hook}}
 	ctx := context.Background()
 	in := func(user string) reaction.StepInput {
-		return reaction.StepInput{IdempotencyKey: "k/s", EventKey: "k", Params: map[string]string{"notice": string(mailer.NoticeAccountHijacked), "cutoff": time.Now().Format(time.RFC3339Nano)},
+		return reaction.StepInput{IdempotencyKey: "k/s", EventKey: "k", Params: map[string]string{"notice": policy.NoticeAccountHijacked, "cutoff": time.Now().Format(time.RFC3339Nano)},
 			Event: event.Event{Name: "account-disabled", Subject: event.Subject{Issuer: "i", UserID: user}, Time: time.Now()}}
 	}
 	steps := map[string]func(context.Context, reaction.StepInput) (reaction.StepResult, error){

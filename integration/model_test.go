@@ -493,13 +493,13 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 			o.lock.put("locked", e.at)
 			revoke(e.at, "revoked")
 			if e.payload["reason"] == "hijacking" {
-				o.notices[e.key] = string(mailer.NoticeAccountHijacked)
+				o.notices[e.key] = policy.NoticeAccountHijacked
 			}
 		case "account-enabled":
 			o.lock.put("unlocked", e.at)
 		case "credential-change":
 			revoke(e.at, "revoked")
-			o.notices[e.key] = string(mailer.NoticePasswordChanged)
+			o.notices[e.key] = policy.NoticePasswordChanged
 		case "channel-added":
 			o.channel.put("added", e.at)
 		case "channel-blocked":
@@ -595,7 +595,7 @@ func compareUser(t *testing.T, s *stack, hs *hubSpot, u *modelUser, o *oracleUse
 	// Notices: at least once, with the Message-ID of the event and step; a
 	// user whose address was never blanked gets every one.
 	for key, kind := range o.notices {
-		name := map[string]string{string(mailer.NoticeAccountHijacked): "account-disabled", string(mailer.NoticePasswordChanged): "credential-change"}[kind]
+		name := map[string]string{policy.NoticeAccountHijacked: "account-disabled", policy.NoticePasswordChanged: "credential-change"}[kind]
 		id := strings.Trim(mailer.MessageID(workflows.StepKey(key, name, policy.SendNotice), mailDomain), "<>")
 		if mails[id] == 0 && !o.emailBlanked {
 			diffs = append(diffs, fmt.Sprintf("notice %s for %s not sent", kind, key))

@@ -859,9 +859,9 @@ func TestReactionSecurityFamily(t *testing.T) {
 	}
 
 	mp.WaitMessages(t, 3, 10*time.Second)
-	expectNotice(t, mp, m, disableKey, "account-disabled", mailer.NoticeAccountHijacked, users["1001"])
-	expectNotice(t, mp, m, changeKey, "credential-change", mailer.NoticePasswordChanged, users["1002"])
-	expectNotice(t, mp, m, compromiseKey, "credential-compromise", mailer.NoticeCredentialCompromise, users["1003"])
+	expectNotice(t, mp, m, disableKey, "account-disabled", mailer.Kind(policy.NoticeAccountHijacked), users["1001"])
+	expectNotice(t, mp, m, changeKey, "credential-change", mailer.Kind(policy.NoticePasswordChanged), users["1002"])
+	expectNotice(t, mp, m, compromiseKey, "credential-compromise", mailer.Kind(policy.NoticeCredentialCompromise), users["1003"])
 
 	// The same SET once more after its reaction: accepted, not run again.
 	if st, _ := s.post(disableToken); st != http.StatusAccepted {

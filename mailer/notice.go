@@ -3,30 +3,32 @@ package mailer
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"io/fs"
 	"net/mail"
+	"path"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 )
 
-// Kind names a security notice. The values are stable: they name template
-// files and may appear in reaction policies.
+// Kind names a security notice. The kinds are policy's (policy.Notices,
+// which send_notice accepts); the mailer has a template for each, named by
+// the kind, and its tests check that the two agree.
 type Kind string
 
-// The notices in the reaction table.
-const (
-	// NoticeAccountHijacked follows RISC account-disabled with reason=hijacking.
-	NoticeAccountHijacked Kind = "account-hijacked"
-	// NoticeCredentialCompromise follows RISC credential-compromise.
-	NoticeCredentialCompromise Kind = "credential-compromise"
-	// NoticePasswordChanged follows CAEP credential-change.
-	NoticePasswordChanged Kind = "password-changed"
-)
+// Kinds lists the notice kinds the mailer has templates for.
+func Kinds() []Kind { return slices.Clone(templateKinds()) }
 
-// Kinds lists every notice kind.
-func Kinds() []Kind {
-	return []Kind{NoticeAccountHijacked, NoticeCredentialCompromise, NoticePasswordChanged}
-}
+var templateKinds = sync.OnceValue(func() []Kind {
+	files, _ := fs.Glob(templateFS, "templates/*."+DefaultLocale+".subject")
+	kinds := make([]Kind, 0, len(files))
+	for _, f := range files {
+		kinds = append(kinds, Kind(strings.TrimSuffix(path.Base(f), "."+DefaultLocale+".subject")))
+	}
+	return kinds
+})
 
 // Valid reports whether k is one of Kinds.
 func (k Kind) Valid() bool {

@@ -36,9 +36,19 @@ const (
 	NotifyService = "notify_service"
 )
 
-// Notices are the kinds send_notice knows; mailer has a template for each
-// (its tests check that).
-var Notices = []string{"account-hijacked", "credential-compromise", "password-changed"}
+// The notices send_notice sends; mailer has templates for each (its tests
+// check that).
+const (
+	// NoticeAccountHijacked follows RISC account-disabled with reason=hijacking.
+	NoticeAccountHijacked = "account-hijacked"
+	// NoticeCredentialCompromise follows RISC credential-compromise.
+	NoticeCredentialCompromise = "credential-compromise"
+	// NoticePasswordChanged follows CAEP credential-change.
+	NoticePasswordChanged = "password-changed"
+)
+
+// Notices lists the notices send_notice knows.
+var Notices = []string{NoticeAccountHijacked, NoticeCredentialCompromise, NoticePasswordChanged}
 
 // Kind says how the workflows run a step.
 type Kind int
