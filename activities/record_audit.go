@@ -4,13 +4,14 @@ import (
 	"context"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/secevent"
 )
 
 // knownEvents bounds the event label of the step metrics.
 var knownEvents = func() map[string]bool {
-	m := map[string]bool{"user-unlinked": true, "talk-share": true, "channel-added": true, "channel-blocked": true,
+	m := map[string]bool{event.NameUserUnlinked: true, "talk-share": true, "channel-added": true, "channel-blocked": true,
 		"crm-sync": true, "purge": true}
 	for _, t := range secevent.KnownEventTypes {
 		m[secevent.EventName(t)] = true

@@ -25,6 +25,12 @@ const (
 	SourceTalkChannel Source = "talk-channel"
 )
 
+// NameUserUnlinked is the Event.Name of an unlink: the OAuth user-unlinked
+// SET's, which Kakao's unlink webhook shares, so that both get the same
+// reaction. Event names are otherwise the last segment of a SET's type URI
+// (secevent.EventName).
+const NameUserUnlinked = "user-unlinked"
+
 // Subject identifies the user an event is about, normalized to issuer + user id.
 type Subject struct {
 	Issuer string `json:"issuer"`

@@ -22,7 +22,7 @@ import (
 // SET, so that both get the same reaction plan.
 const (
 	UnlinkEventType = "kakao:unlink-webhook"
-	UnlinkEventName = "user-unlinked"
+	UnlinkEventName = event.NameUserUnlinked
 	// KakaoWebhookCategory is the Category of the admin-key webhooks' events.
 	KakaoWebhookCategory = "kakao-webhook"
 	// KakaoUserIDFormat is the subject Format of a Kakao user number.

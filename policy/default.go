@@ -1,5 +1,7 @@
 package policy
 
+import "github.com/setflow/setflow/event"
+
 func s(name string) Step { return Step{Name: name} }
 
 // Default is product.md's reaction table.
@@ -19,7 +21,7 @@ func Default() *Policy {
 	channel := Reaction{Steps: []Step{s(RecordChannel), s(CRMMarketing)}}
 	return &Policy{byType: map[string]Reaction{
 		"user-linked":                        {Steps: []Step{s(MarkLinked), s(CancelPurge), s(CRMUpsert)}},
-		"user-unlinked":                      unlinked,
+		event.NameUserUnlinked:               unlinked,
 		"user-scope-consent":                 {Steps: []Step{s(UpdateConsents), s(CRMUpsert)}},
 		"user-scope-withdraw":                {Steps: []Step{s(UpdateConsents), s(CRMDeleteFields)}},
 		"tokens-revoked":                     revokeOnly,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/pace"
@@ -45,7 +46,7 @@ const (
 )
 
 // benchEventTypes rotate through the pre-signed tokens.
-var benchEventTypes = []string{"account-disabled", "user-unlinked", "sessions-revoked", "credential-change", "user-linked"}
+var benchEventTypes = []string{"account-disabled", event.NameUserUnlinked, "sessions-revoked", "credential-change", "user-linked"}
 
 // runBench measures SET verification and the ingress's accept rate against a
 // real Postgres inbox, and prints the figures next to the product targets.
