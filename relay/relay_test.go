@@ -63,6 +63,19 @@ func status(t *testing.T, in *inbox.Memory, key string) inbox.Status {
 	return e.Status
 }
 
+// waitCanceled waits for Run to return its context's cancellation.
+func waitCanceled(t *testing.T, done <-chan error, timeout string) {
+	t.Helper()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal(timeout)
+	}
+}
+
 // A stop while a batch is being delivered lets the batch finish and record
 // what it delivered; no new batch starts.
 func TestStopFinishesTheClaimedBatch(t *testing.T) {
@@ -84,14 +97,7 @@ func TestStopFinishesTheClaimedBatch(t *testing.T) {
 	default:
 	}
 	close(st.release)
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not return after its batch")
-	}
+	waitCanceled(t, done, "Run did not return after its batch")
 	for _, k := range []string{"k1", "k2"} {
 		if s := status(t, in, k); s != inbox.StatusDispatched {
 			t.Fatalf("%s is %s after the stop, want dispatched", k, s)
@@ -352,14 +358,7 @@ func TestRunBacksOffWhileTheInboxIsDown(t *testing.T) {
 		}}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.Canceled) {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not stop")
-	}
+	waitCanceled(t, done, "Run did not stop")
 	if !reflect.DeepEqual(attempts, []int{1, 2, 3, 1, 2}) {
 		t.Fatalf("backoff attempts %v, want 1, 2, 3, then 1, 2 after a claim worked", attempts)
 	}
