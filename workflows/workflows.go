@@ -1,5 +1,6 @@
-// Package workflows holds setflow's deterministic workflow code. It knows the
-// activities' names and types, never their dependencies.
+// Package workflows holds setflow's deterministic workflow code. It calls the
+// activities by name (policy's steps table, package reaction) with the types
+// of package reaction, and never imports the activities or their back ends.
 package workflows
 
 import "strings"
