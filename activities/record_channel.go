@@ -54,7 +54,7 @@ func (a *Activities) recordRelationship(ctx context.Context, in StepInput) (talk
 		return talk.Relationship{}, false, temporal.NewNonRetryableApplicationError(
 			"talk channel: the event names no user or no channel", "MissingSubject", errors.New("incomplete payload"))
 	}
-	store := a.talkStore()
+	store := a.Talk
 	if store == nil {
 		return talk.Relationship{}, false, classify("talk channel", errors.New("worker has no talk store configured"), true, 0)
 	}

@@ -37,6 +37,7 @@ import (
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -435,10 +436,11 @@ func Activities(db *sqlx.DB) (*activities.Activities, error) {
 		Audit:    audit.NewPostgres(db),
 		Talk:     talk.NewPostgres(db),
 		Backends: activities.Backends{
-			DB:       db,
-			Profiles: profile.NewStore(db),
-			States:   userstate.NewStore(db),
-			Subjects: Subjects,
+			Parking:     inbox.NewPostgres(db),
+			SideEffects: sideeffects.NewPostgres(db),
+			Profiles:    profile.NewStore(db),
+			States:      userstate.NewStore(db),
+			Subjects:    Subjects,
 		},
 	}, nil
 }
