@@ -242,7 +242,10 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatal(err)
 		}
 		var relayed []string
+		var mu sync.Mutex
 		s.Relay(ctx, 10, func(_ context.Context, e inbox.Entry) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
 			relayed = append(relayed, e.Envelope.Key)
 			return "wf", nil
 		}, noBackoff)
