@@ -41,18 +41,10 @@ func (m *Memory) Apply(_ context.Context, sub Subject, key string, fn func(State
 		return Result{}, fmt.Errorf("userstate: stored state: %w", err)
 	}
 	if stored, ok := u.decisions[key]; ok {
-		var d Decision
-		if err := json.Unmarshal(stored, &d); err != nil {
-			return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
-		}
-		return Result{State: cur, Decision: d, Repeat: true}, nil
+		return repeated(cur, stored)
 	}
 	next, d := fn(cur)
-	stateJSON, err := json.Marshal(next)
-	if err != nil {
-		return Result{}, err
-	}
-	decisionJSON, err := json.Marshal(d)
+	stateJSON, decisionJSON, err := encodeApplied(next, d)
 	if err != nil {
 		return Result{}, err
 	}

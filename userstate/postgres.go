@@ -67,20 +67,16 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 	err = tx.GetContext(ctx, &stored, `SELECT decision FROM setflow_user_events WHERE subject_hash = $1 AND event_key = $2`, sub.Hash, key)
 	switch {
 	case err == nil:
-		var d Decision
-		if err := json.Unmarshal(stored, &d); err != nil {
-			return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
+		res, err := repeated(cur, stored)
+		if err != nil {
+			return Result{}, err
 		}
-		return Result{State: cur, Decision: d, Repeat: true}, tx.Commit()
+		return res, tx.Commit()
 	case !errors.Is(err, sql.ErrNoRows):
 		return Result{}, fmt.Errorf("userstate: %w", err)
 	}
 	next, d := fn(cur)
-	stateJSON, err := json.Marshal(next)
-	if err != nil {
-		return Result{}, err
-	}
-	decisionJSON, err := json.Marshal(d)
+	stateJSON, decisionJSON, err := encodeApplied(next, d)
 	if err != nil {
 		return Result{}, err
 	}

@@ -61,3 +61,24 @@ func readSnapshot(hash string, get func(dest any) error) (Snapshot, error) {
 	}
 	return snap, nil
 }
+
+// repeated is the result of a key applied before: its stored decision on the
+// current state.
+func repeated(cur State, storedDecision []byte) (Result, error) {
+	var d Decision
+	if err := json.Unmarshal(storedDecision, &d); err != nil {
+		return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
+	}
+	return Result{State: cur, Decision: d, Repeat: true}, nil
+}
+
+// encodeApplied encodes an apply's new state and decision as stored.
+func encodeApplied(next State, d Decision) (stateJSON, decisionJSON []byte, err error) {
+	if stateJSON, err = json.Marshal(next); err != nil {
+		return nil, nil, err
+	}
+	if decisionJSON, err = json.Marshal(d); err != nil {
+		return nil, nil, err
+	}
+	return stateJSON, decisionJSON, nil
+}
