@@ -4,16 +4,16 @@ import (
 	"context"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/serviceusers"
+	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -43,12 +43,21 @@ type ServiceUserWriter interface {
 	Write(ctx context.Context, accountID string, f serviceusers.Flags) (int64, error)
 }
 
+// ProfileReader reads a user's profile row (profile.Store).
+type ProfileReader interface {
+	Get(ctx context.Context, k profile.Key) (profile.Profile, error)
+}
+
 // Backends are the reaction steps' dependencies beyond sessions and audit.
 type Backends struct {
-	DB       *sqlx.DB
-	Profiles *profile.Store
+	// Parking marks events parked in the inbox (inbox.Postgres).
+	Parking inbox.Parking
+	// SideEffects is the claim log of the side effects that cannot be
+	// idempotent at the far end: notices (sideeffects.Postgres).
+	SideEffects sideeffects.Log
+	Profiles    ProfileReader
 	// States is the per-user state (userstate); TimeBounds clamp event times.
-	States     *userstate.Store
+	States     userstate.States
 	TimeBounds userstate.Bounds
 	Policy     *policy.Policy
 	Subjects   audit.SubjectHasher

@@ -15,7 +15,6 @@ import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/event"
-	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/userstate"
@@ -25,8 +24,7 @@ import (
 // state, signed so that servicehook verifies it; the receiver's answers are
 // classified like the CRM webhook's.
 func TestNotifyServiceSendsASignedDocumentWithTheState(t *testing.T) {
-	db, _ := testenv.Database(t)
-	store := userstate.NewStore(db)
+	store := userstate.NewMemory()
 	hasher := audit.SubjectHasher{Key: []byte("k")}
 	at := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
 	yes := true

@@ -48,31 +48,10 @@ func (a *Activities) PlanReaction(_ context.Context, env event.Envelope) ([]reac
 // ParkEvent makes a stuck event visible to operators in the inbox (status
 // parked, with the failed step and reason); `setflow events retry` re-drives it.
 func (a *Activities) ParkEvent(ctx context.Context, in reaction.ParkInput) error {
-	reason := in.Step + ": " + in.Reason
-	if len(reason) > 500 {
-		reason = reason[:500]
-	}
-	res, err := a.DB.ExecContext(ctx, `UPDATE setflow_inbox SET status = 'parked', last_error = $2, workflow_id = $3 WHERE dedupe_key = $1`,
-		in.EventKey, reason, in.WorkflowID)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		return nil
-	}
-	// The entry is gone (pruned before it was guarded, or a key with no
-	// entry of its own): a placeholder keeps the parked step listed and
-	// retryable. Its raw body is empty; the audit trail has the rest.
-	_, err = a.DB.ExecContext(ctx, `
-		INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope, status, last_error, workflow_id)
-		VALUES ($1, 'parked', '', jsonb_build_object('key', $1::text), 'parked', $2, $3)
-		ON CONFLICT (dedupe_key) DO UPDATE SET status = 'parked', last_error = EXCLUDED.last_error, workflow_id = EXCLUDED.workflow_id`,
-		in.EventKey, reason, in.WorkflowID)
-	return err
+	return a.Parking.Park(ctx, in.EventKey, in.Step+": "+in.Reason, in.WorkflowID)
 }
 
 // UnparkEvent marks a parked event as being worked on again.
 func (a *Activities) UnparkEvent(ctx context.Context, eventKey string) error {
-	_, err := a.DB.ExecContext(ctx, `UPDATE setflow_inbox SET status = 'dispatched', last_error = NULL WHERE dedupe_key = $1 AND status = 'parked'`, eventKey)
-	return err
+	return a.Parking.Unpark(ctx, eventKey)
 }

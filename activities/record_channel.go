@@ -55,7 +55,7 @@ func (a *Activities) recordRelationship(ctx context.Context, in reaction.StepInp
 		return talk.Relationship{}, false, temporal.NewNonRetryableApplicationError(
 			"talk channel: the event names no user or no channel", reaction.ErrTypeMissingSubject, errors.New("incomplete payload"))
 	}
-	store := a.talkStore()
+	store := a.Talk
 	if store == nil {
 		return talk.Relationship{}, false, classify("talk channel", errors.New("worker has no talk store configured"), true, 0)
 	}

@@ -10,17 +10,6 @@ import (
 	"github.com/setflow/setflow/talk"
 )
 
-// talkStore is Talk, or the Postgres store on Backends.DB when only that is set.
-func (a *Activities) talkStore() talk.Store {
-	if a.Talk != nil {
-		return a.Talk
-	}
-	if a.DB != nil {
-		return talk.NewPostgres(a.DB)
-	}
-	return nil
-}
-
 // shareDelivery reads the Talk Share delivery of an event (payload
 // talk.SharePayload). The event's time is when the delivery was received.
 func shareDelivery(in reaction.StepInput) (talk.Delivery, error) {
@@ -45,7 +34,7 @@ func (a *Activities) RecordTalkShare(ctx context.Context, in reaction.StepInput)
 	if err != nil {
 		return reaction.StepResult{}, err
 	}
-	store := a.talkStore()
+	store := a.Talk
 	if store == nil {
 		// Retryable: a worker deployed without the store can be fixed and the
 		// step then completes.

@@ -13,7 +13,7 @@ import (
 )
 
 // Every activity the workflows name is a method of Activities with the
-// shape the workflows call it with: a step's takes a StepInput.
+// shape the workflows call it with: a step's takes a reaction.StepInput.
 func TestEveryActivityIsImplemented(t *testing.T) {
 	fns, err := ByName(&Activities{})
 	if err != nil {

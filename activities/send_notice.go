@@ -13,70 +13,12 @@ import (
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/reaction"
+	"github.com/setflow/setflow/sideeffects"
 )
-
-// noticeClaim is what the side-effect log says about a notice's key.
-type noticeClaim struct {
-	send   bool // this attempt sends
-	repeat bool // ... and an earlier attempt may have sent it already
-	status string
-}
 
 // errPreviousAttempt is a retryable refusal to send while an earlier
 // attempt, whose outcome is not known yet, may still be sending.
 var errPreviousAttempt = errors.New("an earlier attempt may still be sending this notice")
-
-// claimNotice records that an attempt is about to send a notice. Notices are
-// delivered at least once with a stable Message-ID: a key seen before is
-// sent again unless an attempt finished it (done), and while an attempt that
-// vanished (its worker died) may still be running — until its deadline —
-// this attempt waits (a retryable error).
-func (a *Activities) claimNotice(ctx context.Context, key string, deadline time.Duration) (noticeClaim, error) {
-	res, err := a.DB.ExecContext(ctx, `
-		INSERT INTO setflow_side_effects (idempotency_key, kind, status) VALUES ($1, 'email', 'started')
-		ON CONFLICT (idempotency_key) DO NOTHING`, key)
-	if err != nil {
-		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return noticeClaim{send: true}, nil
-	}
-	// Take the claim over when its attempt is certainly over: it ended
-	// uncertain, or it started before this attempt's deadline ago.
-	res, err = a.DB.ExecContext(ctx, `
-		UPDATE setflow_side_effects SET status = 'started', created_at = now(), attempts = attempts + 1
-		WHERE idempotency_key = $1 AND (status = 'uncertain'
-			OR (status = 'started' AND created_at < now() - $2 * interval '1 millisecond'))`,
-		key, deadline.Milliseconds())
-	if err != nil {
-		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		return noticeClaim{send: true, repeat: true}, nil
-	}
-	var status string
-	if err := a.DB.GetContext(ctx, &status, `SELECT status FROM setflow_side_effects WHERE idempotency_key = $1`, key); err != nil {
-		return noticeClaim{}, fmt.Errorf("side effect log: %w", err)
-	}
-	return noticeClaim{status: status}, nil
-}
-
-func (a *Activities) finishSideEffect(ctx context.Context, key, detail string) error {
-	_, err := a.DB.ExecContext(ctx, `UPDATE setflow_side_effects SET status = 'done', done_at = now(), detail = $2 WHERE idempotency_key = $1`, key, detail)
-	return err
-}
-
-// settleNotice records how a failed attempt ended: certainly not handed
-// over (the claim is released: the retry sends as if first), or uncertain
-// (the retry sends again, as a repeat).
-func (a *Activities) settleNotice(ctx context.Context, key string, accepted bool) error {
-	q := `DELETE FROM setflow_side_effects WHERE idempotency_key = $1 AND status = 'started'`
-	if accepted {
-		q = `UPDATE setflow_side_effects SET status = 'uncertain' WHERE idempotency_key = $1 AND status = 'started'`
-	}
-	_, err := a.DB.ExecContext(ctx, q, key)
-	return err
-}
 
 // SendNotice emails the user a security notice (params: notice). The address
 // and name come from the profile store; without an address the step is
@@ -110,12 +52,16 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 	if activity.IsActivity(ctx) && activity.GetInfo(ctx).StartToCloseTimeout > 0 {
 		deadline = activity.GetInfo(ctx).StartToCloseTimeout
 	}
-	claim, err := a.claimNotice(ctx, in.IdempotencyKey, deadline)
+	// Notices are delivered at least once with a stable Message-ID: a key
+	// seen before is sent again unless an attempt finished it, and while an
+	// attempt that vanished (its worker died) may still be running — until
+	// its deadline — this attempt waits (a retryable error).
+	claim, err := a.SideEffects.Claim(ctx, in.IdempotencyKey, sideeffects.KindEmail, deadline)
 	if err != nil {
 		return reaction.StepResult{}, err
 	}
-	if !claim.send {
-		if claim.status == "done" {
+	if !claim.Act {
+		if claim.Status == sideeffects.StatusDone {
 			return reaction.StepResult{Outcome: reaction.OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
 		}
 		return reaction.StepResult{}, classify("send notice", errPreviousAttempt, true, 0)
@@ -132,16 +78,16 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 		// attempt's may be the one that just ran out.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if serr := a.settleNotice(sctx, in.IdempotencyKey, claim.repeat || !notAccepted(err)); serr != nil {
+		if serr := a.SideEffects.Settle(sctx, in.IdempotencyKey, claim.Repeat || !notAccepted(err)); serr != nil {
 			return reaction.StepResult{}, serr
 		}
 		return reaction.StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
 	}
-	if err := a.finishSideEffect(ctx, in.IdempotencyKey, id); err != nil {
+	if err := a.SideEffects.Finish(ctx, in.IdempotencyKey, id); err != nil {
 		return reaction.StepResult{}, err
 	}
 	detail := map[string]any{"notice": string(kind), "message_id": id}
-	if claim.repeat {
+	if claim.Repeat {
 		// An earlier attempt may have delivered it too: the user may get
 		// two copies with the same Message-ID, which is better than none.
 		detail["repeat"] = true

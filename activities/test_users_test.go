@@ -89,8 +89,8 @@ func TestSideEffectStepsRefuseTestUsers(t *testing.T) {
 			t.Errorf("%s for a test account: %+v, %v; want shadow", name, res, err)
 		}
 	}
-	if rev.calls != 0 || m.sends != 0 || hook.posts != 0 {
-		t.Fatalf("a test account's step acted: %d revocations, %d sends, %d service posts", rev.calls, m.sends, hook.posts)
+	if rev.calls != 0 || m.sends() != 0 || hook.posts != 0 {
+		t.Fatalf("a test account's step acted: %d revocations, %d sends, %d service posts", rev.calls, m.sends(), hook.posts)
 	}
 	// A normal user's revocation runs.
 	if res, err := a.RevokeSessions(ctx, in("701542")); err != nil || res.Outcome != reaction.OutcomeDone || rev.calls != 1 {

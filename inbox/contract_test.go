@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -202,6 +204,141 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatalf("%d untried entries were relayed before the backoff", n)
 		}
 	})
+	t.Run("park, unpark and requeue move only parked entries", func(t *testing.T) {
+		s := newStore(t)
+		s.Put(ctx, entry("p"))
+		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf-p", nil }, noBackoff)
+		long := strings.Repeat("x", 2*inbox.MaxErrorLen)
+		if err := s.Park(ctx, "p", "account-disabled/send_notice: "+long, "setflow-user/h"); err != nil {
+			t.Fatal(err)
+		}
+		e, err := s.Get(ctx, "p")
+		if err != nil || e.Status != inbox.StatusParked || e.WorkflowID != "setflow-user/h" || len(e.LastError) != inbox.MaxErrorLen ||
+			!strings.HasPrefix(e.LastError, "account-disabled/send_notice: x") || string(e.Raw) != "raw-p" {
+			t.Fatalf("parked: %+v %v", e, err)
+		}
+		if err := s.Unpark(ctx, "p"); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := s.Get(ctx, "p"); e.Status != inbox.StatusDispatched || e.LastError != "" {
+			t.Fatalf("unparked: %+v", e)
+		}
+		// Neither touches an entry that is not parked.
+		s.Put(ctx, entry("q"))
+		if err := s.Unpark(ctx, "q"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Requeue(ctx, "p"); err != nil {
+			t.Fatal(err)
+		}
+		for k, want := range map[string]inbox.Status{"p": inbox.StatusDispatched, "q": inbox.StatusPending} {
+			if e, _ := s.Get(ctx, k); e.Status != want {
+				t.Fatalf("%s is %s, want %s", k, e.Status, want)
+			}
+		}
+		// Requeued, a parked entry is relayed again at once.
+		s.Park(ctx, "p", "account-disabled/send_notice: down", "setflow-user/h")
+		if err := s.Requeue(ctx, "p"); err != nil {
+			t.Fatal(err)
+		}
+		var relayed []string
+		var mu sync.Mutex
+		s.Relay(ctx, 10, func(_ context.Context, e inbox.Entry) (string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			relayed = append(relayed, e.Envelope.Key)
+			return "wf", nil
+		}, noBackoff)
+		slices.Sort(relayed)
+		if !slices.Equal(relayed, []string{"p", "q"}) {
+			t.Fatalf("relayed %v after requeue, want p and q", relayed)
+		}
+	})
+	t.Run("a key with no entry parks as a placeholder", func(t *testing.T) {
+		s := newStore(t)
+		if err := s.Park(ctx, "unlink:old", "purge/run: broken", "setflow-user/h"); err != nil {
+			t.Fatal(err)
+		}
+		e, err := s.Get(ctx, "unlink:old")
+		if err != nil || e.Status != inbox.StatusParked || e.LastError != "purge/run: broken" || e.WorkflowID != "setflow-user/h" ||
+			len(e.Raw) != 0 || e.Envelope.Source != inbox.SourceParked || e.Envelope.Key != "unlink:old" {
+			t.Fatalf("placeholder: %+v %v", e, err)
+		}
+		// Parked again later: the same entry, updated.
+		if err := s.Park(ctx, "unlink:old", "purge/sessions: down", "setflow-user/h2"); err != nil {
+			t.Fatal(err)
+		}
+		if e, _ := s.Get(ctx, "unlink:old"); e.LastError != "purge/sessions: down" || e.WorkflowID != "setflow-user/h2" {
+			t.Fatalf("parked again: %+v", e)
+		}
+		if got, _ := s.List(ctx, inbox.Filter{}); len(got) != 1 {
+			t.Fatalf("%d entries after parking twice, want 1", len(got))
+		}
+	})
+	t.Run("list filters and orders", func(t *testing.T) {
+		s := newStore(t)
+		for _, k := range []string{"a", "b", "c"} {
+			e := entry(k)
+			if k == "b" {
+				e.Envelope.Source = event.SourceUnlink
+				e.Envelope.Events[0].Name = "user-unlinked"
+			}
+			s.Put(ctx, e)
+		}
+		s.Park(ctx, "a", "account-disabled/send_notice: smtp down", "wf-a")
+		s.Park(ctx, "c", "revoke_sessions: callback down", "wf-c")
+		now := time.Now()
+		for _, c := range []struct {
+			name string
+			f    inbox.Filter
+			want []string
+		}{
+			{"all, newest first", inbox.Filter{}, []string{"c", "b", "a"}},
+			{"oldest first, limited", inbox.Filter{OldestFirst: true, Limit: 2}, []string{"a", "b"}},
+			{"status", inbox.Filter{Status: inbox.StatusParked}, []string{"c", "a"}},
+			{"source", inbox.Filter{Source: event.SourceUnlink}, []string{"b"}},
+			{"event name", inbox.Filter{Event: "user-unlinked"}, []string{"b"}},
+			{"event type", inbox.Filter{Event: "t"}, []string{"c", "b", "a"}},
+			{"step with its event", inbox.Filter{Step: "account-disabled/send_notice"}, []string{"a"}},
+			{"step alone", inbox.Filter{Step: "send_notice"}, []string{"a"}},
+			{"step without an event", inbox.Filter{Step: "revoke_sessions"}, []string{"c"}},
+			{"unknown step", inbox.Filter{Step: "sync_crm"}, nil},
+			{"received since", inbox.Filter{From: now.Add(-time.Hour)}, []string{"c", "b", "a"}},
+			{"received later", inbox.Filter{From: now.Add(time.Hour)}, nil},
+			{"received until", inbox.Filter{Until: now.Add(-time.Hour)}, nil},
+		} {
+			got, err := s.List(ctx, c.f)
+			if err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+			var keys []string
+			for _, e := range got {
+				if e.Raw != nil {
+					t.Fatalf("%s: List loaded the raw body of %s", c.name, e.Envelope.Key)
+				}
+				keys = append(keys, e.Envelope.Key)
+			}
+			if !slices.Equal(keys, c.want) {
+				t.Fatalf("%s: %v, want %v", c.name, keys, c.want)
+			}
+		}
+		got, _ := s.List(ctx, inbox.Filter{Step: "send_notice"})
+		if len(got) != 1 || got[0].WorkflowID != "wf-a" || got[0].ReceivedAt.IsZero() || got[0].Attempts != 0 {
+			t.Fatalf("listed %+v", got)
+		}
+	})
+	t.Run("relay records the workflow and the last failure", func(t *testing.T) {
+		s := newStore(t)
+		s.Put(ctx, entry("r"))
+		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("temporal down") }, noBackoff)
+		if e, _ := s.Get(ctx, "r"); e.LastError != "temporal down" || !e.DispatchedAt.IsZero() {
+			t.Fatalf("after a failure: %+v", e)
+		}
+		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf-r", nil }, noBackoff)
+		if e, _ := s.Get(ctx, "r"); e.LastError != "" || e.WorkflowID != "wf-r" || e.DispatchedAt.IsZero() {
+			t.Fatalf("after delivery: %+v", e)
+		}
+	})
 	t.Run("concurrent relays never deliver an entry twice", func(t *testing.T) {
 		s := newStore(t)
 		for i := range 40 {
@@ -247,5 +384,34 @@ func completed(t *testing.T, db *sqlx.DB, key string) {
 	if _, err := audit.NewPostgres(db).Append(context.Background(), audit.Record{EventKey: key, EventType: "t", SubjectHash: "h",
 		Step: "n/completed", Outcome: "done"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A bench counts and removes only its own entries (by key prefix) in a
+// shared database.
+func TestPostgresCountAndDeleteKeys(t *testing.T) {
+	ctx := context.Background()
+	db, _ := testenv.Database(t)
+	s := inbox.NewPostgres(db)
+	for _, k := range []string{"bench-1:a", "bench-1:b", "bench-10:a", "other"} {
+		if _, err := s.Put(ctx, entry(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Park(ctx, "bench-1:b", "x: y", "wf")
+	for _, c := range []struct {
+		prefix string
+		status inbox.Status
+		want   int
+	}{{"bench-1:", "", 2}, {"bench-1", "", 3}, {"bench-1:", inbox.StatusParked, 1}, {"%", "", 0}} {
+		if n, err := s.CountKeys(ctx, c.prefix, c.status); err != nil || n != c.want {
+			t.Fatalf("CountKeys(%q, %q) = %d, %v; want %d", c.prefix, c.status, n, err, c.want)
+		}
+	}
+	if err := s.DeleteKeys(ctx, "bench-1:"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.List(ctx, inbox.Filter{OldestFirst: true}); len(got) != 2 || got[0].Envelope.Key != "bench-10:a" {
+		t.Fatalf("left %+v, want bench-10:a and other", got)
 	}
 }

@@ -20,7 +20,19 @@ type Entry struct {
 	Raw      []byte
 	Status   Status
 	Attempts int
+
+	// What the relay and the reaction recorded about the entry (Get and List
+	// fill them; Put ignores them).
+	ReceivedAt   time.Time // when the store accepted it
+	DispatchedAt time.Time // zero until the relay handed it over
+	LastError    string    // the relay's last failure, or the parked step and why
+	WorkflowID   string    // where it was handed over, or the parked workflow
 }
+
+// SourceParked is the source of a placeholder entry: a step parked under a key
+// whose own entry was gone (Park), kept so the parked step stays listed and
+// retryable. Its Raw is empty.
+const SourceParked event.Source = "parked"
 
 // Status is an entry's place in the relay's life cycle.
 type Status string
@@ -72,6 +84,54 @@ type Store interface {
 	// one whose events have not all completed or whose user's pending purge
 	// still names it.
 	Prune(ctx context.Context, retention time.Duration) (int64, error)
+	Parking
+	// Requeue puts a parked entry back in the relay's queue, due now, for a
+	// new run of its work (its workflow gave up); any other entry is left
+	// as it is.
+	Requeue(ctx context.Context, key string) error
+	// List returns the entries the filter selects, without their Raw.
+	List(ctx context.Context, f Filter) ([]Entry, error)
+}
+
+// Parking is what a reaction needs to make its stuck work visible to
+// operators, and to clear it once it runs again.
+type Parking interface {
+	// Park marks the entry under key parked, with why (clipped to
+	// MaxErrorLen) and the workflow that waits for a retry. A key with no
+	// entry gets a placeholder (SourceParked).
+	Park(ctx context.Context, key, reason, workflowID string) error
+	// Unpark marks a parked entry dispatched again and clears its reason;
+	// any other entry is left as it is.
+	Unpark(ctx context.Context, key string) error
+}
+
+// Filter selects entries for List; its zero value selects every entry.
+type Filter struct {
+	Status Status
+	Source event.Source
+	// Event matches an entry with an event of this short name
+	// (account-disabled) or full type URI.
+	Event string
+	// Step matches an entry parked at this step, with or without its event
+	// name (send_notice, or account-disabled/send_notice).
+	Step string
+	// From and Until bound when the store accepted the entry (inclusive;
+	// zero: unbounded).
+	From, Until time.Time
+	// Limit caps the entries returned (0: no cap); OldestFirst orders them by
+	// arrival, newest first otherwise.
+	Limit       int
+	OldestFirst bool
+}
+
+// MaxErrorLen bounds a stored failure or park reason.
+const MaxErrorLen = 500
+
+func clip(s string) string {
+	if len(s) > MaxErrorLen {
+		return s[:MaxErrorLen]
+	}
+	return s
 }
 
 // DefaultBackoff doubles from one second up to one minute: Temporal outages are

@@ -12,6 +12,8 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/setflow/setflow/event"
 )
 
 // NotifyChannel is the Postgres channel Put notifies so that relays wake at once
@@ -79,33 +81,56 @@ func (p *Postgres) notifyLoop() {
 }
 
 type row struct {
-	ID       int64           `db:"id"`
-	Raw      []byte          `db:"raw"`
-	Envelope json.RawMessage `db:"envelope"`
-	Status   string          `db:"status"`
-	Attempts int             `db:"attempts"`
+	ID           int64           `db:"id"`
+	Source       string          `db:"source"`
+	Raw          []byte          `db:"raw"`
+	Envelope     json.RawMessage `db:"envelope"`
+	Status       string          `db:"status"`
+	Attempts     int             `db:"attempts"`
+	ReceivedAt   time.Time       `db:"received_at"`
+	DispatchedAt sql.NullTime    `db:"dispatched_at"`
+	LastError    sql.NullString  `db:"last_error"`
+	WorkflowID   sql.NullString  `db:"workflow_id"`
 }
 
+// rowColumns are the columns of a row; listColumns leave out the raw body.
+const (
+	rowColumns  = `id, source, raw, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
+	listColumns = `id, source, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
+)
+
 func (r row) entry() (Entry, error) {
-	e := Entry{ID: r.ID, Raw: r.Raw, Status: Status(r.Status), Attempts: r.Attempts}
+	e := Entry{ID: r.ID, Raw: r.Raw, Status: Status(r.Status), Attempts: r.Attempts, ReceivedAt: r.ReceivedAt,
+		DispatchedAt: r.DispatchedAt.Time, LastError: r.LastError.String, WorkflowID: r.WorkflowID.String}
 	if err := json.Unmarshal(r.Envelope, &e.Envelope); err != nil {
 		return Entry{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, err)
 	}
 	return e, nil
 }
 
+// view is the entry as Get and List show it: a placeholder's envelope names
+// only its key (see Park), so its source is the row's. The relay is handed
+// the envelope as stored.
+func (r row) view() (Entry, error) {
+	e, err := r.entry()
+	if err == nil && e.Envelope.Source == "" {
+		e.Envelope.Source = event.Source(r.Source)
+	}
+	return e, err
+}
+
 // Get returns the entry stored under key.
 func (p *Postgres) Get(ctx context.Context, key string) (Entry, error) {
 	var r row
 	err := p.db.GetContext(ctx, &r,
-		`SELECT id, raw, envelope, status, attempts FROM setflow_inbox WHERE dedupe_key = $1`, key)
+		`SELECT `+rowColumns+` FROM setflow_inbox WHERE dedupe_key = $1`, key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Entry{}, ErrNotFound
 	}
 	if err != nil {
 		return Entry{}, fmt.Errorf("inbox: get: %w", err)
 	}
-	return r.entry()
+	return r.view()
 }
 
 // ReceivedAfter reports whether the entry under key was received after t. The
@@ -135,7 +160,7 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 	defer tx.Rollback() //nolint:errcheck // no-op after commit
 	var rows []row
 	err = tx.SelectContext(ctx, &rows, `
-		SELECT id, raw, envelope, status, attempts FROM setflow_inbox
+		SELECT `+rowColumns+` FROM setflow_inbox
 		WHERE status = 'pending' AND next_attempt_at <= now()
 		ORDER BY next_attempt_at, id
 		LIMIT $1
@@ -192,10 +217,7 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 		}
 		attempts := rows[i].Attempts + 1
 		wait := backoff(attempts)
-		msg := o.err.Error()
-		if len(msg) > 500 {
-			msg = msg[:500]
-		}
+		msg := clip(o.err.Error())
 		if _, err := tx.ExecContext(ctx, `
 			UPDATE setflow_inbox
 			SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond'

@@ -23,6 +23,7 @@ import (
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -121,10 +122,11 @@ func (s *stack) activities() *activities.Activities {
 		Audit:    s.Audit,
 		Talk:     talk.NewPostgres(s.DB),
 		Backends: activities.Backends{
-			DB:       s.DB,
-			Profiles: profile.NewStore(s.DB),
-			States:   userstate.NewStore(s.DB),
-			Subjects: subjects,
+			Parking:     inbox.NewPostgres(s.DB),
+			SideEffects: sideeffects.NewPostgres(s.DB),
+			Profiles:    profile.NewStore(s.DB),
+			States:      userstate.NewStore(s.DB),
+			Subjects:    subjects,
 			// Unlinked users' data waits a month, so tests see the revocation
 			// before any purge; purge tests set their own retention.
 			PurgeAfter: 30 * 24 * time.Hour,

@@ -67,20 +67,16 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 	err = tx.GetContext(ctx, &stored, `SELECT decision FROM setflow_user_events WHERE subject_hash = $1 AND event_key = $2`, sub.Hash, key)
 	switch {
 	case err == nil:
-		var d Decision
-		if err := json.Unmarshal(stored, &d); err != nil {
-			return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
+		res, err := repeated(cur, stored)
+		if err != nil {
+			return Result{}, err
 		}
-		return Result{State: cur, Decision: d, Repeat: true}, tx.Commit()
+		return res, tx.Commit()
 	case !errors.Is(err, sql.ErrNoRows):
 		return Result{}, fmt.Errorf("userstate: %w", err)
 	}
 	next, d := fn(cur)
-	stateJSON, err := json.Marshal(next)
-	if err != nil {
-		return Result{}, err
-	}
-	decisionJSON, err := json.Marshal(d)
+	stateJSON, decisionJSON, err := encodeApplied(next, d)
 	if err != nil {
 		return Result{}, err
 	}
@@ -118,24 +114,7 @@ type Snapshot struct {
 
 // Get returns the user's state.
 func (s *Store) Get(ctx context.Context, hash string) (Snapshot, error) {
-	var row struct {
-		Issuer     string `db:"issuer"`
-		UserID     string `db:"user_id"`
-		State      []byte `db:"state"`
-		CRMVersion int64  `db:"crm_version"`
-	}
-	err := s.db.GetContext(ctx, &row, `SELECT issuer, user_id, state, crm_version FROM setflow_user_state WHERE subject_hash = $1`, hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Snapshot{}, ErrNotFound
-	}
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: %w", err)
-	}
-	snap := Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, CRMVersion: row.CRMVersion}
-	if err := json.Unmarshal(row.State, &snap.State); err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
-	}
-	return snap, nil
+	return readSnapshot(hash, func(dest any) error { return s.db.GetContext(ctx, dest, getSnapshot, hash) })
 }
 
 // MarkSynced records that the CRM holds version (never moving the mark back).
@@ -173,4 +152,25 @@ func Projection(s State) profile.Projection {
 	}
 	p.ProfileChangedAt, p.ConsentsChangedAt = at(fieldsAt), at(consentsAt)
 	return p
+}
+
+// DeleteUsers deletes the state and the applied events of every user whose
+// id starts with prefix: a bench's own users in a shared database.
+func (s *Store) DeleteUsers(ctx context.Context, prefix string) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	if _, err := tx.ExecContext(ctx, `DELETE FROM setflow_user_events WHERE subject_hash IN (
+		SELECT subject_hash FROM setflow_user_state WHERE starts_with(user_id, $1))`, prefix); err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM setflow_user_state WHERE starts_with(user_id, $1)`, prefix); err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	return nil
 }

@@ -2,9 +2,6 @@ package userstate
 
 import (
 	"context"
-	"database/sql"
-	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
@@ -17,7 +14,7 @@ type Reader struct{ stmt *sqlx.Stmt }
 
 // NewReader prepares the lookup.
 func NewReader(ctx context.Context, db *sqlx.DB) (*Reader, error) {
-	stmt, err := db.PreparexContext(ctx, `SELECT issuer, user_id, state, crm_version FROM setflow_user_state WHERE subject_hash = $1`)
+	stmt, err := db.PreparexContext(ctx, getSnapshot)
 	if err != nil {
 		return nil, fmt.Errorf("userstate: %w", err)
 	}
@@ -26,24 +23,7 @@ func NewReader(ctx context.Context, db *sqlx.DB) (*Reader, error) {
 
 // Get returns the user's state, ErrNotFound for a user with none.
 func (r *Reader) Get(ctx context.Context, hash string) (Snapshot, error) {
-	var row struct {
-		Issuer     string `db:"issuer"`
-		UserID     string `db:"user_id"`
-		State      []byte `db:"state"`
-		CRMVersion int64  `db:"crm_version"`
-	}
-	err := r.stmt.GetContext(ctx, &row, hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Snapshot{}, ErrNotFound
-	}
-	if err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: %w", err)
-	}
-	snap := Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, CRMVersion: row.CRMVersion}
-	if err := json.Unmarshal(row.State, &snap.State); err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
-	}
-	return snap, nil
+	return readSnapshot(hash, func(dest any) error { return r.stmt.GetContext(ctx, dest, hash) })
 }
 
 // Close releases the prepared statement.

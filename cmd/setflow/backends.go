@@ -15,12 +15,14 @@ import (
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
 )
@@ -92,7 +94,8 @@ func newActivities(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		Talk:     talk.NewPostgres(db),
 		Guard:    guard.NewPostgres(db, guard.Limit{Max: r.GuardLimit, Window: r.GuardWindow}),
 		Backends: activities.Backends{
-			DB:           db,
+			Parking:      inbox.NewPostgres(db),
+			SideEffects:  sideeffects.NewPostgres(db),
 			Profiles:     profile.NewStore(db),
 			States:       userstate.NewStore(db),
 			TimeBounds:   userstate.Bounds{Past: r.EventTimePast, Future: r.EventTimeFuture},

@@ -453,19 +453,13 @@ func warmDB(ctx context.Context, db *sqlx.DB, n int) error {
 }
 
 func countBenchRows(ctx context.Context, db *sqlx.DB, prefix string) (int, error) {
-	var n int
-	err := db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_inbox WHERE dedupe_key LIKE $1`, ingress.SETKey(prefix)+"%")
-	return n, err
+	return inbox.NewPostgres(db).CountKeys(ctx, ingress.SETKey(prefix), "")
 }
 
 // resetBenchRows deletes the bench's rows (and vacuums, so that reusing their
 // keys costs what a first insert costs).
 func resetBenchRows(ctx context.Context, db *sqlx.DB, prefix string) error {
-	if _, err := db.ExecContext(ctx, `DELETE FROM setflow_inbox WHERE dedupe_key LIKE $1`, ingress.SETKey(prefix)+"%"); err != nil {
-		return err
-	}
-	_, err := db.ExecContext(ctx, `VACUUM setflow_inbox`)
-	return err
+	return inbox.NewPostgres(db).DeleteKeys(ctx, ingress.SETKey(prefix))
 }
 
 // benchResult collects one load run.

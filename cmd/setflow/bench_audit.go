@@ -69,7 +69,7 @@ func runBenchAudit(ctx context.Context, args []string) error {
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, _ = db.ExecContext(dctx, `DELETE FROM setflow_audit WHERE event_key LIKE $1`, run+"%")
+		_ = audit.NewPostgres(db).DeleteEvents(dctx, run)
 		_, _ = db.ExecContext(dctx, `DROP TABLE IF EXISTS setflow_bench_bare_insert`)
 	}()
 	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS setflow_bench_bare_insert (

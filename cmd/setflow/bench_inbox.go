@@ -26,17 +26,20 @@ import (
 // benchBareInsert measures what the inbox would do without group commit: each
 // of `clients` connections inserting one row per transaction (the statement a
 // Put ran on its own before group commit, same row size) for d. It returns
-// the rate and the latencies; its rows are deleted afterwards.
+// the rate and the latencies; its table is dropped afterwards.
 func benchBareInsert(ctx context.Context, db *sqlx.DB, env event.Envelope, tokens [][]byte, prefix string, clients int, d time.Duration) (*benchResult, error) {
 	envJSON, err := json.Marshal(env)
 	if err != nil {
 		return nil, err
 	}
 	keyPrefix := "bare:" + prefix
-	defer func() {
-		_, _ = db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM setflow_inbox WHERE dedupe_key LIKE $1`, keyPrefix+"%")
-		_, _ = db.ExecContext(context.WithoutCancel(ctx), `VACUUM setflow_inbox`)
-	}()
+	// A scratch table shaped like the inbox (columns, defaults, constraints,
+	// indexes): the inbox's own rows are written only by inbox.
+	table := "setflow_bench_bare_inbox_" + randomHex(4)
+	if _, err := db.ExecContext(ctx, `CREATE TABLE `+table+` (LIKE setflow_inbox INCLUDING ALL)`); err != nil {
+		return nil, fmt.Errorf("bare insert: %w", err)
+	}
+	defer func() { _, _ = db.ExecContext(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+table) }()
 	var next atomic.Int64
 	results := make([]benchResult, clients)
 	var failed atomic.Value
@@ -54,7 +57,7 @@ func benchBareInsert(ctx context.Context, db *sqlx.DB, env event.Envelope, token
 				i := next.Add(1) - 1
 				var id int64
 				err := db.QueryRowContext(ctx, `
-					INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
+					INSERT INTO `+table+` (dedupe_key, source, raw, envelope)
 					VALUES ($1, $2, $3, $4)
 					ON CONFLICT (dedupe_key) DO NOTHING
 					RETURNING id`,
@@ -220,10 +223,7 @@ func (c *countingStarter) SignalWithStartWorkflow(ctx context.Context, workflowI
 }
 
 func countDispatched(ctx context.Context, db *sqlx.DB, prefix string) (int, error) {
-	var n int
-	err := db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_inbox WHERE dedupe_key LIKE $1 AND status = 'dispatched'`,
-		ingress.SETKey(prefix)+"%")
-	return n, err
+	return inbox.NewPostgres(db).CountKeys(ctx, ingress.SETKey(prefix), inbox.StatusDispatched)
 }
 
 // countUserStreams counts the UserStream workflows on the server, waiting up

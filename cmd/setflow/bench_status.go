@@ -89,10 +89,7 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	default:
 	}
 	if *dbURL != "" {
-		defer func() {
-			_, _ = db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM setflow_user_events WHERE subject_hash IN (SELECT subject_hash FROM setflow_user_state WHERE user_id LIKE $1)`, "bench-"+run+"-%")
-			_, _ = db.ExecContext(context.WithoutCancel(ctx), `DELETE FROM setflow_user_state WHERE user_id LIKE $1`, "bench-"+run+"-%")
-		}()
+		defer func() { _ = store.DeleteUsers(context.WithoutCancel(ctx), "bench-"+run+"-") }()
 	}
 	fmt.Fprintf(out, "seeded %d user states in %s\n", *users, time.Since(start).Round(10*time.Millisecond))
 

@@ -13,8 +13,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 )
@@ -39,8 +37,8 @@ into tickets, chats or logs; keep it to settling a wire-format question.`
 // of a SET (the token's payload; its signature was checked when it was
 // received), or the fields of a form, query or JSON webhook, as stored in
 // the inbox's raw bytes. The warning goes to warn (stderr), the data to out.
-func printPayload(ctx context.Context, db *sqlx.DB, key string, out, warn io.Writer) error {
-	e, err := inbox.NewPostgres(db).Get(ctx, key)
+func printPayload(ctx context.Context, store inbox.Store, key string, out, warn io.Writer) error {
+	e, err := store.Get(ctx, key)
 	if err != nil {
 		return fmt.Errorf("event %q: %w", key, err)
 	}

@@ -14,10 +14,9 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/config"
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -38,17 +37,6 @@ func printAudit(recs []audit.Record) error {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.CreatedAt.Format(time.RFC3339), r.Step, r.Outcome, d)
 	}
 	return w.Flush()
-}
-
-type inboxRow struct {
-	Key        string     `db:"dedupe_key"`
-	Source     string     `db:"source"`
-	Status     string     `db:"status"`
-	Attempts   int        `db:"attempts"`
-	LastError  *string    `db:"last_error"`
-	ReceivedAt time.Time  `db:"received_at"`
-	Dispatched *time.Time `db:"dispatched_at"`
-	WorkflowID *string    `db:"workflow_id"`
 }
 
 // runEvents implements `setflow events list|show|retry`.
@@ -85,51 +73,48 @@ func runEvents(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	get := func(key string) (inboxRow, error) {
-		var r inboxRow
-		err := db.GetContext(ctx, &r, `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox WHERE dedupe_key = $1`, key)
+	store := inbox.NewPostgres(db)
+	get := func(key string) (inbox.Entry, error) {
+		e, err := store.Get(ctx, key)
 		if err != nil {
-			return r, fmt.Errorf("event %q: %w", key, err)
+			return e, fmt.Errorf("event %q: %w", key, err)
 		}
-		return r, nil
+		return e, nil
 	}
 	switch sub {
 	case "list":
 		lf.status, lf.limit = *status, *limit
-		rows, err := listEvents(ctx, db, lf)
+		entries, err := listEvents(ctx, store, lf)
 		if err != nil {
 			return err
 		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "KEY\tSOURCE\tSTATUS\tATTEMPTS\tRECEIVED\tLAST ERROR")
-		for _, r := range rows {
-			le := ""
-			if r.LastError != nil {
-				le = *r.LastError
-			}
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), le)
+		for _, e := range entries {
+			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), e.LastError)
 		}
 		return w.Flush()
 	case "show":
 		if c.fs.NArg() != 1 {
 			return errors.New("usage: setflow events show <key>")
 		}
-		r, err := get(c.fs.Arg(0))
+		e, err := get(c.fs.Arg(0))
 		if err != nil {
 			return err
 		}
+		key := e.Envelope.Key
 		// The relay records where it handed the event: the user's stream, or a
 		// reaction workflow for events that name no user.
-		wf := workflows.EventWorkflowID(r.Key)
-		if r.WorkflowID != nil && *r.WorkflowID != "" {
-			wf = *r.WorkflowID
+		wf := workflows.EventWorkflowID(key)
+		if e.WorkflowID != "" {
+			wf = e.WorkflowID
 		}
 		fmt.Printf("key:        %s\nsource:     %s\nstatus:     %s\nattempts:   %d\nreceived:   %s\nworkflow:   %s\n",
-			r.Key, r.Source, r.Status, r.Attempts, r.ReceivedAt.Format(time.RFC3339), wf)
-		if r.LastError != nil {
-			fmt.Printf("last error: %s\n", *r.LastError)
+			key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), wf)
+		if e.LastError != "" {
+			fmt.Printf("last error: %s\n", e.LastError)
 		}
-		recs, err := audit.NewPostgres(db).ForEvent(ctx, r.Key)
+		recs, err := audit.NewPostgres(db).ForEvent(ctx, key)
 		if err != nil {
 			return err
 		}
@@ -144,7 +129,7 @@ func runEvents(ctx context.Context, args []string) error {
 		if err := printAudit(recs); err != nil || !*payload {
 			return err
 		}
-		return printPayload(ctx, db, r.Key, os.Stdout, os.Stderr)
+		return printPayload(ctx, store, key, os.Stdout, os.Stderr)
 	case "unknowns":
 		return printUnknowns(ctx, db, os.Stdout)
 	case "retry":
@@ -163,7 +148,7 @@ func runEvents(ctx context.Context, args []string) error {
 				}
 				defer tc.Close()
 			}
-			_, err := retryParked(ctx, db, tc, bulk, os.Stdout)
+			_, err := retryParked(ctx, store, tc, bulk, os.Stdout)
 			return err
 		}
 		if strings.HasPrefix(c.fs.Arg(0), workflows.CRMSyncKeyPrefix) {
@@ -174,7 +159,7 @@ func runEvents(ctx context.Context, args []string) error {
 			defer tc.Close()
 			return retryCRMSync(ctx, tc, c.fs.Arg(0))
 		}
-		r, err := get(c.fs.Arg(0))
+		e, err := get(c.fs.Arg(0))
 		if err != nil {
 			return err
 		}
@@ -183,7 +168,7 @@ func runEvents(ctx context.Context, args []string) error {
 			return fmt.Errorf("temporal: %w", err)
 		}
 		defer tc.Close()
-		return retryEvent(ctx, db, tc, r)
+		return retryEvent(ctx, store, tc, e)
 	}
 	return fmt.Errorf("unknown events command %q (list, show, retry, unknowns)", sub)
 }
@@ -199,41 +184,35 @@ type parkedFilter struct {
 // retryParked re-drives every parked event the filter selects (oldest
 // first) and returns how many it retried (or, in a dry run, would retry).
 // One that cannot be re-driven is reported and the rest go on.
-func retryParked(ctx context.Context, db *sqlx.DB, tc client.Client, f parkedFilter, out io.Writer) (int, error) {
-	var rows []inboxRow
-	err := db.SelectContext(ctx, &rows, `
-		SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
-		WHERE status = 'parked'
-		  AND ($1 = '' OR split_part(last_error, ': ', 1) = $1 OR split_part(split_part(last_error, ': ', 1), '/', 2) = $1)
-		  AND ($2 = 0 OR received_at >= now() - $2 * interval '1 millisecond')
-		ORDER BY id`, f.step, f.since.Milliseconds())
+func retryParked(ctx context.Context, store inbox.Store, tc client.Client, f parkedFilter, out io.Writer) (int, error) {
+	sel := inbox.Filter{Status: inbox.StatusParked, Step: f.step, OldestFirst: true}
+	if f.since > 0 {
+		sel.From = time.Now().Add(-f.since)
+	}
+	entries, err := store.List(ctx, sel)
 	if err != nil {
 		return 0, fmt.Errorf("parked events: %w", err)
 	}
 	var failed []string
-	for _, r := range rows {
+	for _, e := range entries {
 		if f.dryRun {
-			reason := ""
-			if r.LastError != nil {
-				reason = *r.LastError
-			}
-			fmt.Fprintf(out, "would retry %s\t%s\n", r.Key, reason)
+			fmt.Fprintf(out, "would retry %s\t%s\n", e.Envelope.Key, e.LastError)
 			continue
 		}
-		if err := retryEvent(ctx, db, tc, r); err != nil {
-			fmt.Fprintf(out, "%s: %v\n", r.Key, err)
-			failed = append(failed, r.Key)
+		if err := retryEvent(ctx, store, tc, e); err != nil {
+			fmt.Fprintf(out, "%s: %v\n", e.Envelope.Key, err)
+			failed = append(failed, e.Envelope.Key)
 		}
 	}
 	verb := "retried"
 	if f.dryRun {
 		verb = "would retry"
 	}
-	fmt.Fprintf(out, "%s %d parked event(s)\n", verb, len(rows)-len(failed))
+	fmt.Fprintf(out, "%s %d parked event(s)\n", verb, len(entries)-len(failed))
 	if len(failed) > 0 {
-		return len(rows) - len(failed), fmt.Errorf("%d parked event(s) could not be retried", len(failed))
+		return len(entries) - len(failed), fmt.Errorf("%d parked event(s) could not be retried", len(failed))
 	}
-	return len(rows), nil
+	return len(entries), nil
 }
 
 // retryCRMSync re-drives a user's parked CRM sync (key crm-sync/<subject
@@ -252,14 +231,15 @@ func retryCRMSync(ctx context.Context, tc client.Client, key string) error {
 // workflow gave up and failed — puts the event back in the relay's queue; the
 // workflow id policy allows a new run after a failed one, and every step is
 // idempotent, so steps already done are not repeated.
-func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) error {
+func retryEvent(ctx context.Context, store inbox.Store, tc client.Client, e inbox.Entry) error {
+	key := e.Envelope.Key
 	// A parked step names its workflow: the reaction, or the user's stream.
-	id := workflows.EventWorkflowID(r.Key)
-	if r.WorkflowID != nil && *r.WorkflowID != "" {
-		id = *r.WorkflowID
+	id := workflows.EventWorkflowID(key)
+	if e.WorkflowID != "" {
+		id = e.WorkflowID
 	}
 	// The key tells a user's stream which of its parked steps to retry.
-	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, r.Key)
+	err := tc.SignalWorkflow(ctx, id, "", workflows.SignalRetry, key)
 	if err == nil {
 		fmt.Printf("signalled %s to retry\n", id)
 		return nil
@@ -268,12 +248,12 @@ func retryEvent(ctx context.Context, db *sqlx.DB, tc client.Client, r inboxRow) 
 	if !errors.As(err, &nf) {
 		return fmt.Errorf("signal %s: %w", id, err)
 	}
-	if r.Status != "parked" {
-		return fmt.Errorf("event %s is %s and its workflow is not running: nothing to retry", r.Key, r.Status)
+	if e.Status != inbox.StatusParked {
+		return fmt.Errorf("event %s is %s and its workflow is not running: nothing to retry", key, e.Status)
 	}
-	if _, err := db.ExecContext(ctx, `UPDATE setflow_inbox SET status = 'pending', next_attempt_at = now() WHERE dedupe_key = $1 AND status = 'parked'`, r.Key); err != nil {
+	if err := store.Requeue(ctx, key); err != nil {
 		return err
 	}
-	fmt.Printf("event %s queued for a new run\n", r.Key)
+	fmt.Printf("event %s queued for a new run\n", key)
 	return nil
 }

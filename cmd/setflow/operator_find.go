@@ -6,9 +6,9 @@ import (
 	"os"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/inbox"
 )
 
 // kakaoIssuer is the issuer of Kakao's tokens: the default of a real
@@ -79,19 +79,15 @@ type listFilter struct {
 	limit                     int
 }
 
-func listEvents(ctx context.Context, db *sqlx.DB, f listFilter) ([]inboxRow, error) {
-	var rows []inboxRow
-	// The type matches an event's short name or full URI inside the stored
-	// envelope (jsonb containment, so the GIN-less scan stays a filter on
-	// rows already limited by time when -since is given).
-	q := `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox
-	      WHERE ($1 = '' OR status = $1)
-	        AND ($2 = '' OR envelope->'events' @> jsonb_build_array(jsonb_build_object('name', $2::text))
-	                     OR envelope->'events' @> jsonb_build_array(jsonb_build_object('type', $2::text)))
-	        AND ($3 = '' OR source = $3)
-	        AND ($4 = 0 OR received_at >= now() - $4 * interval '1 millisecond')
-	        AND ($5 = 0 OR received_at <= now() - $5 * interval '1 millisecond')
-	      ORDER BY id DESC LIMIT $6`
-	err := db.SelectContext(ctx, &rows, q, f.status, f.eventType, f.source, f.since.Milliseconds(), f.until.Milliseconds(), f.limit)
-	return rows, err
+// listEvents lists the entries the filter selects, newest first.
+func listEvents(ctx context.Context, store inbox.Store, f listFilter) ([]inbox.Entry, error) {
+	sel := inbox.Filter{Status: inbox.Status(f.status), Source: event.Source(f.source), Event: f.eventType, Limit: f.limit}
+	now := time.Now()
+	if f.since > 0 {
+		sel.From = now.Add(-f.since)
+	}
+	if f.until > 0 {
+		sel.Until = now.Add(-f.until)
+	}
+	return store.List(ctx, sel)
 }

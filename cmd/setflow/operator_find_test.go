@@ -50,7 +50,7 @@ events:
 	if err != nil {
 		t.Fatal(err)
 	}
-	events, err := storedEvents(context.Background(), db, time.Now().Add(-24*time.Hour), 1000)
+	events, err := storedEvents(context.Background(), inbox.NewPostgres(db), time.Now().Add(-24*time.Hour), 1000)
 	if err != nil || len(events) != 2 {
 		t.Fatalf("stored events of the last day: %d %v", len(events), err)
 	}
@@ -97,13 +97,13 @@ func TestEventsListFilters(t *testing.T) {
 	keys := func(f listFilter) string {
 		t.Helper()
 		f.limit = 50
-		rows, err := listEvents(context.Background(), db, f)
+		entries, err := listEvents(context.Background(), in, f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		var out []string
-		for _, r := range rows {
-			out = append(out, r.Key)
+		for _, e := range entries {
+			out = append(out, e.Envelope.Key)
 		}
 		return strings.Join(out, ",")
 	}

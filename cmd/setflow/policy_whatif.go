@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,9 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/setflow/setflow/event"
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/policy"
 )
 
@@ -58,7 +56,7 @@ func runPolicy(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	events, err := storedEvents(ctx, db, time.Now().Add(-*since), *limit)
+	events, err := storedEvents(ctx, inbox.NewPostgres(db), time.Now().Add(-*since), *limit)
 	if err != nil {
 		return err
 	}
@@ -66,25 +64,16 @@ func runPolicy(ctx context.Context, args []string) error {
 }
 
 // storedEvents reads the events of the inbox entries received since then.
-func storedEvents(ctx context.Context, db *sqlx.DB, since time.Time, limit int) ([]event.Event, error) {
-	rows, err := db.QueryxContext(ctx, `SELECT envelope FROM setflow_inbox WHERE received_at >= $1 ORDER BY id LIMIT $2`, since, limit)
+func storedEvents(ctx context.Context, store inbox.Store, since time.Time, limit int) ([]event.Event, error) {
+	entries, err := store.List(ctx, inbox.Filter{From: since, Limit: limit, OldestFirst: true})
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	var out []event.Event
-	for rows.Next() {
-		var raw []byte
-		if err := rows.Scan(&raw); err != nil {
-			return nil, err
-		}
-		var env event.Envelope
-		if err := json.Unmarshal(raw, &env); err != nil {
-			return nil, fmt.Errorf("stored envelope: %w", err)
-		}
-		out = append(out, env.Events...)
+	for _, e := range entries {
+		out = append(out, e.Envelope.Events...)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // typeDiff is what a candidate policy changes for one event type.

@@ -10,6 +10,7 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/workflows"
 )
@@ -52,14 +53,15 @@ func TestEventsRetrySignalsTheParkedWorkflowOrRequeues(t *testing.T) {
 	db.MustExec(`INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope, status, workflow_id)
 		VALUES ('set:1', 'set', '', '{}', 'parked', $1), ('set:2', 'set', '', '{}', 'parked', NULL),
 		       ('set:3', 'set', '', '{}', 'dispatched', NULL)`, streamID)
-	row := func(key string) inboxRow {
-		var r inboxRow
-		if err := db.Get(&r, `SELECT dedupe_key, source, status, attempts, last_error, received_at, dispatched_at, workflow_id FROM setflow_inbox WHERE dedupe_key = $1`, key); err != nil {
+	store := inbox.NewPostgres(db)
+	row := func(key string) inbox.Entry {
+		e, err := store.Get(ctx, key)
+		if err != nil {
 			t.Fatal(err)
 		}
-		return r
+		return e
 	}
-	if err := retryEvent(ctx, db, c, row("set:1")); err != nil {
+	if err := retryEvent(ctx, store, c, row("set:1")); err != nil {
 		t.Fatalf("retry parked step: %v", err)
 	}
 	// A stream runs the steps of many events: the signal names the one to retry.
@@ -68,14 +70,14 @@ func TestEventsRetrySignalsTheParkedWorkflowOrRequeues(t *testing.T) {
 		t.Fatalf("the parked stream got a retry for %q (%v), want set:1", key, err)
 	}
 	// No running workflow (its run gave up): the event goes back to the relay.
-	if err := retryEvent(ctx, db, c, row("set:2")); err != nil {
+	if err := retryEvent(ctx, store, c, row("set:2")); err != nil {
 		t.Fatalf("retry failed run: %v", err)
 	}
 	if st := row("set:2").Status; st != "pending" {
 		t.Fatalf("status %s, want pending", st)
 	}
 	// Nothing parked and nothing running: a clear refusal, no change.
-	if err := retryEvent(ctx, db, c, row("set:3")); err == nil {
+	if err := retryEvent(ctx, store, c, row("set:3")); err == nil {
 		t.Fatal("retry of a dispatched event with no running workflow was accepted")
 	}
 	if st := row("set:3").Status; st != "dispatched" {
@@ -133,7 +135,7 @@ func TestEventsRetryAllParked(t *testing.T) {
 		return s
 	}
 	var out strings.Builder
-	n, err := retryParked(ctx, db, nil, parkedFilter{all: true, step: "send_notice", dryRun: true}, &out)
+	n, err := retryParked(ctx, inbox.NewPostgres(db), nil, parkedFilter{all: true, step: "send_notice", dryRun: true}, &out)
 	if err != nil || n != 2 || !strings.Contains(out.String(), "would retry set:a") || !strings.Contains(out.String(), "would retry set:c") ||
 		strings.Contains(out.String(), "set:b") {
 		t.Fatalf("dry run by step: %d %v\n%s", n, err, out.String())
@@ -144,7 +146,7 @@ func TestEventsRetryAllParked(t *testing.T) {
 	// The recent ones, whatever their step: the running streams are signalled
 	// with the parked event's key.
 	out.Reset()
-	if n, err := retryParked(ctx, db, c, parkedFilter{all: true, since: time.Hour}, &out); err != nil || n != 2 {
+	if n, err := retryParked(ctx, inbox.NewPostgres(db), c, parkedFilter{all: true, since: time.Hour}, &out); err != nil || n != 2 {
 		t.Fatalf("retry of recent parked events: %d %v\n%s", n, err, out.String())
 	}
 	for h, want := range map[string]string{"u1": "set:a", "u2": "set:b"} {
@@ -154,7 +156,7 @@ func TestEventsRetryAllParked(t *testing.T) {
 		}
 	}
 	// The old one's workflow is gone: it goes back to the relay.
-	if n, err := retryParked(ctx, db, c, parkedFilter{all: true, step: "account-disabled/send_notice", since: 72 * time.Hour}, &out); err != nil || n != 2 {
+	if n, err := retryParked(ctx, inbox.NewPostgres(db), c, parkedFilter{all: true, step: "account-disabled/send_notice", since: 72 * time.Hour}, &out); err != nil || n != 2 {
 		t.Fatalf("retry by full step name: %d %v", n, err)
 	}
 	if status("set:c") != "pending" {

@@ -11,8 +11,6 @@ package reactionbench
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -37,6 +35,7 @@ import (
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/sessions"
+	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
@@ -435,10 +434,11 @@ func Activities(db *sqlx.DB) (*activities.Activities, error) {
 		Audit:    audit.NewPostgres(db),
 		Talk:     talk.NewPostgres(db),
 		Backends: activities.Backends{
-			DB:       db,
-			Profiles: profile.NewStore(db),
-			States:   userstate.NewStore(db),
-			Subjects: Subjects,
+			Parking:     inbox.NewPostgres(db),
+			SideEffects: sideeffects.NewPostgres(db),
+			Profiles:    profile.NewStore(db),
+			States:      userstate.NewStore(db),
+			Subjects:    Subjects,
 		},
 	}, nil
 }
@@ -534,9 +534,11 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 	// account-disabled (received, revoke, lock, notice, completed), 4 per
 	// credential-change, and every session revoked.
 	var rows, revoked int
-	if err := s.db.GetContext(ctx, &rows, `SELECT count(*) FROM setflow_audit WHERE event_key LIKE $1`, ingress.SETKey(prefix)+"%"); err != nil {
+	pr, err := audit.NewPostgres(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
+	if err != nil {
 		return res, err
 	}
+	rows = pr.Rows
 	if err := s.db.GetContext(ctx, &revoked, `SELECT count(*) FROM sessions WHERE user_id LIKE $1 AND revoked_at IS NOT NULL`, prefix+"-u%"); err != nil {
 		return res, err
 	}
@@ -556,32 +558,26 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 func (s *Setflow) waitAudited(ctx context.Context, prefix string, n int) error {
 	lastDone, lastProgress := -1, time.Now()
 	for {
-		var c struct {
-			Done   int `db:"done"`
-			Failed int `db:"failed"`
-		}
-		if err := s.db.GetContext(ctx, &c, `
-			SELECT count(*) FILTER (WHERE step LIKE '%/`+workflows.StepCompleted+`') AS done,
-			       count(*) FILTER (WHERE outcome = 'failed') AS failed
-			FROM setflow_audit WHERE starts_with(event_key, $1)`, prefix); err != nil {
+		c, err := audit.NewPostgres(s.db).ProgressOf(ctx, prefix)
+		if err != nil {
 			return fmt.Errorf("count completed reactions: %w", err)
 		}
 		if c.Failed > 0 {
 			return fmt.Errorf("%d step(s) of the batch failed (see setflow_audit)", c.Failed)
 		}
-		if c.Done >= n {
+		if c.Completed >= n {
 			return nil
 		}
-		if c.Done != lastDone {
-			lastDone, lastProgress = c.Done, time.Now()
+		if c.Completed != lastDone {
+			lastDone, lastProgress = c.Completed, time.Now()
 		} else if Diagnostics != nil && time.Since(lastProgress) > 10*time.Second {
 			lastProgress = time.Now()
-			fmt.Fprintf(Diagnostics, "reactionbench: no reaction completed for 10 s (%d of %d): %s\n", c.Done, n,
+			fmt.Fprintf(Diagnostics, "reactionbench: no reaction completed for 10 s (%d of %d): %s\n", c.Completed, n,
 				s.describeUnfinished(ctx, prefix))
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d of %d reactions completed: %w", c.Done, n, ctx.Err())
+			return fmt.Errorf("%d of %d reactions completed: %w", c.Completed, n, ctx.Err())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -592,17 +588,12 @@ func (s *Setflow) waitAudited(ctx context.Context, prefix string, n int) error {
 func (s *Setflow) describeUnfinished(ctx context.Context, prefix string) string {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	var hash string
-	err := s.db.GetContext(cctx, &hash, `
-		SELECT r.subject_hash FROM setflow_audit r
-		WHERE starts_with(r.event_key, $1) AND r.step LIKE '%/received'
-		  AND NOT EXISTS (SELECT 1 FROM setflow_audit c WHERE c.event_key = r.event_key AND c.step LIKE '%/`+workflows.StepCompleted+`')
-		LIMIT 1`, prefix)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "every event received so far has completed: the rest wait in the inbox or the relay"
-	}
+	hash, ok, err := audit.NewPostgres(s.db).Unfinished(cctx, prefix)
 	if err != nil {
 		return err.Error()
+	}
+	if !ok {
+		return "every event received so far has completed: the rest wait in the inbox or the relay"
 	}
 	return describe(cctx, s.observer, workflows.UserStreamID(hash), "")
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/pace"
 	"github.com/setflow/setflow/simulator"
@@ -192,13 +193,12 @@ func (s *Setflow) waitRevoked(ctx context.Context, prefix string, n int) error {
 			lastDone, lastProgress = revoked, time.Now()
 		} else if time.Since(lastProgress) > 10*time.Second {
 			lastProgress = time.Now()
-			var failed int
-			if err := s.db.GetContext(ctx, &failed, `SELECT count(*) FROM setflow_audit
-				WHERE starts_with(event_key, $1) AND outcome = 'failed'`, ingress.SETKey(prefix)); err != nil {
+			pr, err := audit.NewPostgres(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
+			if err != nil {
 				return err
 			}
-			if failed > 0 {
-				return fmt.Errorf("%d step(s) of the phase failed (see setflow_audit)", failed)
+			if pr.Failed > 0 {
+				return fmt.Errorf("%d step(s) of the phase failed (see setflow_audit)", pr.Failed)
 			}
 			if Diagnostics != nil {
 				fmt.Fprintf(Diagnostics, "reactionbench: no session revoked for 10 s (%d of %d)\n", revoked, n)

@@ -1,0 +1,84 @@
+package userstate
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// States is the per-user state store: Store (PostgreSQL) and Memory pass
+// the same contract (contract_test.go).
+type States interface {
+	// Apply runs fn on the user's state, once per key and one at a time per
+	// user: a key applied before returns its stored decision (Repeat)
+	// without running fn. Users never wait for one another.
+	Apply(ctx context.Context, sub Subject, key string, fn func(State) (State, Decision)) (Result, error)
+	// Get returns the user's state, ErrNotFound for a user with none.
+	Get(ctx context.Context, hash string) (Snapshot, error)
+	// MarkSynced records that the CRM holds version (never moving the mark
+	// back).
+	MarkSynced(ctx context.Context, hash string, version int64) error
+}
+
+// crmVersionAfter is the CRM's sync mark after an apply moved the state
+// from cur to next: a change that leaves the desired CRM contact as it was
+// keeps a CRM that was in sync in sync (crmVersion >= version means "nothing
+// to send"). The Store computes the same in its UPDATE.
+func crmVersionAfter(crmVersion int64, cur, next State) int64 {
+	if crmVersion >= cur.Version && next.Contact() == cur.Contact() {
+		return next.Version
+	}
+	return crmVersion
+}
+
+// getSnapshot is the one query that reads a user's state (Store.Get and the
+// Reader's prepared statement).
+const getSnapshot = `SELECT issuer, user_id, state, crm_version FROM setflow_user_state WHERE subject_hash = $1`
+
+// snapshotRow is a row of getSnapshot.
+type snapshotRow struct {
+	Issuer     string `db:"issuer"`
+	UserID     string `db:"user_id"`
+	State      []byte `db:"state"`
+	CRMVersion int64  `db:"crm_version"`
+}
+
+// readSnapshot runs get (getSnapshot on some handle) into a Snapshot.
+func readSnapshot(hash string, get func(dest any) error) (Snapshot, error) {
+	var row snapshotRow
+	err := get(&row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Snapshot{}, ErrNotFound
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("userstate: %w", err)
+	}
+	snap := Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, CRMVersion: row.CRMVersion}
+	if err := json.Unmarshal(row.State, &snap.State); err != nil {
+		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
+	}
+	return snap, nil
+}
+
+// repeated is the result of a key applied before: its stored decision on the
+// current state.
+func repeated(cur State, storedDecision []byte) (Result, error) {
+	var d Decision
+	if err := json.Unmarshal(storedDecision, &d); err != nil {
+		return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
+	}
+	return Result{State: cur, Decision: d, Repeat: true}, nil
+}
+
+// encodeApplied encodes an apply's new state and decision as stored.
+func encodeApplied(next State, d Decision) (stateJSON, decisionJSON []byte, err error) {
+	if stateJSON, err = json.Marshal(next); err != nil {
+		return nil, nil, err
+	}
+	if decisionJSON, err = json.Marshal(d); err != nil {
+		return nil, nil, err
+	}
+	return stateJSON, decisionJSON, nil
+}
