@@ -17,13 +17,6 @@ func skipped(reason string) reaction.StepResult {
 	return reaction.StepResult{Outcome: reaction.OutcomeSkipped, Detail: map[string]any{"reason": reason}}
 }
 
-func appliedOr(applied bool, superseded string) reaction.StepResult {
-	if applied {
-		return done(nil)
-	}
-	return reaction.StepResult{Outcome: reaction.OutcomeSuperseded, Detail: map[string]any{"reason": superseded}}
-}
-
 // profileKey is the profile of the step's user.
 func profileKey(in reaction.StepInput) profile.Key {
 	return profile.Key{Issuer: in.Event.Subject.Issuer, UserID: in.Event.Subject.UserID}

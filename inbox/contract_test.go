@@ -124,7 +124,9 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	t.Run("relay delivers each entry once and marks it dispatched", func(t *testing.T) {
 		s := newStore(t)
 		for _, k := range []string{"a", "b", "c"} {
-			s.Put(ctx, entry(k))
+			if _, err := s.Put(ctx, entry(k)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var got []string
 		var mu sync.Mutex
@@ -147,7 +149,9 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	})
 	t.Run("a failed delivery is retried after its backoff", func(t *testing.T) {
 		s := newStore(t)
-		s.Put(ctx, entry("x"))
+		if _, err := s.Put(ctx, entry("x")); err != nil {
+			t.Fatal(err)
+		}
 		fail := func(context.Context, inbox.Entry) (string, error) { return "", errors.New("temporal down") }
 		if n, err := s.Relay(ctx, 10, fail, func(int) time.Duration { return time.Hour }); err != nil || n != 1 {
 			t.Fatalf("relay: %d %v", n, err)
@@ -162,11 +166,17 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	})
 	t.Run("prune drops only old dispatched entries", func(t *testing.T) {
 		s := newStore(t)
-		s.Put(ctx, entry("a"))
-		s.Put(ctx, entry("b"))
-		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff)
-		s.Put(ctx, entry("c"))
-		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("down") },
+		if _, err := s.Put(ctx, entry("a")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Put(ctx, entry("b")); err != nil {
+			t.Fatal(err)
+		}
+		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff)
+		if _, err := s.Put(ctx, entry("c")); err != nil {
+			t.Fatal(err)
+		}
+		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("down") },
 			func(int) time.Duration { return time.Hour })
 		if n, err := s.Prune(ctx, time.Hour); err != nil || n != 0 {
 			t.Fatalf("prune with a long retention removed %d (%v)", n, err)
@@ -185,7 +195,9 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	t.Run("a failure stops the rest of the batch, which waits for its backoff", func(t *testing.T) {
 		s := newStore(t)
 		for i := range 20 {
-			s.Put(ctx, entry(fmt.Sprint("k", i)))
+			if _, err := s.Put(ctx, entry(fmt.Sprint("k", i))); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var tried atomic.Int64
 		down := func(context.Context, inbox.Entry) (string, error) {
@@ -206,8 +218,10 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	})
 	t.Run("park, unpark and requeue move only parked entries", func(t *testing.T) {
 		s := newStore(t)
-		s.Put(ctx, entry("p"))
-		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf-p", nil }, noBackoff)
+		if _, err := s.Put(ctx, entry("p")); err != nil {
+			t.Fatal(err)
+		}
+		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "wf-p", nil }, noBackoff)
 		long := strings.Repeat("x", 2*inbox.MaxErrorLen)
 		if err := s.Park(ctx, "p", "account-disabled/send_notice: "+long, "setflow-user/h"); err != nil {
 			t.Fatal(err)
@@ -224,7 +238,9 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatalf("unparked: %+v", e)
 		}
 		// Neither touches an entry that is not parked.
-		s.Put(ctx, entry("q"))
+		if _, err := s.Put(ctx, entry("q")); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.Unpark(ctx, "q"); err != nil {
 			t.Fatal(err)
 		}
@@ -237,13 +253,15 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			}
 		}
 		// Requeued, a parked entry is relayed again at once.
-		s.Park(ctx, "p", "account-disabled/send_notice: down", "setflow-user/h")
+		if err := s.Park(ctx, "p", "account-disabled/send_notice: down", "setflow-user/h"); err != nil {
+			t.Fatal(err)
+		}
 		if err := s.Requeue(ctx, "p"); err != nil {
 			t.Fatal(err)
 		}
 		var relayed []string
 		var mu sync.Mutex
-		s.Relay(ctx, 10, func(_ context.Context, e inbox.Entry) (string, error) {
+		mustRelay(t, s, func(_ context.Context, e inbox.Entry) (string, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			relayed = append(relayed, e.Envelope.Key)
@@ -283,10 +301,16 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 				e.Envelope.Source = event.SourceUnlink
 				e.Envelope.Events[0].Name = "user-unlinked"
 			}
-			s.Put(ctx, e)
+			if _, err := s.Put(ctx, e); err != nil {
+				t.Fatal(err)
+			}
 		}
-		s.Park(ctx, "a", "account-disabled/send_notice: smtp down", "wf-a")
-		s.Park(ctx, "c", "revoke_sessions: callback down", "wf-c")
+		if err := s.Park(ctx, "a", "account-disabled/send_notice: smtp down", "wf-a"); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Park(ctx, "c", "revoke_sessions: callback down", "wf-c"); err != nil {
+			t.Fatal(err)
+		}
 		now := time.Now()
 		for _, c := range []struct {
 			name string
@@ -329,12 +353,14 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	})
 	t.Run("relay records the workflow and the last failure", func(t *testing.T) {
 		s := newStore(t)
-		s.Put(ctx, entry("r"))
-		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("temporal down") }, noBackoff)
+		if _, err := s.Put(ctx, entry("r")); err != nil {
+			t.Fatal(err)
+		}
+		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("temporal down") }, noBackoff)
 		if e, _ := s.Get(ctx, "r"); e.LastError != "temporal down" || !e.DispatchedAt.IsZero() {
 			t.Fatalf("after a failure: %+v", e)
 		}
-		s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf-r", nil }, noBackoff)
+		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "wf-r", nil }, noBackoff)
 		if e, _ := s.Get(ctx, "r"); e.LastError != "" || e.WorkflowID != "wf-r" || e.DispatchedAt.IsZero() {
 			t.Fatalf("after delivery: %+v", e)
 		}
@@ -342,7 +368,9 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 	t.Run("concurrent relays never deliver an entry twice", func(t *testing.T) {
 		s := newStore(t)
 		for i := range 40 {
-			s.Put(ctx, entry(string(rune('A'+i))))
+			if _, err := s.Put(ctx, entry(string(rune('A'+i)))); err != nil {
+				t.Fatal(err)
+			}
 		}
 		var calls atomic.Int64
 		seen := sync.Map{}
@@ -398,7 +426,9 @@ func TestPostgresCountAndDeleteKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	s.Park(ctx, "bench-1:b", "x: y", "wf")
+	if err := s.Park(ctx, "bench-1:b", "x: y", "wf"); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		prefix string
 		status inbox.Status
@@ -413,5 +443,14 @@ func TestPostgresCountAndDeleteKeys(t *testing.T) {
 	}
 	if got, _ := s.List(ctx, inbox.Filter{OldestFirst: true}); len(got) != 2 || got[0].Envelope.Key != "bench-10:a" {
 		t.Fatalf("left %+v, want bench-10:a and other", got)
+	}
+}
+
+// mustRelay runs one relay pass of up to 10 entries; the store itself must
+// not fail (a delivery's failure is recorded, not returned).
+func mustRelay(t *testing.T, s inbox.Store, deliver inbox.Deliver, backoff inbox.Backoff) {
+	t.Helper()
+	if _, err := s.Relay(context.Background(), 10, deliver, backoff); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -172,16 +172,30 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 		return 0, tx.Commit()
 	}
 
-	type outcome struct {
-		workflowID string
-		err        error
+	outcomes := p.deliverAll(ctx, rows, deliver)
+	if err := recordOutcomes(ctx, tx, rows, outcomes, backoff); err != nil {
+		return 0, err
 	}
-	outcomes := make([]outcome, len(rows))
+	if err := tx.Commit(); err != nil {
+		return 0, fmt.Errorf("inbox: relay: commit: %w", err)
+	}
+	return len(rows), nil
+}
+
+// relayOutcome is what delivering one claimed row came to.
+type relayOutcome struct {
+	workflowID string
+	err        error
+}
+
+// deliverAll hands the claimed rows over, at most Concurrency at a time.
+// The first failure usually means Temporal is unreachable: the rest of the
+// batch is not tried (each try would wait for its own timeout while the
+// transaction holds the rows) and waits for its backoff like the failed one.
+func (p *Postgres) deliverAll(ctx context.Context, rows []row, deliver Deliver) []relayOutcome {
+	outcomes := make([]relayOutcome, len(rows))
 	sem := make(chan struct{}, max(1, p.Concurrency))
 	var wg sync.WaitGroup
-	// The first failure usually means Temporal is unreachable: the rest of the
-	// batch is not tried (each try would wait for its own timeout while this
-	// transaction holds the rows) and waits for its backoff like the failed one.
 	dctx, giveUp := context.WithCancelCause(ctx)
 	defer giveUp(nil)
 	for i, r := range rows {
@@ -206,7 +220,12 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 		}()
 	}
 	wg.Wait()
+	return outcomes
+}
 
+// recordOutcomes marks delivered rows dispatched and schedules the failed
+// ones' next attempt, in the claiming transaction.
+func recordOutcomes(ctx context.Context, tx *sqlx.Tx, rows []row, outcomes []relayOutcome, backoff Backoff) error {
 	var done []int64
 	var ids []string
 	for i, o := range outcomes {
@@ -222,23 +241,21 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 			UPDATE setflow_inbox
 			SET attempts = $2, last_error = $3, next_attempt_at = now() + $4 * interval '1 millisecond'
 			WHERE id = $1`, rows[i].ID, attempts, msg, wait.Milliseconds()); err != nil {
-			return 0, fmt.Errorf("inbox: relay: record failure: %w", err)
+			return fmt.Errorf("inbox: relay: record failure: %w", err)
 		}
 	}
-	if len(done) > 0 {
-		if _, err := tx.ExecContext(ctx, `
-			UPDATE setflow_inbox AS i
-			SET status = 'dispatched', dispatched_at = now(), attempts = i.attempts + 1,
-			    workflow_id = d.workflow_id, last_error = NULL
-			FROM unnest($1::bigint[], $2::text[]) AS d(id, workflow_id)
-			WHERE i.id = d.id`, pq.Array(done), pq.Array(ids)); err != nil {
-			return 0, fmt.Errorf("inbox: relay: record success: %w", err)
-		}
+	if len(done) == 0 {
+		return nil
 	}
-	if err := tx.Commit(); err != nil {
-		return 0, fmt.Errorf("inbox: relay: commit: %w", err)
+	if _, err := tx.ExecContext(ctx, `
+		UPDATE setflow_inbox AS i
+		SET status = 'dispatched', dispatched_at = now(), attempts = i.attempts + 1,
+		    workflow_id = d.workflow_id, last_error = NULL
+		FROM unnest($1::bigint[], $2::text[]) AS d(id, workflow_id)
+		WHERE i.id = d.id`, pq.Array(done), pq.Array(ids)); err != nil {
+		return fmt.Errorf("inbox: relay: record success: %w", err)
 	}
-	return len(rows), nil
+	return nil
 }
 
 // Listen returns a channel that receives a value whenever Put commits a new

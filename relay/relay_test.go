@@ -121,7 +121,10 @@ func TestStopGivesUpAHungBatchAfterTheStopTimeout(t *testing.T) {
 	stopped := time.Now()
 	cancel()
 	select {
-	case <-done:
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Run after the stop: %v, want context.Canceled", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not give up its hung batch")
 	}

@@ -265,7 +265,8 @@ func (d Decision) Of(prefixes ...string) Outcome {
 }
 
 // Apply applies one change to s and returns the new state and what changed.
-// It never mutates s.
+// It never mutates s. The parts are decided in a fixed order: link (a purge
+// is an unlink too), purge, lock, re-auth, consents, fields, channel.
 func Apply(s State, c Change) (State, Decision) {
 	n := s.Clone()
 	var d Decision
@@ -276,31 +277,9 @@ func Apply(s State, c Change) (State, Decision) {
 		unlinked := false
 		c.Link = &unlinked
 	}
-	if c.Link != nil {
-		v := Linked
-		if !*c.Link {
-			v = Unlinked
-		}
-		o := n.Link.offer(v, t)
-		d.set("link", o)
-		switch {
-		case *c.Link && c.CancelPurge:
-			n.cancelPurge(t, o, &d)
-		case !*c.Link && c.PurgeAfter != nil:
-			n.schedulePurge(t, *c.PurgeAfter, c.EventKey, o, &d)
-		}
-	}
+	n.applyLink(c, t, &d)
 	if c.PurgeNow {
-		if n.Tombstone != nil && !t.After(n.Tombstone.Cutoff) {
-			if t.Equal(n.Tombstone.Cutoff) {
-				n.Tombstone.EventKey = min(n.Tombstone.EventKey, c.EventKey)
-			}
-			d.set("purge", Superseded)
-		} else {
-			n.purge(t, c.Now, c.EventKey)
-			d.set("purge", Applied)
-			d.Purge, d.Cutoff = PurgeRun, t
-		}
+		n.applyPurgeNow(c, t, &d)
 	}
 	if c.Lock != nil {
 		v := Unlocked
@@ -310,35 +289,9 @@ func Apply(s State, c Change) (State, Decision) {
 		d.set("lock", n.Lock.offer(v, t))
 	}
 	if c.Reauth {
-		switch {
-		case t.After(n.Reauth):
-			n.Reauth = t
-			d.set("reauth", Applied)
-		case t.Equal(n.Reauth):
-			d.set("reauth", Unchanged)
-		default:
-			d.set("reauth", Superseded)
-		}
+		d.set("reauth", n.applyReauth(t))
 	}
-	for _, scope := range sortedKeys(c.Consents) {
-		v := Granted
-		if !c.Consents[scope] {
-			v = Withdrawn
-		}
-		if n.Consents == nil {
-			n.Consents = map[string]Register{}
-		}
-		r := n.Consents[scope]
-		d.set("consent:"+scope, r.offer(v, t))
-		n.Consents[scope] = r
-		if v == Withdrawn {
-			// A value older than the withdrawal is not stored, whatever the
-			// consent register says now (a later re-consent brings no value).
-			for _, f := range ScopeFields[scope] {
-				d.set("field:"+string(f), n.offerField(f, Blank, t))
-			}
-		}
-	}
+	n.applyConsents(c.Consents, t, &d)
 	for _, f := range AllFields {
 		if v, ok := c.Fields[f]; ok {
 			d.set("field:"+string(f), n.offerField(f, v, t))
@@ -352,6 +305,76 @@ func Apply(s State, c Change) (State, Decision) {
 	}
 	d.ContactChanged = n.Contact() != contact
 	return n, d
+}
+
+// applyLink offers the link state and schedules or cancels a purge with it.
+func (s *State) applyLink(c Change, t time.Time, d *Decision) {
+	if c.Link == nil {
+		return
+	}
+	v := Linked
+	if !*c.Link {
+		v = Unlinked
+	}
+	o := s.Link.offer(v, t)
+	d.set("link", o)
+	switch {
+	case *c.Link && c.CancelPurge:
+		s.cancelPurge(t, o, d)
+	case !*c.Link && c.PurgeAfter != nil:
+		s.schedulePurge(t, *c.PurgeAfter, c.EventKey, o, d)
+	}
+}
+
+// applyPurgeNow purges unless a tombstone already covers t (the same cutoff
+// keeps the smallest event key, so any delivery order leaves one tombstone).
+func (s *State) applyPurgeNow(c Change, t time.Time, d *Decision) {
+	if s.Tombstone != nil && !t.After(s.Tombstone.Cutoff) {
+		if t.Equal(s.Tombstone.Cutoff) {
+			s.Tombstone.EventKey = min(s.Tombstone.EventKey, c.EventKey)
+		}
+		d.set("purge", Superseded)
+		return
+	}
+	s.purge(t, c.Now, c.EventKey)
+	d.set("purge", Applied)
+	d.Purge, d.Cutoff = PurgeRun, t
+}
+
+// applyReauth moves the re-auth time forward only.
+func (s *State) applyReauth(t time.Time) Outcome {
+	switch {
+	case t.After(s.Reauth):
+		s.Reauth = t
+		return Applied
+	case t.Equal(s.Reauth):
+		return Unchanged
+	default:
+		return Superseded
+	}
+}
+
+// applyConsents offers each consent; a withdrawal blanks the scope's fields.
+func (s *State) applyConsents(consents map[string]bool, t time.Time, d *Decision) {
+	for _, scope := range sortedKeys(consents) {
+		v := Granted
+		if !consents[scope] {
+			v = Withdrawn
+		}
+		if s.Consents == nil {
+			s.Consents = map[string]Register{}
+		}
+		r := s.Consents[scope]
+		d.set("consent:"+scope, r.offer(v, t))
+		s.Consents[scope] = r
+		if v == Withdrawn {
+			// A value older than the withdrawal is not stored, whatever the
+			// consent register says now (a later re-consent brings no value).
+			for _, f := range ScopeFields[scope] {
+				d.set("field:"+string(f), s.offerField(f, Blank, t))
+			}
+		}
+	}
 }
 
 func (s *State) offerField(f Field, v string, t time.Time) Outcome {
