@@ -2,7 +2,6 @@ package config
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -397,31 +396,4 @@ func (s *Scrubber) attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
-}
-
-// urlValue is a flag holding a URL that may carry credentials: its default
-// and value are shown redacted in usage text, and whatever it is set to is
-// scrubbed from logs and errors.
-type urlValue struct{ p *string }
-
-func (u urlValue) String() string {
-	if u.p == nil {
-		return ""
-	}
-	return RedactURL(*u.p)
-}
-
-func (u urlValue) Set(s string) error {
-	*u.p = s
-	Secrets().AddURL(s)
-	return nil
-}
-
-// URLVar defines a URL flag whose default is the environment variable envName
-// (else def), shown redacted by -h and in errors: a password in a URL never
-// becomes a visible flag default.
-func URLVar(fs *flag.FlagSet, p *string, name, envName, def, usage string) {
-	*p = env(envName, def)
-	Secrets().AddURL(*p)
-	fs.Var(urlValue{p}, name, usage+" (env "+envName+"; a password shows as "+Redacted+")")
 }

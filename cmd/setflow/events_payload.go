@@ -15,6 +15,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 )
@@ -27,7 +28,7 @@ func parseFlagsAnywhere(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	return fs.Parse(append([]string{"--"}, pos...))
+	return config.Parse(fs, append([]string{"--"}, pos...))
 }
 
 // payloadWarning precedes every printed payload.

@@ -3,12 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
 )
 
 // kakaoIssuer is the issuer of Kakao's tokens: the default of a real
@@ -43,11 +43,7 @@ type subjectMatch struct {
 }
 
 func findSubject(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) (subjectMatch, error) {
-	key := os.Getenv("SETFLOW_AUDIT_KEY")
-	if key == "" {
-		key = devAuditKey
-	}
-	hasher := audit.SubjectHasher{Key: []byte(key)}
+	hasher := audit.SubjectHasher{Key: config.AuditKeyFromEnv().OrDev()}
 	candidates := []string{issuer}
 	if issuer == "" {
 		candidates = nil
