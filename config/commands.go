@@ -68,10 +68,19 @@ func (d *Dev) keySettings() []Setting {
 		Usage: "dev, send: development signing key, created by dev if missing (send without it: the one here or in a parent directory, else the last setflow dev's)", ptr: &d.KeyPath}}
 }
 
-func (d *Dev) sendSettings(defURL, defAdminKey string) []Setting {
+// DevSendURL is `setflow dev`'s SET endpoint (ingress.PathAccountStatus).
+const DevSendURL = "http://localhost:8080/webhooks/kakao/account-status"
+
+// DevAdminKey is the admin key `setflow dev` accepts on the unlink and Talk
+// webhooks. Development only: a real key comes from SETFLOW_KAKAO_ADMIN_KEYS.
+const DevAdminKey = "setflow-dev-admin-key"
+
+func (d *Dev) sendSettings() []Setting {
 	return []Setting{
-		{Env: "SETFLOW_SEND_URL", Flag: "url", Default: defURL, URL: true, Usage: "send: the ingress `URL` it posts to", ptr: &d.SendURL},
-		{Env: "SETFLOW_SEND_ADMIN_KEY", Secret: true, Default: defAdminKey, Usage: "send: admin key on the unlink and Talk webhooks (default: the dev key)", ptr: &d.SendAdminKey},
+		{Env: "SETFLOW_SEND_URL", Flag: "url", Default: DevSendURL, URL: true,
+			Usage: "send: the ingress's SET `URL` it posts to (the other webhooks: on the same host)", ptr: &d.SendURL},
+		{Env: "SETFLOW_SEND_ADMIN_KEY", Secret: true, Default: DevAdminKey,
+			Usage: "send: admin key on the unlink and Talk webhooks (default: setflow dev's)", ptr: &d.SendAdminKey},
 	}
 }
 
@@ -79,9 +88,7 @@ func (d *Dev) sendSettings(defURL, defAdminKey string) []Setting {
 func (d *Dev) RegisterKey(fs *flag.FlagSet) { register(fs, d.keySettings()) }
 
 // RegisterSend adds `setflow send`'s -url and reads its admin key.
-func (d *Dev) RegisterSend(fs *flag.FlagSet, defURL, defAdminKey string) {
-	register(fs, d.sendSettings(defURL, defAdminKey))
-}
+func (d *Dev) RegisterSend(fs *flag.FlagSet) { register(fs, d.sendSettings()) }
 
 // Operator is who decides on a hold (holds approve, reject).
 type Operator struct {

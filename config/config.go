@@ -130,6 +130,8 @@ type Temporal struct {
 	TLSKey        string
 	TLSCA         string
 	TLSServerName string
+	// CodecKeys encrypt what Temporal stores (codec.ConfiguredKeyRing).
+	CodecKeys string
 }
 
 func (t *Temporal) settings() []Setting {
@@ -141,6 +143,7 @@ func (t *Temporal) settings() []Setting {
 		{Env: "TEMPORAL_TLS_KEY", Flag: "temporal-tls-key", Usage: "client key file for mTLS", ptr: &t.TLSKey},
 		{Env: "TEMPORAL_TLS_CA", Flag: "temporal-tls-ca", Usage: "CA bundle file to verify the server", ptr: &t.TLSCA},
 		{Env: "TEMPORAL_TLS_SERVER_NAME", Flag: "temporal-tls-server-name", Usage: "server name to verify", ptr: &t.TLSServerName},
+		codecKeysSetting(&t.CodecKeys),
 	}
 }
 

@@ -63,7 +63,7 @@ func (r *Reactions) settings() []Setting {
 	layout := sessions.DefaultRedisLayout()
 	return []Setting{
 		{Env: "SETFLOW_POLICY_FILE", Flag: "policy", Usage: "worker: reaction policy file (YAML or JSON); empty uses the built-in default", ptr: &r.PolicyFile},
-		{Env: "SETFLOW_PURGE_AFTER", Flag: "purge-after", Default: "0s", Usage: "worker: retention before an unlinked user's data is purged (0: immediately)", ptr: &r.PurgeAfter},
+		{Env: "SETFLOW_PURGE_AFTER", Flag: "purge-after", Default: "0", Usage: "worker: retention before an unlinked user's data is purged (0: immediately)", ptr: &r.PurgeAfter},
 		{Env: "SETFLOW_EVENT_TIME_PAST", Flag: "event-time-past", Default: "7d", Usage: "worker: an event time earlier than its token's iat minus this is clamped (and audited)", ptr: &r.EventTimePast},
 		{Env: "SETFLOW_EVENT_TIME_FUTURE", Flag: "event-time-future", Default: "5m", Usage: "worker: an event time later than its receipt plus this (clock skew) is clamped (and audited)", ptr: &r.EventTimeFuture},
 		{Env: "SETFLOW_STEP_RETRY_FOR", Flag: "step-retry-for", Default: "6h",

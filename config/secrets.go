@@ -17,38 +17,25 @@ import (
 // errors.
 const Redacted = "xxxxx"
 
-// SecretEnv names the variables whose whole value is a secret. They are read
-// from the environment only, never from flags (flags show up in process
-// listings), and are scrubbed from logs and errors.
-var SecretEnv = []string{
-	EnvAuditKey,
-	EnvCodecKeys,
-	EnvCodecAuthToken,
-	EnvKakaoAdminKeys,
-	"TEMPORAL_API_KEY",
-	"SETFLOW_SMTP_PASSWORD",
-	"SETFLOW_HUBSPOT_TOKEN",
-	"SETFLOW_CRM_WEBHOOK_SECRET",
-	"SETFLOW_SESSIONS_CALLBACK_SECRET",
-	"SETFLOW_SEND_ADMIN_KEY",
-	EnvIdentityToken,
-	EnvStatusTokens,
-	EnvServiceHookSecret,
-}
+// SecretEnv names the variables whose whole value is a secret (the Secret
+// rows of Settings). They are read from the environment only, never from
+// flags (flags show up in process listings), and are scrubbed from logs and
+// errors.
+var SecretEnv = settingEnvs(func(s Setting) bool { return s.Secret })
 
 // URLEnv names the variables holding URLs that may carry credentials (a
-// password in the user info or a query parameter). They are shown redacted.
-var URLEnv = []string{
-	"SETFLOW_DATABASE_URL",
-	"SETFLOW_REDIS_URL",
-	"SETFLOW_SESSIONS_CALLBACK_URL",
-	"SETFLOW_HUBSPOT_URL",
-	"SETFLOW_CRM_WEBHOOK_URL",
-	"SETFLOW_KAKAO_API_URL",
-	"SETFLOW_JWKS_URL",
-	"SETFLOW_SEND_URL",
-	"SETFLOW_IDENTITY_URL",
-	"SETFLOW_SERVICE_HOOK_URL",
+// password in the user info or a query parameter; the URL rows of
+// Settings). They are shown redacted.
+var URLEnv = settingEnvs(func(s Setting) bool { return s.URL })
+
+func settingEnvs(keep func(Setting) bool) []string {
+	var out []string
+	for _, s := range Settings() {
+		if keep(s) {
+			out = append(out, s.Env)
+		}
+	}
+	return out
 }
 
 // secretParam reports whether a URL query parameter or libpq keyword holds a

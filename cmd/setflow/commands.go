@@ -39,8 +39,10 @@ type common struct {
 	// key: the audit key (ingress, relay, worker, dev).
 	key config.AuditKey
 	adm config.Admin
-	// svc: the metrics and probe ports (long-running commands only).
+	// svc: the metrics and probe ports, trc: tracing (long-running
+	// commands only).
 	svc config.Service
+	trc config.Tracing
 	// rel prunes dispatched inbox entries (relay, dev).
 	rel config.Relay
 	// aud: the relay's audit checkpoints (relay, dev).
@@ -68,9 +70,10 @@ func (c *common) relayFlags() {
 	c.aud.Register(c.fs)
 }
 
-// serveMetrics adds the -metrics-listen flag; call before parse.
+// serveMetrics adds the -metrics-listen and tracing flags; call before parse.
 func (c *common) serveMetrics(def string) {
 	c.svc.RegisterMetrics(c.fs, def)
+	c.trc.Register(c.fs)
 }
 
 func newCommon(name string) *common {
@@ -164,7 +167,7 @@ func runIngress(ctx context.Context, args []string) error {
 		return err
 	}
 	metrics.Serve(ctx, log, c.svc.MetricsListen)
-	startTracing(ctx, log, "setflow-ingress")
+	startTracing(ctx, log, "setflow-ingress", c.trc)
 	v, err := c.verifier()
 	if err != nil {
 		return err
@@ -216,7 +219,7 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 		return nil, client.Options{}, nil, err
 	}
 	metrics.Serve(ctx, log, c.svc.MetricsListen)
-	startTracing(ctx, log, serviceName(c.fs.Name()))
+	startTracing(ctx, log, serviceName(c.fs.Name()), c.trc)
 	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return nil, client.Options{}, nil, err
@@ -260,7 +263,7 @@ const (
 	devKeyPath  = config.DevKeyPath
 	// The admin key and app id `setflow dev` accepts on the other three
 	// webhooks. Development only: a real key comes from SETFLOW_KAKAO_ADMIN_KEYS.
-	devAdminKey = "setflow-dev-admin-key"
+	devAdminKey = config.DevAdminKey
 	devAppID    = "setflow-dev"
 	// devStatusToken is the status API's token under `setflow dev` when
 	// SETFLOW_STATUS_TOKENS is unset.
@@ -375,7 +378,7 @@ func runDev(ctx context.Context, args []string) error {
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
 	// With payload encryption on, the Temporal UI decrypts through this
 	// endpoint (up.sh starts the dev server with --ui-codec-endpoint).
-	if ring, err := codec.KeyRingFromEnv(); err == nil {
+	if ring, err := codec.ConfiguredKeyRing(c.tmp.CodecKeys); err == nil {
 		mux.Handle("/codec/", http.StripPrefix("/codec", codec.Handler(ring, codec.HandlerOptions{
 			CORSOrigins: []string{"http://localhost:8233", "http://127.0.0.1:8233"}})))
 	}
@@ -428,7 +431,7 @@ func (f fields) Set(s string) error {
 func runSend(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("setflow send", flag.ContinueOnError)
 	var dev config.Dev
-	dev.RegisterSend(fs, "http://localhost:8080"+ingress.PathAccountStatus, devAdminKey)
+	dev.RegisterSend(fs)
 	dev.RegisterKey(fs)
 	issuer := fs.String("issuer", devIssuer, "iss claim")
 	audience := fs.String("audience", devAudience, "aud claim")

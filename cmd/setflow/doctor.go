@@ -131,7 +131,7 @@ func (d *doctorRun) keys() {
 	} else {
 		d.report("audit key", checkPass, config.EnvAuditKey+" is set")
 	}
-	ring, err := codec.KeyRingFromEnv()
+	ring, err := codec.ConfiguredKeyRing(d.c.tmp.CodecKeys)
 	switch {
 	case errors.Is(err, codec.ErrNoKeys):
 		d.report("codec keys", checkFail, (config.KeyNeeds{CodecKeys: true}).Missing()[0].Error())

@@ -195,5 +195,5 @@ func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, erro
 	if err := addTracingInterceptor(&opts); err != nil {
 		return opts, err
 	}
-	return opts, applyCodec(&opts, log)
+	return opts, applyCodec(&opts, log, t.CodecKeys)
 }
