@@ -96,7 +96,8 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 		return nil, err
 	}
 	slog.SetDefault(log)
-	if err := c.sd.Validate(); err != nil {
+	// Groups a command did not register hold valid zero values.
+	if err := errors.Join(c.sd.Validate(), c.rel.Validate(), c.trc.Validate()); err != nil {
 		return nil, err
 	}
 	if c.needs != (config.KeyNeeds{}) {

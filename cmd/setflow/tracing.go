@@ -36,10 +36,6 @@ func startTracing(ctx context.Context, log *slog.Logger, service string, cfg con
 	if cfg.Endpoint == "" {
 		return
 	}
-	if err := cfg.Validate(); err != nil {
-		log.Error("tracing off", "error", err)
-		return
-	}
 	shutdown, err := tracing.Setup(ctx, service, cfg.Endpoint, cfg.SampleRatio)
 	if err != nil {
 		log.Error("tracing off: cannot set up the OTLP exporter", "error", err)
