@@ -55,6 +55,10 @@ type Reactions struct {
 	GuardWindow time.Duration
 }
 
+// DefaultCRMRate is the default of SETFLOW_CRM_RATE: CRM calls per second
+// across all workers.
+const DefaultCRMRate = 10
+
 // DefaultGuardLimit is generous for Kakao's account events, which come a few
 // per user per year, and far below what a replay or a misbehaving sender does.
 const DefaultGuardLimit = 300
@@ -85,7 +89,7 @@ func (r *Reactions) settings() []Setting {
 		{Env: "SETFLOW_CRM_WEBHOOK_URL", Flag: "crm-webhook-url", URL: true,
 			Usage: "worker: `URL` the generic CRM adapter POSTs signed documents to (X-Setflow-Signature: v1=HMAC-SHA256(\"<ts>.<body>\"))", ptr: &r.CRMWebhookURL},
 		{Env: "SETFLOW_CRM_WEBHOOK_SECRET", Secret: true, Usage: "worker: signing secret of the CRM webhook", ptr: &r.CRMWebhookSecret},
-		{Env: "SETFLOW_CRM_RATE", Flag: "crm-rate", Default: "10", Usage: "worker: CRM calls per second across all workers", ptr: &r.CRMRate},
+		{Env: "SETFLOW_CRM_RATE", Flag: "crm-rate", Default: strconv.Itoa(DefaultCRMRate), Usage: "worker: CRM calls per second across all workers", ptr: &r.CRMRate},
 
 		{Env: "SETFLOW_GUARD_LIMIT", Flag: "guard-limit", Default: strconv.Itoa(DefaultGuardLimit),
 			Usage: "worker: blast-radius guard, destructive steps per -guard-window across all users before new ones are held for an operator; 0 turns the guard off", ptr: &r.GuardLimit},
