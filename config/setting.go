@@ -59,8 +59,29 @@ func register(fs *flag.FlagSet, table []Setting) {
 		if s.URL {
 			usage += "; a password shows as " + Redacted
 		}
+		if kind := s.kind(); kind != "" && !strings.Contains(s.Usage, "`") {
+			// -h shows the first `word` as the flag's argument.
+			usage += "; `" + kind + "`"
+		}
 		fs.Var(v, s.Flag, usage+")")
 	}
+}
+
+// kind names a flag's argument in -h ("" for a boolean, which takes none).
+func (s *Setting) kind() string {
+	switch s.ptr.(type) {
+	case *string:
+		return "string"
+	case *[]string:
+		return "list"
+	case *int, *int64:
+		return "int"
+	case *float64:
+		return "number"
+	case *time.Duration:
+		return "duration"
+	}
+	return ""
 }
 
 // pick is the settings of table with the given variables.
@@ -191,11 +212,11 @@ func (v *value) String() string {
 	case *time.Duration:
 		return p.String()
 	default:
-		return fmt.Sprint(reflectDeref(p))
+		return fmt.Sprint(deref(p))
 	}
 }
 
-func reflectDeref(p any) any {
+func deref(p any) any {
 	switch p := p.(type) {
 	case *bool:
 		return *p
