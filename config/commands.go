@@ -90,32 +90,32 @@ func (d *Dev) RegisterKey(fs *flag.FlagSet) { register(fs, d.keySettings()) }
 // RegisterSend adds `setflow send`'s -url and reads its admin key.
 func (d *Dev) RegisterSend(fs *flag.FlagSet) { register(fs, d.sendSettings()) }
 
-// Operator is who decides on a hold (holds approve, reject).
+// Operator configures the operator commands: who decides on a hold (holds
+// approve, reject) and the Temporal UI the commands link to (events show,
+// audit user).
 type Operator struct {
 	// Name defaults to the OS user.
-	Name string
+	Name          string
+	TemporalUIURL string
 }
 
 func (o *Operator) settings() []Setting {
-	return []Setting{{Env: "SETFLOW_OPERATOR", Flag: "by",
-		Usage: "holds approve/reject: who decides, written to the audit trail (default: the OS user)", ptr: &o.Name}}
+	return []Setting{
+		{Env: "SETFLOW_OPERATOR", Flag: "by", Usage: "holds approve/reject: who decides, written to the audit trail (default: the OS user)", ptr: &o.Name},
+		{Env: "SETFLOW_TEMPORAL_UI_URL", Flag: "temporal-ui-url", Default: "http://localhost:8233",
+			Usage: "events show, audit user: base of the Temporal UI links they print", ptr: &o.TemporalUIURL},
+	}
 }
 
-// Register adds -by.
-func (o *Operator) Register(fs *flag.FlagSet) { register(fs, o.settings()) }
-
-// TemporalUI is the Temporal UI that the operator commands link to.
-type TemporalUI struct {
-	URL string
+// RegisterName adds -by (holds).
+func (o *Operator) RegisterName(fs *flag.FlagSet) {
+	register(fs, pick(o.settings(), "SETFLOW_OPERATOR"))
 }
 
-func (u *TemporalUI) settings() []Setting {
-	return []Setting{{Env: "SETFLOW_TEMPORAL_UI_URL", Flag: "temporal-ui-url", Default: "http://localhost:8233",
-		Usage: "events show, audit user: base of the Temporal UI links they print", ptr: &u.URL}}
+// RegisterUI adds -temporal-ui-url (events, audit).
+func (o *Operator) RegisterUI(fs *flag.FlagSet) {
+	register(fs, pick(o.settings(), "SETFLOW_TEMPORAL_UI_URL"))
 }
-
-// Register adds -temporal-ui-url.
-func (u *TemporalUI) Register(fs *flag.FlagSet) { register(fs, u.settings()) }
 
 // Bench configures `setflow bench`.
 type Bench struct {

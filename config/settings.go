@@ -25,7 +25,6 @@ func Settings() []Setting {
 		wrk  Worker
 		adm  Admin
 		op   Operator
-		ui   TemporalUI
 		dev  Dev
 		bnch Bench
 	)
@@ -34,7 +33,7 @@ func Settings() []Setting {
 		tmp.settings(), cod.settings(), rel.settings(), aud.settings(),
 		wrk.settings(), sd.workerSettings(), adm.settings("", KakaoIssuer),
 		svc.metricsSettings(""), svc.healthSettings(), trc.settings(),
-		op.settings(), ui.settings(), dev.keySettings(), dev.sendSettings(), bnch.settings())
+		op.settings(), dev.keySettings(), dev.sendSettings(), bnch.settings())
 	var out []Setting
 	seen := map[string]bool{}
 	for _, s := range all {

@@ -45,7 +45,7 @@ func runHolds(ctx context.Context, args []string) error {
 	asJSON := c.fs.Bool("json", false, "list: print JSON lines")
 	dryRun := c.fs.Bool("dry-run", false, "approve/reject: list what would be decided, decide nothing")
 	var op config.Operator
-	op.Register(c.fs)
+	op.RegisterName(c.fs)
 	note := c.fs.String("note", "", "why, for the audit trail")
 	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
 		return err

@@ -16,17 +16,17 @@ import (
 // uiLinks is where the links point; the commands that print them register
 // its settings (registerUILinks).
 var uiLinks struct {
-	ui  config.TemporalUI
+	ui  config.Operator
 	tmp *config.Temporal
 }
 
 // registerUILinks adds -temporal-ui-url; the links name tmp's namespace.
 func registerUILinks(fs *flag.FlagSet, tmp *config.Temporal) {
-	uiLinks.ui.Register(fs)
+	uiLinks.ui.RegisterUI(fs)
 	uiLinks.tmp = tmp
 }
 
-func temporalUIBase() string { return strings.TrimSuffix(uiLinks.ui.URL, "/") }
+func temporalUIBase() string { return strings.TrimSuffix(uiLinks.ui.TemporalUIURL, "/") }
 
 func temporalNamespace() string {
 	if uiLinks.tmp == nil || uiLinks.tmp.Namespace == "" {
