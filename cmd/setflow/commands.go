@@ -236,7 +236,7 @@ func runWorker(ctx context.Context, args []string) error {
 	c := newCommon("worker")
 	c.tmp.Register(c.fs)
 	c.wrk.Register(c.fs)
-	c.adm.Register(c.fs, "", "https://kauth.kakao.com")
+	c.adm.Register(c.fs, "", config.KakaoIssuer)
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
 	c.svc.RegisterHealth(c.fs)
@@ -332,7 +332,6 @@ func runDev(ctx context.Context, args []string) error {
 	c.ing.RegisterServer(c.fs)
 	var dev config.Dev
 	dev.RegisterKey(c.fs)
-	keyPath := &dev.KeyPath
 	c.serveMetrics(":9090")
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
@@ -349,13 +348,13 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	reportBacklog(db)
-	key, err := simulator.LoadOrCreateKey(*keyPath)
+	key, err := simulator.LoadOrCreateKey(dev.KeyPath)
 	if err != nil {
 		return err
 	}
 	// Tell `setflow send` and `setflow audit user` on this machine where the
 	// key is and which issuer this server accepts.
-	if abs, err := filepath.Abs(*keyPath); err == nil {
+	if abs, err := filepath.Abs(dev.KeyPath); err == nil {
 		if err := saveDevState(devState{KeyPath: abs, Issuer: devIssuer}); err != nil {
 			log.Warn("could not record the dev state for setflow send", "error", err)
 		}
