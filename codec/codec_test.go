@@ -338,19 +338,16 @@ func TestParseKeyRing(t *testing.T) {
 	}
 }
 
-func TestKeyRingFromEnv(t *testing.T) {
-	t.Setenv(codec.EnvKeys, "")
-	if _, err := codec.KeyRingFromEnv(); !errors.Is(err, codec.ErrNoKeys) {
+func TestConfiguredKeyRing(t *testing.T) {
+	if _, err := codec.ConfiguredKeyRing(" "); !errors.Is(err, codec.ErrNoKeys) {
 		t.Fatalf("unset: %v, want ErrNoKeys", err)
 	}
 	k := b64(newKey(t))
-	t.Setenv(codec.EnvKeys, "k1:"+k[:20])
-	_, err := codec.KeyRingFromEnv()
+	_, err := codec.ConfiguredKeyRing("k1:" + k[:20])
 	if err == nil || !strings.HasPrefix(err.Error(), codec.EnvKeys+": ") || errors.Is(err, codec.ErrNoKeys) || strings.Contains(err.Error(), k[:20]) {
 		t.Fatalf("bad key: %v", err)
 	}
-	t.Setenv(codec.EnvKeys, "k1:"+k)
-	r, err := codec.KeyRingFromEnv()
+	r, err := codec.ConfiguredKeyRing("k1:" + k)
 	if err != nil || r.CurrentID() != "k1" {
 		t.Fatalf("good key: %v", err)
 	}

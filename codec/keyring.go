@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 )
@@ -19,7 +18,7 @@ const EnvKeys = "SETFLOW_CODEC_KEYS"
 // KeySize is the length of every key: AES-256.
 const KeySize = 32
 
-// ErrNoKeys is returned by KeyRingFromEnv when SETFLOW_CODEC_KEYS is unset or
+// ErrNoKeys is returned by ConfiguredKeyRing when SETFLOW_CODEC_KEYS is unset or
 // empty.
 var ErrNoKeys = errors.New(EnvKeys + " is not set")
 
@@ -161,10 +160,11 @@ func decodeKey(s string) ([]byte, error) {
 	return nil, firstErr
 }
 
-// KeyRingFromEnv parses SETFLOW_CODEC_KEYS. It returns an error wrapping
-// ErrNoKeys when the variable is unset or empty.
-func KeyRingFromEnv() (*KeyRing, error) {
-	v := strings.TrimSpace(os.Getenv(EnvKeys))
+// ConfiguredKeyRing parses the value of SETFLOW_CODEC_KEYS (config reads
+// the variable), naming the variable in errors. It returns an error wrapping
+// ErrNoKeys when spec is empty.
+func ConfiguredKeyRing(spec string) (*KeyRing, error) {
+	v := strings.TrimSpace(spec)
 	if v == "" {
 		return nil, ErrNoKeys
 	}

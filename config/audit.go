@@ -18,8 +18,12 @@ type Audit struct {
 	CheckpointInterval time.Duration
 }
 
-// Register adds -audit-checkpoint-interval (relay, dev).
-func (a *Audit) Register(fs *flag.FlagSet) {
-	duration(fs, &a.CheckpointInterval, "audit-checkpoint-interval", EnvAuditCheckpointInterval, DefaultAuditCheckpointInterval,
-		"write an audit checkpoint (a Merkle root over every chain's head, logged as ID:HASH to publish) this often; 0 writes none")
+func (a *Audit) settings() []Setting {
+	return []Setting{
+		{Env: EnvAuditCheckpointInterval, Flag: "audit-checkpoint-interval", Default: DefaultAuditCheckpointInterval.String(),
+			Usage: "relay, dev: write an audit checkpoint (a Merkle root over every chain's head, logged as ID:HASH to publish) this often; 0 writes none (then run setflow audit checkpoint from cron)", ptr: &a.CheckpointInterval},
+	}
 }
+
+// Register adds -audit-checkpoint-interval (relay, dev).
+func (a *Audit) Register(fs *flag.FlagSet) { register(fs, a.settings()) }

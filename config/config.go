@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -21,59 +20,20 @@ import (
 	"github.com/setflow/setflow/sessions"
 )
 
-func env(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
-func str(fs *flag.FlagSet, p *string, name, envName, def, usage string) {
-	fs.StringVar(p, name, env(envName, def), usage+" (env "+envName+")")
-}
-
-func boolean(fs *flag.FlagSet, p *bool, name, envName string, def bool, usage string) {
-	v := def
-	if s, ok := os.LookupEnv(envName); ok {
-		if b, err := strconv.ParseBool(s); err == nil {
-			v = b
-		}
-	}
-	fs.BoolVar(p, name, v, usage+" (env "+envName+")")
-}
-
-// integer is an int flag whose default comes from envName when it is set to
-// a number (an invalid value is left to the flag's own default, as elsewhere).
-func integer(fs *flag.FlagSet, p *int, name, envName string, def int, usage string) {
-	v := def
-	if s, ok := os.LookupEnv(envName); ok {
-		if n, err := strconv.Atoi(s); err == nil {
-			v = n
-		}
-	}
-	fs.IntVar(p, name, v, usage+" (env "+envName+")")
-}
-
-func duration(fs *flag.FlagSet, p *time.Duration, name, envName string, def time.Duration, usage string) {
-	v := def
-	if s, ok := os.LookupEnv(envName); ok {
-		if d, err := time.ParseDuration(s); err == nil {
-			v = d
-		}
-	}
-	fs.DurationVar(p, name, v, usage+" (env "+envName+")")
-}
-
 // Database is where the inbox, audit trail and the service's tables live.
 type Database struct {
 	URL string
 }
 
-// Register adds the database flags.
-func (d *Database) Register(fs *flag.FlagSet) {
-	URLVar(fs, &d.URL, "database-url", "SETFLOW_DATABASE_URL",
-		"postgres://postgres@127.0.0.1:5432/setflow?sslmode=disable", "PostgreSQL `URL`")
+func (d *Database) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_DATABASE_URL", Flag: "database-url", Default: "postgres://postgres@127.0.0.1:5432/setflow?sslmode=disable", URL: true,
+			Usage: "PostgreSQL `URL` (every command)", ptr: &d.URL},
+	}
 }
+
+// Register adds the database flags.
+func (d *Database) Register(fs *flag.FlagSet) { register(fs, d.settings()) }
 
 // Ingress configures the HTTP receiver and SET verification.
 type Ingress struct {
@@ -90,17 +50,40 @@ type Ingress struct {
 	InboxMaxBatch int
 }
 
+func (i *Ingress) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_LISTEN", Flag: "listen", Default: ":8080", Usage: "ingress, dev: HTTP listen address of the webhook endpoints", ptr: &i.Listen},
+		{Env: "SETFLOW_ISSUER", Flag: "issuer", Default: KakaoIssuer, Usage: "ingress: accepted SET issuer (compared exactly)", ptr: &i.Issuer},
+		{Env: "SETFLOW_AUDIENCES", Flag: "audiences", Usage: "ingress (required): accepted SET audiences, comma-separated (your app's REST API key)", ptr: &i.Audiences},
+		{Env: "SETFLOW_JWKS_URL", Flag: "jwks-url", Default: "https://kauth.kakao.com/.well-known/jwks.json", URL: true,
+			Usage: "ingress: pinned JWKS `URL`, or the fallback of -discovery", ptr: &i.JWKSURL},
+		{Env: "SETFLOW_KEY_DISCOVERY", Flag: "discovery", Default: "false",
+			Usage: "ingress: find the JWKS through the issuer's /.well-known/ssf-configuration, then sse-configuration", ptr: &i.Discovery},
+		{Env: "SETFLOW_SET_MAX_AGE", Flag: "max-age", Default: "7d", Usage: "ingress: oldest accepted SET iat (replay window)", ptr: &i.MaxAge},
+		{Env: "SETFLOW_MAX_BODY", Flag: "max-body", Default: "65536", Usage: "ingress: largest accepted request body in bytes", ptr: &i.MaxBody},
+		{Env: "SETFLOW_INBOX_IN_FLIGHT", Flag: "inbox-in-flight", Default: "0",
+			Usage: "ingress: group commit, insert statements in flight at once (0: 2; see Benchmarks)", ptr: &i.InboxInFlight},
+		{Env: "SETFLOW_INBOX_MAX_BATCH", Flag: "inbox-max-batch", Default: "0",
+			Usage: "ingress: group commit, most deliveries in one insert (0: 500)", ptr: &i.InboxMaxBatch},
+	}
+}
+
+// KakaoIssuer is the issuer of Kakao's Security Event Tokens.
+const KakaoIssuer = "https://kauth.kakao.com"
+
 // Register adds the ingress flags.
-func (i *Ingress) Register(fs *flag.FlagSet) {
-	str(fs, &i.Listen, "listen", "SETFLOW_LISTEN", ":8080", "HTTP listen address")
-	str(fs, &i.Issuer, "issuer", "SETFLOW_ISSUER", "https://kauth.kakao.com", "accepted SET issuer (compared exactly)")
-	str(fs, &i.Audiences, "audiences", "SETFLOW_AUDIENCES", "", "accepted SET audiences, comma-separated (your app's REST API key)")
-	URLVar(fs, &i.JWKSURL, "jwks-url", "SETFLOW_JWKS_URL", "https://kauth.kakao.com/.well-known/jwks.json", "pinned JWKS `URL` (ignored with -discovery)")
-	boolean(fs, &i.Discovery, "discovery", "SETFLOW_KEY_DISCOVERY", false, "find the JWKS through the issuer's SSF discovery document")
-	duration(fs, &i.MaxAge, "max-age", "SETFLOW_SET_MAX_AGE", 7*24*time.Hour, "oldest accepted SET iat (replay window)")
-	fs.Int64Var(&i.MaxBody, "max-body", 64<<10, "maximum request body in bytes")
-	integer(fs, &i.InboxInFlight, "inbox-in-flight", "SETFLOW_INBOX_IN_FLIGHT", 0, "group commit: insert statements in flight at once (0: 2)")
-	integer(fs, &i.InboxMaxBatch, "inbox-max-batch", "SETFLOW_INBOX_MAX_BATCH", 0, "group commit: most deliveries in one insert (0: 500)")
+func (i *Ingress) Register(fs *flag.FlagSet) { register(fs, i.settings()) }
+
+// RegisterIssuer adds -issuer alone (the operator commands that look up a
+// user's rows).
+func (i *Ingress) RegisterIssuer(fs *flag.FlagSet) {
+	register(fs, pick(i.settings(), "SETFLOW_ISSUER"))
+}
+
+// RegisterServer adds the ingress's server flags without the verification
+// ones (`setflow dev` verifies with its own key).
+func (i *Ingress) RegisterServer(fs *flag.FlagSet) {
+	register(fs, pick(i.settings(), "SETFLOW_LISTEN", "SETFLOW_MAX_BODY", "SETFLOW_INBOX_IN_FLIGHT", "SETFLOW_INBOX_MAX_BATCH"))
 }
 
 // AudienceList splits the comma-separated audiences.
@@ -126,6 +109,15 @@ func (i *Ingress) Validate() error {
 	if !i.Discovery && i.JWKSURL == "" {
 		errs = append(errs, errors.New("SETFLOW_JWKS_URL (-jwks-url) must be set unless -discovery is on"))
 	}
+	if i.MaxAge <= 0 {
+		errs = append(errs, errors.New("SETFLOW_SET_MAX_AGE (-max-age) must be positive"))
+	}
+	if i.MaxBody <= 0 {
+		errs = append(errs, errors.New("SETFLOW_MAX_BODY (-max-body) must be positive"))
+	}
+	if i.InboxInFlight < 0 || i.InboxMaxBatch < 0 {
+		errs = append(errs, errors.New("SETFLOW_INBOX_IN_FLIGHT and SETFLOW_INBOX_MAX_BATCH must not be negative"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -138,20 +130,25 @@ type Temporal struct {
 	TLSKey        string
 	TLSCA         string
 	TLSServerName string
+	// CodecKeys encrypt what Temporal stores (codec.ConfiguredKeyRing).
+	CodecKeys string
+}
+
+func (t *Temporal) settings() []Setting {
+	return []Setting{
+		{Env: "TEMPORAL_ADDRESS", Flag: "temporal-address", Default: "localhost:7233", Usage: "relay, worker, events: Temporal frontend host:port", ptr: &t.Address},
+		{Env: "TEMPORAL_NAMESPACE", Flag: "temporal-namespace", Default: "default", Usage: "relay, worker, events: Temporal namespace", ptr: &t.Namespace},
+		{Env: "TEMPORAL_API_KEY", Secret: true, Usage: "Temporal Cloud API key (TLS is then on)", ptr: &t.APIKey},
+		{Env: "TEMPORAL_TLS_CERT", Flag: "temporal-tls-cert", Usage: "client certificate file for mTLS", ptr: &t.TLSCert},
+		{Env: "TEMPORAL_TLS_KEY", Flag: "temporal-tls-key", Usage: "client key file for mTLS", ptr: &t.TLSKey},
+		{Env: "TEMPORAL_TLS_CA", Flag: "temporal-tls-ca", Usage: "CA bundle file to verify the server", ptr: &t.TLSCA},
+		{Env: "TEMPORAL_TLS_SERVER_NAME", Flag: "temporal-tls-server-name", Usage: "server name to verify", ptr: &t.TLSServerName},
+		codecKeysSetting(&t.CodecKeys),
+	}
 }
 
 // Register adds the Temporal flags, named like Temporal's own tools.
-func (t *Temporal) Register(fs *flag.FlagSet) {
-	str(fs, &t.Address, "temporal-address", "TEMPORAL_ADDRESS", "localhost:7233", "Temporal frontend host:port")
-	str(fs, &t.Namespace, "temporal-namespace", "TEMPORAL_NAMESPACE", "default", "Temporal namespace")
-	// The API key is a secret: it is read from the environment only, never a flag
-	// (flags show up in process listings).
-	t.APIKey = os.Getenv("TEMPORAL_API_KEY")
-	str(fs, &t.TLSCert, "temporal-tls-cert", "TEMPORAL_TLS_CERT", "", "client certificate file for mTLS")
-	str(fs, &t.TLSKey, "temporal-tls-key", "TEMPORAL_TLS_KEY", "", "client key file for mTLS")
-	str(fs, &t.TLSCA, "temporal-tls-ca", "TEMPORAL_TLS_CA", "", "CA bundle file to verify the server")
-	str(fs, &t.TLSServerName, "temporal-tls-server-name", "TEMPORAL_TLS_SERVER_NAME", "", "server name to verify")
-}
+func (t *Temporal) Register(fs *flag.FlagSet) { register(fs, t.settings()) }
 
 // ClientOptions builds the SDK options: TLS when any TLS setting or an API key
 // is present (Temporal Cloud needs TLS with API keys), mTLS with cert and key.
@@ -192,14 +189,19 @@ func (t *Temporal) ClientOptions(log *slog.Logger) (client.Options, error) {
 // Sessions names the service's session table.
 type Sessions struct{ sessions.Schema }
 
-// Register adds the session-table flags.
-func (s *Sessions) Register(fs *flag.FlagSet) {
+func (s *Sessions) settings() []Setting {
 	d := sessions.DefaultSchema()
-	str(fs, &s.Table, "sessions-table", "SETFLOW_SESSIONS_TABLE", d.Table, "session table (optionally schema-qualified)")
-	str(fs, &s.UserID, "sessions-user-column", "SETFLOW_SESSIONS_USER_COLUMN", d.UserID, "column holding the account id (the Kakao user id unless SETFLOW_IDENTITY maps it)")
-	str(fs, &s.CreatedAt, "sessions-created-column", "SETFLOW_SESSIONS_CREATED_COLUMN", d.CreatedAt, "column holding the session's creation time")
-	str(fs, &s.RevokedAt, "sessions-revoked-column", "SETFLOW_SESSIONS_REVOKED_COLUMN", d.RevokedAt, "column set to the revocation time")
+	return []Setting{
+		{Env: "SETFLOW_SESSIONS_TABLE", Flag: "sessions-table", Default: d.Table, Usage: "worker: your session table (optionally schema-qualified)", ptr: &s.Table},
+		{Env: "SETFLOW_SESSIONS_USER_COLUMN", Flag: "sessions-user-column", Default: d.UserID,
+			Usage: "worker: column holding the account id (the Kakao user id unless SETFLOW_IDENTITY maps it)", ptr: &s.UserID},
+		{Env: "SETFLOW_SESSIONS_CREATED_COLUMN", Flag: "sessions-created-column", Default: d.CreatedAt, Usage: "worker: column holding the session's creation time", ptr: &s.CreatedAt},
+		{Env: "SETFLOW_SESSIONS_REVOKED_COLUMN", Flag: "sessions-revoked-column", Default: d.RevokedAt, Usage: "worker: column set to the revocation time", ptr: &s.RevokedAt},
+	}
 }
+
+// Register adds the session-table flags.
+func (s *Sessions) Register(fs *flag.FlagSet) { register(fs, s.settings()) }
 
 // Log configures setflow's own logs.
 type Log struct {
@@ -207,11 +209,15 @@ type Log struct {
 	Format string
 }
 
-// Register adds the logging flags.
-func (l *Log) Register(fs *flag.FlagSet) {
-	str(fs, &l.Level, "log-level", "SETFLOW_LOG_LEVEL", "info", "debug, info, warn or error")
-	str(fs, &l.Format, "log-format", "SETFLOW_LOG_FORMAT", "text", "text or json")
+func (l *Log) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_LOG_LEVEL", Flag: "log-level", Default: "info", Usage: "every command: debug, info, warn or error", ptr: &l.Level},
+		{Env: "SETFLOW_LOG_FORMAT", Flag: "log-format", Default: "text", Usage: "every command: text or json (json in production)", ptr: &l.Format},
+	}
 }
+
+// Register adds the logging flags.
+func (l *Log) Register(fs *flag.FlagSet) { register(fs, l.settings()) }
 
 // Logger builds the slog logger. Every message and attribute goes through
 // Secrets(): a secret that reaches a log line anyway is replaced by xxxxx.

@@ -3,7 +3,6 @@ package config
 import (
 	"errors"
 	"flag"
-	"os"
 
 	"github.com/setflow/setflow/identity"
 )
@@ -22,17 +21,22 @@ type Identity struct {
 // EnvIdentityToken names the variable holding the lookup endpoint's token.
 const EnvIdentityToken = "SETFLOW_IDENTITY_TOKEN"
 
-// Register adds the identity mapping flags.
-func (i *Identity) Register(fs *flag.FlagSet) {
-	str(fs, &i.Mode, "identity", "SETFLOW_IDENTITY", "identity", "how a Kakao user maps to your account ids: identity, table or http")
-	str(fs, &i.Table.Table, "identity-table", "SETFLOW_IDENTITY_TABLE", "social_accounts", "mapping table (optionally schema-qualified) for -identity table")
-	str(fs, &i.Table.UserColumn, "identity-user-column", "SETFLOW_IDENTITY_USER_COLUMN", "provider_user_id", "mapping table column holding the Kakao user id")
-	str(fs, &i.Table.AccountColumn, "identity-account-column", "SETFLOW_IDENTITY_ACCOUNT_COLUMN", "account_id", "mapping table column holding your account id")
-	str(fs, &i.Table.IssuerColumn, "identity-issuer-column", "SETFLOW_IDENTITY_ISSUER_COLUMN", "", "mapping table column holding the issuer (empty: not compared)")
-	str(fs, &i.Table.Filter, "identity-filter", "SETFLOW_IDENTITY_FILTER", "", "fixed condition column=value on the mapping table, e.g. provider=kakao")
-	URLVar(fs, &i.URL, "identity-url", "SETFLOW_IDENTITY_URL", "", "lookup endpoint `URL` for -identity http; its bearer token comes from env "+EnvIdentityToken)
-	i.Token = os.Getenv(EnvIdentityToken)
+func (i *Identity) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_IDENTITY", Flag: "identity", Default: "identity", Usage: "worker, dev: how a Kakao user maps to your account ids: identity, table or http", ptr: &i.Mode},
+		{Env: "SETFLOW_IDENTITY_TABLE", Flag: "identity-table", Default: "social_accounts", Usage: "worker: mapping table (optionally schema-qualified) for -identity table", ptr: &i.Table.Table},
+		{Env: "SETFLOW_IDENTITY_USER_COLUMN", Flag: "identity-user-column", Default: "provider_user_id", Usage: "worker: mapping table column holding the Kakao user id", ptr: &i.Table.UserColumn},
+		{Env: "SETFLOW_IDENTITY_ACCOUNT_COLUMN", Flag: "identity-account-column", Default: "account_id", Usage: "worker: mapping table column holding your account id", ptr: &i.Table.AccountColumn},
+		{Env: "SETFLOW_IDENTITY_ISSUER_COLUMN", Flag: "identity-issuer-column", Usage: "worker: mapping table column holding the issuer (empty: not compared)", ptr: &i.Table.IssuerColumn},
+		{Env: "SETFLOW_IDENTITY_FILTER", Flag: "identity-filter", Usage: "worker: fixed condition column=value on the mapping table, e.g. provider=kakao", ptr: &i.Table.Filter},
+		{Env: "SETFLOW_IDENTITY_URL", Flag: "identity-url", URL: true,
+			Usage: "worker: lookup endpoint `URL` for -identity http; its bearer token comes from env " + EnvIdentityToken, ptr: &i.URL},
+		{Env: EnvIdentityToken, Secret: true, Usage: "worker: the lookup endpoint's bearer token", ptr: &i.Token},
+	}
 }
+
+// Register adds the identity mapping flags.
+func (i *Identity) Register(fs *flag.FlagSet) { register(fs, i.settings()) }
 
 // Validate reports missing or invalid settings by name.
 func (i *Identity) Validate() error {

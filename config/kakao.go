@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 )
@@ -16,11 +15,8 @@ const EnvKakaoAdminKeys = "SETFLOW_KAKAO_ADMIN_KEYS"
 // Kakao configures the admin-key authenticated webhooks (unlink, Talk Share,
 // Talk Channel), the optional IP allowlist and Kakao's REST API base URL.
 type Kakao struct {
-	// AdminKeys are the accepted admin keys, several during a rotation. They
-	// are secrets: read from SETFLOW_KAKAO_ADMIN_KEYS only, never a flag (flags
-	// show up in process listings), and never logged or printed.
-	AdminKeys []string
-	AppID     string
+	KakaoAPI
+	AppID string
 	// UnlinkDedupeWindow is how long exact repeats of the same unlink webhook
 	// count as one delivery (default one minute); past it a repeat is new.
 	UnlinkDedupeWindow time.Duration
@@ -31,26 +27,50 @@ type Kakao struct {
 	IPAllowlistRefresh   time.Duration
 	// TrustedProxies are the CIDRs of proxies whose X-Forwarded-For is believed.
 	TrustedProxies string
-	APIURL         string
+}
+
+// KakaoAPI is what both the ingress (IP list) and the worker (Kakao API
+// steps) need to call Kakao's REST API.
+type KakaoAPI struct {
+	// AdminKeys are the accepted admin keys, several during a rotation. They
+	// are secrets: read from SETFLOW_KAKAO_ADMIN_KEYS only, never a flag (flags
+	// show up in process listings), and never logged or printed.
+	AdminKeys []string
+	APIURL    string
+}
+
+func (k *KakaoAPI) settings() []Setting {
+	return []Setting{
+		{Env: EnvKakaoAdminKeys, Secret: true,
+			Usage: "ingress: admin keys of the unlink and Talk webhooks, comma-separated (several during a rotation); worker: the first calls Kakao's API", ptr: &k.AdminKeys},
+		{Env: "SETFLOW_KAKAO_API_URL", Flag: "kakao-api-url", Default: KakaoAPIURL, URL: true, Usage: "ingress (IP list), worker: Kakao REST API base `URL`", ptr: &k.APIURL},
+	}
+}
+
+// KakaoAPIURL is Kakao's REST API.
+const KakaoAPIURL = "https://kapi.kakao.com"
+
+// Register adds -kakao-api-url and reads the admin keys (worker).
+func (k *KakaoAPI) Register(fs *flag.FlagSet) { register(fs, k.settings()) }
+
+func (k *Kakao) settings() []Setting {
+	return append(k.KakaoAPI.settings(), []Setting{
+		{Env: "SETFLOW_KAKAO_APP_ID", Flag: "kakao-app-id", Usage: "ingress: Kakao app id the unlink webhook's app_id must equal", ptr: &k.AppID},
+		{Env: "SETFLOW_UNLINK_DEDUPE_WINDOW", Flag: "unlink-dedupe-window", Default: "1m",
+			Usage: "ingress: exact repeats of one unlink webhook (app, user, referrer type) within this window of the stored one are one delivery", ptr: &k.UnlinkDedupeWindow},
+		{Env: "SETFLOW_IP_ALLOWLIST", Flag: "ip-allowlist",
+			Usage: "ingress: CIDRs allowed to call the webhooks, comma-separated; empty with -ip-allowlist-from-kakao off disables the allowlist (docs/webhooks.md)", ptr: &k.IPAllowlist},
+		{Env: "SETFLOW_IP_ALLOWLIST_FROM_KAKAO", Flag: "ip-allowlist-from-kakao", Default: "false",
+			Usage: "ingress: also allow Kakao's inbound callback addresses from its IP list API (needs an admin key)", ptr: &k.IPAllowlistFromKakao},
+		{Env: "SETFLOW_IP_ALLOWLIST_REFRESH", Flag: "ip-allowlist-refresh", Default: "1h", Usage: "ingress: how often Kakao's IP list is fetched again", ptr: &k.IPAllowlistRefresh},
+		{Env: "SETFLOW_TRUSTED_PROXIES", Flag: "trusted-proxies",
+			Usage: "ingress: CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated", ptr: &k.TrustedProxies},
+	}...)
 }
 
 // Register adds the Kakao webhook flags and reads the admin keys from the
 // environment.
-func (k *Kakao) Register(fs *flag.FlagSet) {
-	k.AdminKeys = splitList(os.Getenv(EnvKakaoAdminKeys))
-	str(fs, &k.AppID, "kakao-app-id", "SETFLOW_KAKAO_APP_ID", "", "Kakao app id the unlink webhook's app_id must equal; the admin keys come from env "+EnvKakaoAdminKeys+" only")
-	duration(fs, &k.UnlinkDedupeWindow, "unlink-dedupe-window", "SETFLOW_UNLINK_DEDUPE_WINDOW", time.Minute,
-		"exact repeats of one unlink webhook (app, user, referrer type) within this window of the stored one are one delivery")
-	str(fs, &k.IPAllowlist, "ip-allowlist", "SETFLOW_IP_ALLOWLIST", "",
-		"CIDRs allowed to call the webhooks, comma-separated; empty with -ip-allowlist-from-kakao off disables the allowlist")
-	boolean(fs, &k.IPAllowlistFromKakao, "ip-allowlist-from-kakao", "SETFLOW_IP_ALLOWLIST_FROM_KAKAO", false,
-		"also allow Kakao's inbound callback addresses from its IP list API (needs an admin key)")
-	duration(fs, &k.IPAllowlistRefresh, "ip-allowlist-refresh", "SETFLOW_IP_ALLOWLIST_REFRESH", time.Hour,
-		"how often Kakao's IP list is fetched again")
-	str(fs, &k.TrustedProxies, "trusted-proxies", "SETFLOW_TRUSTED_PROXIES", "",
-		"CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
-	URLVar(fs, &k.APIURL, "kakao-api-url", "SETFLOW_KAKAO_API_URL", "https://kapi.kakao.com", "Kakao REST API base `URL`")
-}
+func (k *Kakao) Register(fs *flag.FlagSet) { register(fs, k.settings()) }
 
 func splitList(s string) []string {
 	var out []string
@@ -87,6 +107,9 @@ func (k *Kakao) Validate() error {
 	}
 	if _, err := parseCIDRs(k.TrustedProxies); err != nil {
 		errs = append(errs, fmt.Errorf("SETFLOW_TRUSTED_PROXIES (-trusted-proxies): %w", err))
+	}
+	if k.IPAllowlistFromKakao && k.IPAllowlistRefresh <= 0 {
+		errs = append(errs, errors.New("SETFLOW_IP_ALLOWLIST_REFRESH (-ip-allowlist-refresh) must be positive"))
 	}
 	if k.APIURL == "" {
 		errs = append(errs, errors.New("SETFLOW_KAKAO_API_URL (-kakao-api-url) must not be empty"))

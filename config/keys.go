@@ -44,12 +44,14 @@ type KeyPolicy struct {
 	InsecureDevKeys bool
 }
 
-// Register adds -insecure-dev-keys.
-func (k *KeyPolicy) Register(fs *flag.FlagSet) {
-	boolean(fs, &k.InsecureDevKeys, FlagInsecureDevKeys, EnvInsecureDevKeys, false,
-		"INSECURE, local development only: start without "+EnvAuditKey+", "+EnvCodecKeys+" or "+EnvCodecAuthToken+
-			" (subject hashes then use a public key and can be reversed, Temporal stores payloads in clear, the codec server answers anyone)")
+func (k *KeyPolicy) settings() []Setting {
+	return []Setting{{Env: EnvInsecureDevKeys, Flag: FlagInsecureDevKeys, Default: "false",
+		Usage: "ingress, relay, worker, codec-server: INSECURE, local development only: start without " + EnvAuditKey + ", " + EnvCodecKeys + " or " + EnvCodecAuthToken +
+			" (subject hashes then use a public key and can be reversed, Temporal stores payloads in clear, the codec server answers anyone)", ptr: &k.InsecureDevKeys}}
 }
+
+// Register adds -insecure-dev-keys.
+func (k *KeyPolicy) Register(fs *flag.FlagSet) { register(fs, k.settings()) }
 
 // Missing reports, one error per variable and naming it, each needed key that
 // the environment lacks.

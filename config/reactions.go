@@ -3,7 +3,7 @@ package config
 import (
 	"errors"
 	"flag"
-	"os"
+	"strconv"
 	"time"
 
 	"github.com/setflow/setflow/sessions"
@@ -22,9 +22,6 @@ type Reactions struct {
 	// StepRetryFor is how long reaction steps retry transient failures
 	// before they park for an operator.
 	StepRetryFor time.Duration
-	// AuditKey keys the subject hashes in the audit trail and workflow ids
-	// (and, in the ingress, the unlink webhook's dedupe key).
-	AuditKey string
 
 	SessionsBackend        string // postgres | redis | http
 	RedisURL               string
@@ -58,61 +55,58 @@ type Reactions struct {
 	GuardWindow time.Duration
 }
 
+// DefaultCRMRate is the default of SETFLOW_CRM_RATE: CRM calls per second
+// across all workers.
+const DefaultCRMRate = 10
+
 // DefaultGuardLimit is generous for Kakao's account events, which come a few
 // per user per year, and far below what a replay or a misbehaving sender does.
 const DefaultGuardLimit = 300
 
-// EnvAuditKey names the variable holding the audit key (a secret: env only).
-const EnvAuditKey = "SETFLOW_AUDIT_KEY"
+func (r *Reactions) settings() []Setting {
+	layout := sessions.DefaultRedisLayout()
+	return []Setting{
+		{Env: "SETFLOW_POLICY_FILE", Flag: "policy", Usage: "worker: reaction policy file (YAML or JSON); empty uses the built-in default", ptr: &r.PolicyFile},
+		{Env: "SETFLOW_PURGE_AFTER", Flag: "purge-after", Default: "0", Usage: "worker: retention before an unlinked user's data is purged (0: immediately)", ptr: &r.PurgeAfter},
+		{Env: "SETFLOW_EVENT_TIME_PAST", Flag: "event-time-past", Default: "7d", Usage: "worker: an event time earlier than its token's iat minus this is clamped (and audited)", ptr: &r.EventTimePast},
+		{Env: "SETFLOW_EVENT_TIME_FUTURE", Flag: "event-time-future", Default: "5m", Usage: "worker: an event time later than its receipt plus this (clock skew) is clamped (and audited)", ptr: &r.EventTimeFuture},
+		{Env: "SETFLOW_STEP_RETRY_FOR", Flag: "step-retry-for", Default: "6h",
+			Usage: "worker: how long a reaction step retries transient failures (dependency down, 5xx, 429, timeouts) before it parks; permanent errors park at once", ptr: &r.StepRetryFor},
 
-// AuditKeyFromEnv reads the audit key; "" when unset. The worker keys subject
-// hashes with it, the ingress the unlink webhook's dedupe key.
-func AuditKeyFromEnv() string { return os.Getenv(EnvAuditKey) }
+		{Env: "SETFLOW_SESSIONS_BACKEND", Flag: "sessions-backend", Default: "postgres", Usage: "worker: where sessions live: postgres, redis or http", ptr: &r.SessionsBackend},
+		{Env: "SETFLOW_REDIS_URL", Flag: "redis-url", Default: "redis://127.0.0.1:6379/0", URL: true, Usage: "worker: Redis `URL` for the redis sessions back end", ptr: &r.RedisURL},
+		{Env: "SETFLOW_REDIS_USER_INDEX", Flag: "redis-user-index", Default: layout.UserIndex,
+			Usage: "worker: sorted set of a user's session ids (score: creation time, Unix ms)", ptr: &r.RedisUserIndex},
+		{Env: "SETFLOW_REDIS_SESSION_KEY", Flag: "redis-session-key", Default: layout.SessionKey, Usage: "worker: key of one session", ptr: &r.RedisSessionKey},
+		{Env: "SETFLOW_SESSIONS_CALLBACK_URL", Flag: "sessions-callback-url", URL: true,
+			Usage: "worker: service endpoint (`URL`) that ends sessions (http back end; signed like the CRM webhook)", ptr: &r.SessionsCallbackURL},
+		{Env: "SETFLOW_SESSIONS_CALLBACK_SECRET", Secret: true, Usage: "worker: signing secret of the http sessions back end", ptr: &r.SessionsCallbackSecret},
+
+		{Env: "SETFLOW_CRM", Flag: "crm", Default: "none", Usage: "worker: CRM adapter: none, hubspot or webhook", ptr: &r.CRM},
+		{Env: "SETFLOW_HUBSPOT_URL", Flag: "hubspot-url", Default: "https://api.hubapi.com", URL: true, Usage: "worker: HubSpot-style API base `URL`", ptr: &r.HubSpotURL},
+		{Env: "SETFLOW_HUBSPOT_TOKEN", Secret: true, Usage: "worker: HubSpot private app token", ptr: &r.HubSpotToken},
+		{Env: "SETFLOW_HUBSPOT_ID_PROPERTY", Flag: "hubspot-id-property", Default: "kakao_user_id", Usage: "worker: unique contact property holding the Kakao user id", ptr: &r.HubSpotIDProperty},
+		{Env: "SETFLOW_CRM_WEBHOOK_URL", Flag: "crm-webhook-url", URL: true,
+			Usage: "worker: `URL` the generic CRM adapter POSTs signed documents to (X-Setflow-Signature: v1=HMAC-SHA256(\"<ts>.<body>\"))", ptr: &r.CRMWebhookURL},
+		{Env: "SETFLOW_CRM_WEBHOOK_SECRET", Secret: true, Usage: "worker: signing secret of the CRM webhook", ptr: &r.CRMWebhookSecret},
+		{Env: "SETFLOW_CRM_RATE", Flag: "crm-rate", Default: strconv.Itoa(DefaultCRMRate), Usage: "worker: CRM calls per second across all workers", ptr: &r.CRMRate},
+
+		{Env: "SETFLOW_GUARD_LIMIT", Flag: "guard-limit", Default: strconv.Itoa(DefaultGuardLimit),
+			Usage: "worker: blast-radius guard, destructive steps per -guard-window across all users before new ones are held for an operator; 0 turns the guard off", ptr: &r.GuardLimit},
+		{Env: "SETFLOW_GUARD_WINDOW", Flag: "guard-window", Default: "1m", Usage: "worker: the blast-radius guard's sliding window", ptr: &r.GuardWindow},
+
+		{Env: "SETFLOW_SMTP_HOST", Flag: "smtp-host", Usage: "worker: SMTP server host; empty disables email", ptr: &r.SMTPHost},
+		{Env: "SETFLOW_SMTP_PORT", Flag: "smtp-port", Default: "0", Usage: "worker: SMTP port (0: the TLS mode's default)", ptr: &r.SMTPPort},
+		{Env: "SETFLOW_SMTP_USERNAME", Flag: "smtp-username", Usage: "worker: SMTP user", ptr: &r.SMTPUsername},
+		{Env: "SETFLOW_SMTP_PASSWORD", Secret: true, Usage: "worker: SMTP password", ptr: &r.SMTPPassword},
+		{Env: "SETFLOW_SMTP_TLS", Flag: "smtp-tls", Default: "starttls", Usage: "worker: none, starttls, starttls-opportunistic or tls", ptr: &r.SMTPTLS},
+		{Env: "SETFLOW_MAIL_FROM", Flag: "mail-from", Usage: `worker: sender, e.g. "Example Security <security@example.com>"`, ptr: &r.MailFrom},
+		{Env: "SETFLOW_SERVICE_NAME", Flag: "service-name", Usage: "worker: service name shown in emails", ptr: &r.ServiceName},
+	}
+}
 
 // Register adds the reaction flags.
-func (r *Reactions) Register(fs *flag.FlagSet) {
-	str(fs, &r.PolicyFile, "policy", "SETFLOW_POLICY_FILE", "", "reaction policy file (YAML or JSON); empty uses the built-in default")
-	duration(fs, &r.PurgeAfter, "purge-after", "SETFLOW_PURGE_AFTER", 0, "retention before an unlinked user's data is purged (0: immediately)")
-	r.AuditKey = AuditKeyFromEnv()
-	duration(fs, &r.EventTimePast, "event-time-past", "SETFLOW_EVENT_TIME_PAST", 7*24*time.Hour, "how long before its token's iat an event may have happened; older times are clamped")
-	duration(fs, &r.StepRetryFor, "step-retry-for", "SETFLOW_STEP_RETRY_FOR", 6*time.Hour, "how long a reaction step retries transient failures (dependency down, 5xx, 429, timeouts) before it parks")
-	duration(fs, &r.EventTimeFuture, "event-time-future", "SETFLOW_EVENT_TIME_FUTURE", 5*time.Minute, "how far after its receipt an event time may lie (clock skew); later times are clamped")
-
-	str(fs, &r.SessionsBackend, "sessions-backend", "SETFLOW_SESSIONS_BACKEND", "postgres", "where sessions live: postgres, redis or http")
-	URLVar(fs, &r.RedisURL, "redis-url", "SETFLOW_REDIS_URL", "redis://127.0.0.1:6379/0", "Redis `URL` for the redis sessions back end")
-	layout := sessions.DefaultRedisLayout()
-	str(fs, &r.RedisUserIndex, "redis-user-index", "SETFLOW_REDIS_USER_INDEX", layout.UserIndex, "sorted set of a user's session ids (score: creation time, Unix ms)")
-	str(fs, &r.RedisSessionKey, "redis-session-key", "SETFLOW_REDIS_SESSION_KEY", layout.SessionKey, "key of one session")
-	URLVar(fs, &r.SessionsCallbackURL, "sessions-callback-url", "SETFLOW_SESSIONS_CALLBACK_URL", "", "service endpoint (`URL`) that ends sessions (http back end)")
-	r.SessionsCallbackSecret = os.Getenv("SETFLOW_SESSIONS_CALLBACK_SECRET")
-
-	str(fs, &r.CRM, "crm", "SETFLOW_CRM", "none", "CRM adapter: none, hubspot or webhook")
-	URLVar(fs, &r.HubSpotURL, "hubspot-url", "SETFLOW_HUBSPOT_URL", "https://api.hubapi.com", "HubSpot-style API base `URL`")
-	r.HubSpotToken = os.Getenv("SETFLOW_HUBSPOT_TOKEN")
-	str(fs, &r.HubSpotIDProperty, "hubspot-id-property", "SETFLOW_HUBSPOT_ID_PROPERTY", "kakao_user_id", "unique contact property holding the Kakao user id")
-	URLVar(fs, &r.CRMWebhookURL, "crm-webhook-url", "SETFLOW_CRM_WEBHOOK_URL", "", "`URL` the generic CRM adapter POSTs signed documents to")
-	r.CRMWebhookSecret = os.Getenv("SETFLOW_CRM_WEBHOOK_SECRET")
-	fs.Float64Var(&r.CRMRate, "crm-rate", 10, "CRM calls per second across all workers")
-
-	fs.IntVar(&r.GuardLimit, "guard-limit", DefaultGuardLimit, "blast-radius guard: destructive steps per -guard-window across all users before new ones are held for an operator; 0 turns the guard off (env SETFLOW_GUARD_LIMIT)")
-	if v, ok := os.LookupEnv("SETFLOW_GUARD_LIMIT"); ok {
-		fs.Lookup("guard-limit").DefValue = v
-		_ = fs.Set("guard-limit", v)
-	}
-	duration(fs, &r.GuardWindow, "guard-window", "SETFLOW_GUARD_WINDOW", time.Minute, "the blast-radius guard's sliding window")
-
-	str(fs, &r.SMTPHost, "smtp-host", "SETFLOW_SMTP_HOST", "", "SMTP server host; empty disables email")
-	fs.IntVar(&r.SMTPPort, "smtp-port", 0, "SMTP port (0: the TLS mode's default)")
-	if p, ok := os.LookupEnv("SETFLOW_SMTP_PORT"); ok {
-		fs.Lookup("smtp-port").DefValue = p
-		_ = fs.Set("smtp-port", p)
-	}
-	str(fs, &r.SMTPUsername, "smtp-username", "SETFLOW_SMTP_USERNAME", "", "SMTP user")
-	r.SMTPPassword = os.Getenv("SETFLOW_SMTP_PASSWORD")
-	str(fs, &r.SMTPTLS, "smtp-tls", "SETFLOW_SMTP_TLS", "starttls", "none, starttls, starttls-opportunistic or tls")
-	str(fs, &r.MailFrom, "mail-from", "SETFLOW_MAIL_FROM", "", `sender, e.g. "Example Security <security@example.com>"`)
-	str(fs, &r.ServiceName, "service-name", "SETFLOW_SERVICE_NAME", "", "service name shown in emails")
-}
+func (r *Reactions) Register(fs *flag.FlagSet) { register(fs, r.settings()) }
 
 // Validate reports missing or contradictory settings by name.
 func (r *Reactions) Validate() error {
@@ -140,13 +134,19 @@ func (r *Reactions) Validate() error {
 		errs = append(errs, errors.New("SETFLOW_CRM must be none, hubspot or webhook"))
 	}
 	if r.CRMRate <= 0 {
-		errs = append(errs, errors.New("-crm-rate must be positive"))
+		errs = append(errs, errors.New("SETFLOW_CRM_RATE (-crm-rate) must be positive"))
 	}
 	if r.SMTPHost != "" && r.MailFrom == "" {
 		errs = append(errs, errors.New("SETFLOW_MAIL_FROM is required when SETFLOW_SMTP_HOST is set"))
 	}
 	if r.GuardLimit < 0 || r.GuardWindow < 0 {
 		errs = append(errs, errors.New("SETFLOW_GUARD_LIMIT must not be negative and SETFLOW_GUARD_WINDOW must not be negative"))
+	}
+	if r.EventTimePast < 0 || r.EventTimeFuture < 0 || r.StepRetryFor < 0 {
+		errs = append(errs, errors.New("SETFLOW_EVENT_TIME_PAST, SETFLOW_EVENT_TIME_FUTURE and SETFLOW_STEP_RETRY_FOR must not be negative"))
+	}
+	if r.SMTPPort < 0 || r.SMTPPort > 65535 {
+		errs = append(errs, errors.New("SETFLOW_SMTP_PORT (-smtp-port) must be a port number"))
 	}
 	if r.PurgeAfter < 0 {
 		errs = append(errs, errors.New("SETFLOW_PURGE_AFTER must not be negative"))

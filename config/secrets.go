@@ -2,7 +2,6 @@ package config
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -18,38 +17,25 @@ import (
 // errors.
 const Redacted = "xxxxx"
 
-// SecretEnv names the variables whose whole value is a secret. They are read
-// from the environment only, never from flags (flags show up in process
-// listings), and are scrubbed from logs and errors.
-var SecretEnv = []string{
-	EnvAuditKey,
-	EnvCodecKeys,
-	EnvCodecAuthToken,
-	EnvKakaoAdminKeys,
-	"TEMPORAL_API_KEY",
-	"SETFLOW_SMTP_PASSWORD",
-	"SETFLOW_HUBSPOT_TOKEN",
-	"SETFLOW_CRM_WEBHOOK_SECRET",
-	"SETFLOW_SESSIONS_CALLBACK_SECRET",
-	"SETFLOW_SEND_ADMIN_KEY",
-	EnvIdentityToken,
-	EnvStatusTokens,
-	EnvServiceHookSecret,
-}
+// SecretEnv names the variables whose whole value is a secret (the Secret
+// rows of Settings). They are read from the environment only, never from
+// flags (flags show up in process listings), and are scrubbed from logs and
+// errors.
+var SecretEnv = settingEnvs(func(s Setting) bool { return s.Secret })
 
 // URLEnv names the variables holding URLs that may carry credentials (a
-// password in the user info or a query parameter). They are shown redacted.
-var URLEnv = []string{
-	"SETFLOW_DATABASE_URL",
-	"SETFLOW_REDIS_URL",
-	"SETFLOW_SESSIONS_CALLBACK_URL",
-	"SETFLOW_HUBSPOT_URL",
-	"SETFLOW_CRM_WEBHOOK_URL",
-	"SETFLOW_KAKAO_API_URL",
-	"SETFLOW_JWKS_URL",
-	"SETFLOW_SEND_URL",
-	"SETFLOW_IDENTITY_URL",
-	"SETFLOW_SERVICE_HOOK_URL",
+// password in the user info or a query parameter; the URL rows of
+// Settings). They are shown redacted.
+var URLEnv = settingEnvs(func(s Setting) bool { return s.URL })
+
+func settingEnvs(keep func(Setting) bool) []string {
+	var out []string
+	for _, s := range Settings() {
+		if keep(s) {
+			out = append(out, s.Env)
+		}
+	}
+	return out
 }
 
 // secretParam reports whether a URL query parameter or libpq keyword holds a
@@ -397,31 +383,4 @@ func (s *Scrubber) attr(a slog.Attr) slog.Attr {
 		}
 	}
 	return slog.Attr{Key: a.Key, Value: v}
-}
-
-// urlValue is a flag holding a URL that may carry credentials: its default
-// and value are shown redacted in usage text, and whatever it is set to is
-// scrubbed from logs and errors.
-type urlValue struct{ p *string }
-
-func (u urlValue) String() string {
-	if u.p == nil {
-		return ""
-	}
-	return RedactURL(*u.p)
-}
-
-func (u urlValue) Set(s string) error {
-	*u.p = s
-	Secrets().AddURL(s)
-	return nil
-}
-
-// URLVar defines a URL flag whose default is the environment variable envName
-// (else def), shown redacted by -h and in errors: a password in a URL never
-// becomes a visible flag default.
-func URLVar(fs *flag.FlagSet, p *string, name, envName, def, usage string) {
-	*p = env(envName, def)
-	Secrets().AddURL(*p)
-	fs.Var(urlValue{p}, name, usage+" (env "+envName+"; a password shows as "+Redacted+")")
 }

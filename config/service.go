@@ -28,14 +28,28 @@ type Admin struct {
 	Issuer string
 }
 
-// Register adds the admin-port flags; def is the default listen address.
+func (a *Admin) settings(def, defIssuer string) []Setting {
+	return []Setting{
+		{Env: "SETFLOW_ADMIN_LISTEN", Flag: "admin-listen", Default: def,
+			Usage: "worker, dev (:8082): admin port serving the status API, empty for none; needs " + EnvStatusTokens + " or -admin-tls-client-ca", ptr: &a.Listen},
+		{Env: EnvStatusTokens, Secret: true, Usage: "worker, dev: status API bearer tokens, comma-separated; required unless mTLS (dev: " + DevStatusToken + ")", ptr: &a.Tokens},
+		{Env: "SETFLOW_ADMIN_TLS_CERT", Flag: "admin-tls-cert", Usage: "worker, dev: certificate file, the admin port serves HTTPS", ptr: &a.TLSCert},
+		{Env: "SETFLOW_ADMIN_TLS_KEY", Flag: "admin-tls-key", Usage: "worker, dev: key file of -admin-tls-cert", ptr: &a.TLSKey},
+		{Env: "SETFLOW_ADMIN_TLS_CLIENT_CA", Flag: "admin-tls-client-ca",
+			Usage: "worker, dev: CA bundle, the admin port requires client certificates it signed (mTLS)", ptr: &a.TLSClientCA},
+		{Env: "SETFLOW_STATUS_ISSUER", Flag: "status-issuer", Default: defIssuer,
+			Usage: "worker, dev (its dev issuer): issuer of a status lookup that names none (?issuer=)", ptr: &a.Issuer},
+	}
+}
+
+// DevStatusToken is the status API's token under `setflow dev` when
+// SETFLOW_STATUS_TOKENS is unset.
+const DevStatusToken = "setflow-dev-status-token"
+
+// Register adds the admin-port flags; def is the default listen address and
+// defIssuer the default issuer of a status lookup.
 func (a *Admin) Register(fs *flag.FlagSet, def, defIssuer string) {
-	str(fs, &a.Listen, "admin-listen", "SETFLOW_ADMIN_LISTEN", def, "admin port serving the status API, empty for none; needs "+EnvStatusTokens+" or -admin-tls-client-ca")
-	a.Tokens = splitList(os.Getenv(EnvStatusTokens))
-	str(fs, &a.TLSCert, "admin-tls-cert", "SETFLOW_ADMIN_TLS_CERT", "", "certificate file: the admin port serves HTTPS")
-	str(fs, &a.TLSKey, "admin-tls-key", "SETFLOW_ADMIN_TLS_KEY", "", "key file of -admin-tls-cert")
-	str(fs, &a.TLSClientCA, "admin-tls-client-ca", "SETFLOW_ADMIN_TLS_CLIENT_CA", "", "CA bundle: the admin port requires client certificates it signed (mTLS)")
-	str(fs, &a.Issuer, "status-issuer", "SETFLOW_STATUS_ISSUER", defIssuer, "issuer of a status lookup that names none (?issuer=)")
+	register(fs, a.settings(def, defIssuer))
 }
 
 // Validate reports missing or contradictory settings by name.
@@ -87,14 +101,21 @@ func (a *Admin) TLSConfig() (*tls.Config, error) {
 // re-auth and unlink into; off unless a column is named.
 type ServiceUsers struct{ serviceusers.Schema }
 
-// Register adds the user-table flags.
-func (s *ServiceUsers) Register(fs *flag.FlagSet) {
-	str(fs, &s.Table, "service-users-table", "SETFLOW_SERVICE_USERS_TABLE", "users", "your user table (optionally schema-qualified) that setflow writes flags into")
-	str(fs, &s.IDColumn, "service-users-id-column", "SETFLOW_SERVICE_USERS_ID_COLUMN", "id", "its account id column (the identity mapping's account ids)")
-	str(fs, &s.LockedColumn, "service-users-locked-column", "SETFLOW_SERVICE_USERS_LOCKED_COLUMN", "", "boolean column set while the user is locked (empty: not written)")
-	str(fs, &s.ReauthColumn, "service-users-reauth-column", "SETFLOW_SERVICE_USERS_REAUTH_COLUMN", "", "timestamptz column: re-authentication required since (empty: not written)")
-	str(fs, &s.UnlinkedColumn, "service-users-unlinked-column", "SETFLOW_SERVICE_USERS_UNLINKED_COLUMN", "", "timestamptz column: unlinked the app at, NULL when linked (empty: not written)")
+func (s *ServiceUsers) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_SERVICE_USERS_TABLE", Flag: "service-users-table", Default: "users",
+			Usage: "worker: your user table (optionally schema-qualified) that setflow writes flags into (off unless a column is named)", ptr: &s.Table},
+		{Env: "SETFLOW_SERVICE_USERS_ID_COLUMN", Flag: "service-users-id-column", Default: "id", Usage: "worker: its account id column (the identity mapping's account ids)", ptr: &s.IDColumn},
+		{Env: "SETFLOW_SERVICE_USERS_LOCKED_COLUMN", Flag: "service-users-locked-column", Usage: "worker: boolean column set while the user is locked (empty: not written)", ptr: &s.LockedColumn},
+		{Env: "SETFLOW_SERVICE_USERS_REAUTH_COLUMN", Flag: "service-users-reauth-column",
+			Usage: "worker: timestamptz column, re-authentication required since (empty: not written)", ptr: &s.ReauthColumn},
+		{Env: "SETFLOW_SERVICE_USERS_UNLINKED_COLUMN", Flag: "service-users-unlinked-column",
+			Usage: "worker: timestamptz column, unlinked the app at, NULL when linked (empty: not written)", ptr: &s.UnlinkedColumn},
+	}
 }
+
+// Register adds the user-table flags.
+func (s *ServiceUsers) Register(fs *flag.FlagSet) { register(fs, s.settings()) }
 
 // Validate checks the names when the writes are on.
 func (s *ServiceUsers) Validate() error {
@@ -114,11 +135,16 @@ type ServiceHook struct {
 	Secret string
 }
 
-// Register adds the service webhook flags.
-func (h *ServiceHook) Register(fs *flag.FlagSet) {
-	URLVar(fs, &h.URL, "service-hook-url", "SETFLOW_SERVICE_HOOK_URL", "", "your endpoint (`URL`) that notify_service POSTs signed documents to; the secret comes from env "+EnvServiceHookSecret)
-	h.Secret = os.Getenv(EnvServiceHookSecret)
+func (h *ServiceHook) settings() []Setting {
+	return []Setting{
+		{Env: "SETFLOW_SERVICE_HOOK_URL", Flag: "service-hook-url", URL: true,
+			Usage: "worker: your endpoint (`URL`) that notify_service POSTs signed documents to; the secret comes from env " + EnvServiceHookSecret, ptr: &h.URL},
+		{Env: EnvServiceHookSecret, Secret: true, Usage: "worker: notify_service's signing secret", ptr: &h.Secret},
+	}
 }
+
+// Register adds the service webhook flags.
+func (h *ServiceHook) Register(fs *flag.FlagSet) { register(fs, h.settings()) }
 
 // Validate needs the secret with the URL.
 func (h *ServiceHook) Validate() error {

@@ -28,23 +28,29 @@ type Shutdown struct {
 	WorkerStopTimeout time.Duration
 }
 
-// RegisterDelay adds -shutdown-delay (ingress).
-func (s *Shutdown) RegisterDelay(fs *flag.FlagSet) {
-	duration(fs, &s.Delay, "shutdown-delay", "SETFLOW_SHUTDOWN_DELAY", DefaultShutdownDelay,
-		"on SIGTERM, how long /readyz answers 503 while requests are still served, so that load balancers stop sending before the server drains")
+func (s *Shutdown) delaySettings() []Setting {
+	return []Setting{{Env: "SETFLOW_SHUTDOWN_DELAY", Flag: "shutdown-delay", Default: DefaultShutdownDelay.String(),
+		Usage: "ingress: on SIGTERM, how long /readyz answers 503 while requests are still served, so that load balancers stop sending before the server drains", ptr: &s.Delay}}
 }
+
+func (s *Shutdown) timeoutSettings() []Setting {
+	return []Setting{{Env: "SETFLOW_SHUTDOWN_TIMEOUT", Flag: "shutdown-timeout", Default: DefaultShutdownTimeout.String(),
+		Usage: "ingress, relay: on SIGTERM, how long in-flight requests (ingress) or the claimed inbox batch (relay) may take to finish", ptr: &s.Timeout}}
+}
+
+func (s *Shutdown) workerSettings() []Setting {
+	return []Setting{{Env: "SETFLOW_WORKER_STOP_TIMEOUT", Flag: "worker-stop-timeout", Default: DefaultWorkerStopTimeout.String(),
+		Usage: "worker: on SIGTERM, how long running activities may take to finish after polling stops; keep it above the 30s activity timeout and below the deployment's grace period", ptr: &s.WorkerStopTimeout}}
+}
+
+// RegisterDelay adds -shutdown-delay (ingress).
+func (s *Shutdown) RegisterDelay(fs *flag.FlagSet) { register(fs, s.delaySettings()) }
 
 // RegisterTimeout adds -shutdown-timeout (ingress, relay).
-func (s *Shutdown) RegisterTimeout(fs *flag.FlagSet) {
-	duration(fs, &s.Timeout, "shutdown-timeout", "SETFLOW_SHUTDOWN_TIMEOUT", DefaultShutdownTimeout,
-		"on SIGTERM, how long in-flight requests (ingress) or the claimed inbox batch (relay) may take to finish")
-}
+func (s *Shutdown) RegisterTimeout(fs *flag.FlagSet) { register(fs, s.timeoutSettings()) }
 
 // RegisterWorker adds -worker-stop-timeout (worker).
-func (s *Shutdown) RegisterWorker(fs *flag.FlagSet) {
-	duration(fs, &s.WorkerStopTimeout, "worker-stop-timeout", "SETFLOW_WORKER_STOP_TIMEOUT", DefaultWorkerStopTimeout,
-		"on SIGTERM, how long running activities may take to finish after polling stops; keep it above the 30s activity timeout and below the deployment's grace period")
-}
+func (s *Shutdown) RegisterWorker(fs *flag.FlagSet) { register(fs, s.workerSettings()) }
 
 // DefaultShutdown holds the defaults; a command registers the flags it uses.
 func DefaultShutdown() Shutdown {

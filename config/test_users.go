@@ -1,8 +1,8 @@
 package config
 
 import (
+	"flag"
 	"fmt"
-	"os"
 	"strings"
 )
 
@@ -12,10 +12,23 @@ import (
 // Environment only, never a flag: user ids have no place in process listings.
 const EnvTestUsers = "SETFLOW_TEST_USERS"
 
-// TestUsersFromEnv reads SETFLOW_TEST_USERS. An entry that is not a Kakao
-// user number is an error, named by its position only (never quoted).
-func TestUsersFromEnv() ([]string, error) {
-	return ParseTestUsers(os.Getenv(EnvTestUsers))
+// TestUsers are the test accounts' Kakao user ids.
+type TestUsers struct{ IDs []string }
+
+func (t *TestUsers) settings() []Setting {
+	return []Setting{{Env: EnvTestUsers, Secret: true,
+		Usage: "worker: Kakao user ids (comma-separated) whose events run every step in shadow, audited shadow, nothing acted on, for Kakao's Webhook Test tool; kept only as keyed hashes",
+		ptr:   &t.IDs}}
+}
+
+// Register reads SETFLOW_TEST_USERS (environment only).
+func (t *TestUsers) Register(fs *flag.FlagSet) { register(fs, t.settings()) }
+
+// Validate checks that every entry is a Kakao user number; a wrong one is
+// named by its position only (never quoted).
+func (t *TestUsers) Validate() error {
+	_, err := ParseTestUsers(strings.Join(t.IDs, ","))
+	return err
 }
 
 // ParseTestUsers splits and checks a SETFLOW_TEST_USERS value.

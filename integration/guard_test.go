@@ -41,10 +41,14 @@ func TestBlastRadiusGuardStorm(t *testing.T) {
 	s := newStack(t)
 	srv := testenv.Temporal(t, "")
 	s.startRelay(srv.FrontendHostPort())
-	acts := s.activities()
 	const limit = 10 // destructive steps per hour; account-disabled has two
-	g := guard.NewPostgres(s.DB, guard.Limit{Max: limit, Window: time.Hour})
-	acts.Guard = g
+	cfg := s.workerConfig()
+	cfg.Reactions.GuardLimit, cfg.Reactions.GuardWindow = limit, time.Hour
+	acts := s.activitiesWith(cfg)
+	g, ok := acts.Guard.(*guard.Postgres)
+	if !ok {
+		t.Fatalf("guard %T", acts.Guard)
+	}
 	s.startWorkerWith(srv.Client(), acts)
 
 	const storm = 20

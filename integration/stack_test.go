@@ -16,17 +16,14 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/testenv"
-	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
-	"github.com/setflow/setflow/sessions"
-	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/simulator"
-	"github.com/setflow/setflow/talk"
-	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -109,29 +106,33 @@ func (s *stack) startRelay(hostPort string) {
 	s.t.Cleanup(func() { s.stop(); <-done })
 }
 
-// activities returns the real activities on the stack's database, with every
-// Postgres back end; tests add the CRM, mailer or Kakao client they need.
-func (s *stack) activities() *activities.Activities {
+// workerConfig is the stack's worker configuration: the production defaults
+// (every Postgres back end, the default policy) keyed like the stack's relay,
+// with the blast-radius guard off (guard tests turn it on).
+func (s *stack) workerConfig() config.Worker {
+	cfg := config.DefaultWorker()
+	cfg.AuditKey.Key = string(subjects.Key)
+	cfg.Reactions.GuardLimit = 0
+	// Unlinked users' data waits a month, so tests see the revocation
+	// before any purge; purge tests set their own retention.
+	cfg.Reactions.PurgeAfter = 30 * 24 * time.Hour
+	return cfg
+}
+
+// activities returns the worker's activities as setflow worker builds them
+// (worker.NewActivities) from the stack's workerConfig; tests replace the
+// back ends they stand in for (CRM, mailer, Kakao client) on the result.
+func (s *stack) activities() *activities.Activities { return s.activitiesWith(s.workerConfig()) }
+
+// activitiesWith builds the activities from cfg on the stack's database.
+func (s *stack) activitiesWith(cfg config.Worker) *activities.Activities {
 	s.t.Helper()
-	revoker, err := sessions.NewPostgres(s.DB, sessions.DefaultSchema())
+	acts, closeActs, err := worker.NewActivities(context.Background(), cfg, s.DB, s.log)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return &activities.Activities{
-		Sessions: revoker,
-		Audit:    s.Audit,
-		Talk:     talk.NewPostgres(s.DB),
-		Backends: activities.Backends{
-			Parking:     inbox.NewPostgres(s.DB),
-			SideEffects: sideeffects.NewPostgres(s.DB),
-			Profiles:    profile.NewStore(s.DB),
-			States:      userstate.NewStore(s.DB),
-			Subjects:    subjects,
-			// Unlinked users' data waits a month, so tests see the revocation
-			// before any purge; purge tests set their own retention.
-			PurgeAfter: 30 * 24 * time.Hour,
-		},
-	}
+	s.t.Cleanup(closeActs)
+	return acts
 }
 
 // startWorker runs a worker with the real activities on c.

@@ -16,7 +16,6 @@ import (
 
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/ingress"
-	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/talk"
 )
 
@@ -74,12 +73,8 @@ func (w *webhooks) deliver(d ingress.Delivery) int {
 // startWorkerForWebhooks runs the real activities with the Talk store and hook.
 func (w *webhooks) startWorkerForWebhooks(c client.Client, hook talk.ShareHook) {
 	w.t.Helper()
-	revoker, err := sessions.NewPostgres(w.DB, sessions.DefaultSchema())
-	if err != nil {
-		w.t.Fatal(err)
-	}
 	acts := w.activities()
-	acts.Sessions, acts.TalkShareHook = revoker, hook
+	acts.TalkShareHook = hook
 	w.startWorkerWith(c, acts)
 }
 

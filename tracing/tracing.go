@@ -13,8 +13,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"os"
-	"strconv"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -29,38 +27,26 @@ import (
 	"go.temporal.io/sdk/interceptor"
 )
 
-// EnvEndpoint turns tracing on: the OTLP/HTTP endpoint URL, e.g.
-// http://otel-collector.observability:4318.
-const EnvEndpoint = "SETFLOW_OTLP_ENDPOINT"
-
-// EnvSampleRatio is the fraction of traces kept (default 1).
-const EnvSampleRatio = "SETFLOW_OTLP_SAMPLE_RATIO"
-
 // name is the instrumentation scope of setflow's own spans.
 const name = "github.com/setflow/setflow"
 
 var propagator = propagation.TraceContext{}
 
-// Enabled reports whether tracing is configured.
-func Enabled() bool { return os.Getenv(EnvEndpoint) != "" }
-
-// Setup installs the global tracer provider exporting to the configured
-// endpoint, for service (e.g. "setflow-ingress"). It returns a shutdown that
-// flushes pending spans. With no endpoint it does nothing.
-func Setup(ctx context.Context, service string) (shutdown func(context.Context) error, err error) {
-	endpoint := os.Getenv(EnvEndpoint)
+// Setup installs the global tracer provider exporting to endpoint (the
+// OTLP/HTTP URL, e.g. http://otel-collector.observability:4318; config.Tracing)
+// for service (e.g. "setflow-ingress"), keeping ratio (0 to 1) of the traces.
+// It returns a shutdown that flushes pending spans. With no endpoint it does
+// nothing.
+func Setup(ctx context.Context, service, endpoint string, ratio float64) (shutdown func(context.Context) error, err error) {
 	if endpoint == "" {
 		return func(context.Context) error { return nil }, nil
 	}
-	ratio := 1.0
-	if v := os.Getenv(EnvSampleRatio); v != "" {
-		if ratio, err = strconv.ParseFloat(v, 64); err != nil || ratio < 0 || ratio > 1 {
-			return nil, fmt.Errorf("%s=%q: want a number from 0 to 1", EnvSampleRatio, v)
-		}
+	if ratio < 0 || ratio > 1 {
+		return nil, fmt.Errorf("SETFLOW_OTLP_SAMPLE_RATIO=%v: want a number from 0 to 1", ratio)
 	}
 	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", EnvEndpoint, err)
+		return nil, fmt.Errorf("SETFLOW_OTLP_ENDPOINT: %w", err)
 	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp, sdktrace.WithBatchTimeout(5*time.Second)),

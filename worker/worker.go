@@ -16,11 +16,13 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/setflow/setflow/activities"
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/workflows"
 )
 
-// DefaultCRMRate is the CRM calls per second across all workers.
-const DefaultCRMRate = 10
+// DefaultCRMRate is the CRM calls per second across all workers
+// (SETFLOW_CRM_RATE's default).
+const DefaultCRMRate = config.DefaultCRMRate
 
 // Set is the workers of one setflow worker process.
 type Set struct {

@@ -15,11 +15,12 @@ import (
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/statusapi"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/worker"
 )
 
 // startAdmin serves the status API on the admin port until ctx ends; it
 // returns once the port is bound, so a taken port fails the command at once.
-func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.Admin, ids config.Identity) error {
+func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.Admin, ids config.Identity, key config.AuditKey) error {
 	if adm.Listen == "" {
 		return nil
 	}
@@ -30,7 +31,7 @@ func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.A
 	if err != nil {
 		return err
 	}
-	mapper, err := newIdentity(db, ids)
+	mapper, err := worker.NewIdentity(db, ids)
 	if err != nil {
 		return err
 	}
@@ -38,7 +39,7 @@ func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.A
 	if err != nil {
 		return err
 	}
-	api := &statusapi.Server{States: states, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())},
+	api := &statusapi.Server{States: states, Subjects: audit.SubjectHasher{Key: key.Bytes(log)},
 		Accounts: mapper, Issuer: adm.Issuer, Tokens: adm.Tokens}
 	srv := &http.Server{Handler: api.Handler(), TLSConfig: tlsCfg, ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,

@@ -86,7 +86,7 @@ func TestAdminPortStatusAPIWithMTLSAndToken(t *testing.T) {
 
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	adm := config.Admin{Listen: addr, TLSCert: srvCert, TLSKey: srvKey, TLSClientCA: caFile, Issuer: "iss"}
-	if err := startAdmin(ctx, log, db, adm, config.Identity{Mode: "identity"}); err != nil {
+	if err := startAdmin(ctx, log, db, adm, config.Identity{Mode: "identity"}, config.AuditKey{}); err != nil {
 		t.Fatal(err)
 	}
 	roots := x509.NewCertPool()
@@ -116,7 +116,7 @@ func TestAdminPortStatusAPIWithMTLSAndToken(t *testing.T) {
 	}
 
 	plain := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	if err := startAdmin(ctx, log, db, config.Admin{Listen: plain, Tokens: []string{"t1"}, Issuer: "iss"}, config.Identity{}); err != nil {
+	if err := startAdmin(ctx, log, db, config.Admin{Listen: plain, Tokens: []string{"t1"}, Issuer: "iss"}, config.Identity{}, config.AuditKey{}); err != nil {
 		t.Fatal(err)
 	}
 	if code, _ := get(nil, "http://"+plain+"/v1/accounts/42", "t1"); code != http.StatusOK {
@@ -125,7 +125,7 @@ func TestAdminPortStatusAPIWithMTLSAndToken(t *testing.T) {
 	if code, _ := get(nil, "http://"+plain+"/v1/accounts/42", "t2"); code != http.StatusUnauthorized {
 		t.Fatalf("wrong token: %d", code)
 	}
-	if err := startAdmin(ctx, log, db, config.Admin{Listen: "127.0.0.1:0", Issuer: "iss"}, config.Identity{}); err == nil {
+	if err := startAdmin(ctx, log, db, config.Admin{Listen: "127.0.0.1:0", Issuer: "iss"}, config.Identity{}, config.AuditKey{}); err == nil {
 		t.Fatal("an admin port without token or mTLS started")
 	}
 }

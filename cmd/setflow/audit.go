@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
 )
 
 const auditUsage = "usage: setflow audit verify [-user ID | -subject HASH] [-expect ID:HASH] [-from ID:HASH] | " +
@@ -27,14 +27,23 @@ func runAudit(ctx context.Context, args []string) error {
 	}
 	sub, rest := args[0], args[1:]
 	c := newCommon("audit " + sub)
-	issuer := c.fs.String("issuer", os.Getenv("SETFLOW_ISSUER"), "issuer of the user id (env SETFLOW_ISSUER; default for user: the running `setflow dev`'s, then Kakao's; for verify -user: Kakao's)")
+	// -issuer (SETFLOW_ISSUER) is the ingress's setting: the issuer of the
+	// user id. Left unset, user tries the running `setflow dev`'s, then
+	// Kakao's; verify -user takes Kakao's.
+	c.ing.RegisterIssuer(c.fs)
+	c.tmp.Register(c.fs)
+	registerUILinks(c.fs, &c.tmp)
+	issuer := new(string)
 	limit := c.fs.Int("limit", 200, "at most this many rows")
 	from := c.fs.String("from", "", "verify: a checkpoint ID:HASH whose sealed rows were archived; each chain is checked from the head it sealed")
 	expect := c.fs.String("expect", "", "verify: require this published checkpoint ID:HASH (detects rows and chains cut off, and rewritten checkpoints)")
 	user := c.fs.String("user", "", "verify: only this user's chain (by user id and -issuer; needs SETFLOW_AUDIT_KEY) and its checkpoint proof")
 	subject := c.fs.String("subject", "", "verify: only the chain of this subject hash (as audit rows show it; needs no key) and its checkpoint proof")
-	if err := c.fs.Parse(rest); err != nil {
+	if err := config.Parse(c.fs, rest); err != nil {
 		return err
+	}
+	if config.IsSet(c.fs, "issuer") {
+		*issuer = c.ing.Issuer
 	}
 	if _, err := c.log.Logger(); err != nil {
 		return err
@@ -47,11 +56,7 @@ func runAudit(ctx context.Context, args []string) error {
 	defer db.Close()
 	pg := audit.NewPostgres(db)
 	hasher := func() audit.SubjectHasher {
-		key := os.Getenv("SETFLOW_AUDIT_KEY")
-		if key == "" {
-			key = devAuditKey
-		}
-		return audit.SubjectHasher{Key: []byte(key)}
+		return audit.SubjectHasher{Key: c.key.OrDev()}
 	}
 	switch sub {
 	case "verify":

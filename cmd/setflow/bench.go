@@ -22,6 +22,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -78,7 +79,9 @@ func runBench(ctx context.Context, args []string) error {
 	relayRate := fs.Float64("relay-rate", 0, "SETs/s of the relay phase's burst (open loop); 0: closed loop at -concurrency clients")
 	relayConc := fs.Int("relay-concurrency", 0, "concurrent workflow starts of one relay batch (0: the inbox's default, 8)")
 	relayDrain := fs.Duration("relay-drain-limit", 10*time.Minute, "how long the relay phase waits for the backlog to drain")
-	temporalBin := fs.String("temporal-bin", envOr("SETFLOW_TEMPORAL_BIN", ".bin/temporal"), "Temporal CLI that runs the relay phase's dev server (env SETFLOW_TEMPORAL_BIN)")
+	var bc config.Bench
+	bc.Register(fs)
+	temporalBin := &bc.TemporalBin
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow bench [flags]\n\n"+
 			"Measures RS256 SET verification (verify-only) and the ingress (HTTP on 127.0.0.1, real\n"+
@@ -90,7 +93,7 @@ func runBench(ctx context.Context, args []string) error {
 			"token per core before the clock starts.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -331,9 +334,9 @@ func openBenchDatabase(ctx context.Context, url string) (*sqlx.DB, string, func(
 		}
 		return db, "(given by -database-url)", func() { db.Close() }, nil
 	}
-	admin := os.Getenv("SETFLOW_DATABASE_URL")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	admin, err := benchServerURL()
+	if err != nil {
+		return nil, "", nil, err
 	}
 	adb, err := openDB(ctx, admin)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/internal/reactionbench"
 )
@@ -24,7 +25,9 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	n := fs.Int("n", 150, "workflows per measured batch: no-op workflows for the baseline, events for setflow")
 	warmup := fs.Int("warmup", 20, "workflows of each kind run first and not measured")
 	rounds := fs.Int("rounds", 3, "measured rounds, each running both kinds (alternating which goes first); figures are over all rounds")
-	bin := fs.String("temporal-bin", envOr("SETFLOW_TEMPORAL_BIN", ".bin/temporal"), "Temporal CLI that runs the dev server (env SETFLOW_TEMPORAL_BIN)")
+	var bc config.Bench
+	bc.Register(fs)
+	bin := &bc.TemporalBin
 	dbURL := fs.String("database-url", "", "use this database as is (migrated; the bench's rows, keys and users prefixed bench-, stay).\n"+
 		"Default: a throw-away database on the server of SETFLOW_DATABASE_URL, dropped at the end.\n"+
 		"Never point it at a database a relay is serving")
@@ -182,15 +185,22 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	return nil
 }
 
+// benchServerURL is the maintenance database on the server of
+// SETFLOW_DATABASE_URL, where the benches create their throw-away databases.
+func benchServerURL() (string, error) {
+	db, err := config.FromEnv[config.Database]()
+	return pgurl.WithDatabase(db.URL, "postgres"), err
+}
+
 // benchListenURL returns the URL the relay can LISTEN on: the given one, or
 // the throw-away database's on the server of SETFLOW_DATABASE_URL.
 func benchListenURL(ctx context.Context, db *sqlx.DB, given string) (string, error) {
 	if given != "" {
 		return given, nil
 	}
-	admin := os.Getenv("SETFLOW_DATABASE_URL")
-	if admin == "" {
-		admin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	admin, err := benchServerURL()
+	if err != nil {
+		return "", err
 	}
 	var name string
 	if err := db.GetContext(ctx, &name, `SELECT current_database()`); err != nil {

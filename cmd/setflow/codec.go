@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
@@ -21,8 +20,8 @@ import (
 // applyCodec turns on payload encryption for a Temporal client or worker when
 // SETFLOW_CODEC_KEYS is set. Every process talking to the namespace (relay,
 // worker, operator commands) must use the same key ring.
-func applyCodec(opts *client.Options, log *slog.Logger) error {
-	ring, err := codec.KeyRingFromEnv()
+func applyCodec(opts *client.Options, log *slog.Logger, keys string) error {
+	ring, err := codec.ConfiguredKeyRing(keys)
 	if errors.Is(err, codec.ErrNoKeys) {
 		log.Warn("payload encryption off: " + codec.EnvKeys + " is not set, workflow inputs, results and errors are stored in clear in Temporal")
 		return nil
@@ -45,10 +44,9 @@ func runCodecServer(ctx context.Context, args []string) error {
 	lc.Register(fs)
 	var keys config.KeyPolicy
 	keys.Register(fs)
-	listen := fs.String("listen", codecEnvOr("SETFLOW_CODEC_LISTEN", ":8081"),
-		"HTTP listen address (env SETFLOW_CODEC_LISTEN)")
-	origins := fs.String("cors-origin", codecEnvOr("SETFLOW_CODEC_CORS_ORIGINS", "http://localhost:8233"),
-		"browser origins allowed to call the server, comma-separated, e.g. the Temporal UI's; \"*\" for any (env SETFLOW_CODEC_CORS_ORIGINS)")
+	var cc config.Codec
+	cc.Register(fs)
+	listen := &cc.Listen
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow codec-server [flags]\n\n"+
 			"Decrypts (and encrypts) Temporal payloads for the Temporal UI and CLI.\n\n"+
@@ -58,7 +56,7 @@ func runCodecServer(ctx context.Context, args []string) error {
 			codec.EnvKeys, codec.EnvAuthToken, config.FlagInsecureDevKeys)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := config.Parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -73,11 +71,11 @@ func runCodecServer(ctx context.Context, args []string) error {
 	if err := keys.Enforce(log, config.KeyNeeds{CodecAuthToken: true}); err != nil {
 		return err
 	}
-	ring, err := codec.KeyRingFromEnv()
+	ring, err := codec.ConfiguredKeyRing(cc.Keys)
 	if err != nil {
 		return fmt.Errorf("%w (the codec server needs the workers' key ring)", err)
 	}
-	token := os.Getenv(codec.EnvAuthToken)
+	token := cc.AuthToken
 	if token == "" {
 		// Only with -insecure-dev-keys.
 		log.Warn("codec server has no " + codec.EnvAuthToken + ": anyone who can reach it can decrypt payloads")
@@ -85,12 +83,7 @@ func runCodecServer(ctx context.Context, args []string) error {
 			log.Warn("codec server listens beyond loopback without a token", "listen", *listen)
 		}
 	}
-	var originList []string
-	for _, o := range strings.Split(*origins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			originList = append(originList, o)
-		}
-	}
+	originList := cc.CORSOrigins
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -111,13 +104,6 @@ func runCodecServer(ctx context.Context, args []string) error {
 		log.Info("codec server listening", "addr", *listen, "cors_origins", originList,
 			"auth", token != "", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())
 	})
-}
-
-func codecEnvOr(name, def string) string {
-	if v := strings.TrimSpace(os.Getenv(name)); v != "" {
-		return v
-	}
-	return def
 }
 
 // codecLoopback reports whether listen binds only a loopback address.

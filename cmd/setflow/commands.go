@@ -31,19 +31,20 @@ type common struct {
 	fs  *flag.FlagSet
 	db  config.Database
 	tmp config.Temporal
-	ses config.Sessions
 	log config.Log
 	ing config.Ingress
 	kko config.Kakao
-	rea config.Reactions
-	ids config.Identity
-	usr config.ServiceUsers
+	// wrk: the worker's back ends (worker, dev).
+	wrk config.Worker
+	// key: the audit key (ingress, relay, worker, dev).
+	key config.AuditKey
 	adm config.Admin
-	hok config.ServiceHook
-	// metricsListen serves /metrics when set (long-running commands only).
-	metricsListen string
-	// inboxRetention prunes dispatched inbox entries (relay, dev).
-	inboxRetention time.Duration
+	// svc: the metrics and probe ports, trc: tracing (long-running
+	// commands only).
+	svc config.Service
+	trc config.Tracing
+	// rel prunes dispatched inbox entries (relay, dev).
+	rel config.Relay
 	// aud: the relay's audit checkpoints (relay, dev).
 	aud config.Audit
 	// keys and needs: the command refuses to start without the keys it
@@ -65,38 +66,26 @@ func (c *common) requireKeys(needs config.KeyNeeds) {
 
 // relayFlags adds the relay's own flags.
 func (c *common) relayFlags() {
-	c.fs.DurationVar(&c.inboxRetention, "inbox-retention", envDuration("SETFLOW_INBOX_RETENTION", 30*24*time.Hour),
-		"delete dispatched inbox entries older than this; must exceed the ingress's SETFLOW_SET_MAX_AGE; 0 keeps them (env SETFLOW_INBOX_RETENTION)")
+	c.rel.Register(c.fs)
 	c.aud.Register(c.fs)
 }
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(os.Getenv(name)); err == nil {
-		return d
-	}
-	return def
-}
-
-// serveMetrics adds the -metrics-listen flag; call before parse.
+// serveMetrics adds the -metrics-listen and tracing flags; call before parse.
 func (c *common) serveMetrics(def string) {
-	c.fs.StringVar(&c.metricsListen, "metrics-listen", envOr("SETFLOW_METRICS_LISTEN", def),
-		"address serving Prometheus /metrics, empty for none (env SETFLOW_METRICS_LISTEN)")
-}
-
-// backends gathers the worker's back-end settings.
-func (c *common) backends() backendsConfig {
-	return backendsConfig{sessions: c.ses, reactions: c.rea, kakao: c.kko, identity: c.ids, users: c.usr, hook: c.hok}
+	c.svc.RegisterMetrics(c.fs, def)
+	c.trc.Register(c.fs)
 }
 
 func newCommon(name string) *common {
 	c := &common{fs: flag.NewFlagSet("setflow "+name, flag.ContinueOnError), sd: config.DefaultShutdown()}
 	c.db.Register(c.fs)
 	c.log.Register(c.fs)
+	c.key.Register(c.fs)
 	return c
 }
 
 func (c *common) parse(args []string) (*slog.Logger, error) {
-	if err := c.fs.Parse(args); err != nil {
+	if err := config.Parse(c.fs, args); err != nil {
 		return nil, err
 	}
 	if c.fs.NArg() > 0 {
@@ -107,7 +96,8 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 		return nil, err
 	}
 	slog.SetDefault(log)
-	if err := c.sd.Validate(); err != nil {
+	// Groups a command did not register hold valid zero values.
+	if err := errors.Join(c.sd.Validate(), c.rel.Validate(), c.trc.Validate()); err != nil {
 		return nil, err
 	}
 	if c.needs != (config.KeyNeeds{}) {
@@ -177,8 +167,8 @@ func runIngress(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	metrics.Serve(ctx, log, c.metricsListen)
-	startTracing(ctx, log, "setflow-ingress")
+	metrics.Serve(ctx, log, c.svc.MetricsListen)
+	startTracing(ctx, log, "setflow-ingress", c.trc)
 	v, err := c.verifier()
 	if err != nil {
 		return err
@@ -191,9 +181,9 @@ func runIngress(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	srv := newIngress(db, log, v, c.ing.MaxBody, c.ing)
+	srv := newIngress(db, log, v, c.ing)
 	defer recordUnknowns(ctx, log, db, srv)()
-	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, auditKey(log, config.AuditKeyFromEnv())); err != nil {
+	if err := configureKakao(ctx, log, srv, &c.kko, c.ing.Issuer, c.key.Bytes(log)); err != nil {
 		return err
 	}
 	return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, tracedHandler(srv.Handler())), srv.Drain, c.sd)
@@ -205,21 +195,20 @@ func runRelay(ctx context.Context, args []string) error {
 	c.relayFlags()
 	c.sd.RegisterTimeout(c.fs)
 	c.serveMetrics("")
-	var healthListen string
-	healthListenFlag(c.fs, &healthListen)
+	c.svc.RegisterHealth(c.fs)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	stopHealth, err := startServiceHealth(ctx, log, c.svc.HealthListen, db.DB, topts)
 	if err != nil {
 		return err
 	}
 	defer stopHealth()
 	reportBacklog(db)
-	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout, c.aud)
+	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -230,8 +219,8 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 	if err != nil {
 		return nil, client.Options{}, nil, err
 	}
-	metrics.Serve(ctx, log, c.metricsListen)
-	startTracing(ctx, log, serviceName(c.fs.Name()))
+	metrics.Serve(ctx, log, c.svc.MetricsListen)
+	startTracing(ctx, log, serviceName(c.fs.Name()), c.trc)
 	topts, err := temporalOptions(&c.tmp, log)
 	if err != nil {
 		return nil, client.Options{}, nil, err
@@ -246,45 +235,40 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 func runWorker(ctx context.Context, args []string) error {
 	c := newCommon("worker")
 	c.tmp.Register(c.fs)
-	c.ses.Register(c.fs)
-	c.rea.Register(c.fs)
-	c.ids.Register(c.fs)
-	c.usr.Register(c.fs)
-	c.hok.Register(c.fs)
-	c.adm.Register(c.fs, "", "https://kauth.kakao.com")
+	c.wrk.Register(c.fs)
+	c.adm.Register(c.fs, "", config.KakaoIssuer)
 	c.sd.RegisterWorker(c.fs)
 	c.serveMetrics("")
-	var healthListen string
-	healthListenFlag(c.fs, &healthListen)
+	c.svc.RegisterHealth(c.fs)
 	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
+	if err := startAdmin(ctx, log, db, c.adm, c.wrk.Identity, c.key); err != nil {
 		return err
 	}
-	stopHealth, err := startServiceHealth(ctx, log, healthListen, db.DB, topts)
+	stopHealth, err := startServiceHealth(ctx, log, c.svc.HealthListen, db.DB, topts)
 	if err != nil {
 		return err
 	}
 	defer stopHealth()
-	return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout)
+	return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout)
 }
 
 // Development identity: `setflow dev` accepts exactly what `setflow send` signs.
 const (
 	devIssuer   = "https://dev.setflow.local"
 	devAudience = "setflow-dev-app"
-	devKeyPath  = ".setflow-dev/signing-key.pem"
+	devKeyPath  = config.DevKeyPath
 	// The admin key and app id `setflow dev` accepts on the other three
 	// webhooks. Development only: a real key comes from SETFLOW_KAKAO_ADMIN_KEYS.
-	devAdminKey = "setflow-dev-admin-key"
+	devAdminKey = config.DevAdminKey
 	devAppID    = "setflow-dev"
 	// devStatusToken is the status API's token under `setflow dev` when
 	// SETFLOW_STATUS_TOKENS is unset.
-	devStatusToken = "setflow-dev-status-token"
+	devStatusToken = config.DevStatusToken
 )
 
 // configureKakao sets up the admin-key webhooks and the optional IP allowlist
@@ -339,19 +323,15 @@ func runDev(ctx context.Context, args []string) error {
 	c := newCommon("dev")
 	c.tmp.Register(c.fs)
 	c.relayFlags()
-	c.ses.Register(c.fs)
-	c.rea.Register(c.fs)
-	c.ids.Register(c.fs)
-	c.usr.Register(c.fs)
-	c.hok.Register(c.fs)
+	c.wrk.Register(c.fs)
 	c.adm.Register(c.fs, ":8082", devIssuer)
 	c.sd.RegisterTimeout(c.fs)
 	c.sd.RegisterWorker(c.fs)
 	// No load balancer to tell: the ingress drains at once.
 	c.sd.Delay = 0
-	var listen, keyPath string
-	c.fs.StringVar(&listen, "listen", envOr("SETFLOW_LISTEN", ":8080"), "HTTP listen address (env SETFLOW_LISTEN)")
-	c.fs.StringVar(&keyPath, "dev-key", envOr("SETFLOW_DEV_KEY", devKeyPath), "development signing key, created if missing (env SETFLOW_DEV_KEY)")
+	c.ing.RegisterServer(c.fs)
+	var dev config.Dev
+	dev.RegisterKey(c.fs)
 	c.serveMetrics(":9090")
 	log, topts, db, err := c.temporalService(ctx, args)
 	if err != nil {
@@ -364,17 +344,17 @@ func runDev(ctx context.Context, args []string) error {
 	if len(c.adm.Tokens) == 0 && c.adm.TLSClientCA == "" {
 		c.adm.Tokens = []string{devStatusToken}
 	}
-	if err := startAdmin(ctx, log, db, c.adm, c.ids); err != nil {
+	if err := startAdmin(ctx, log, db, c.adm, c.wrk.Identity, c.key); err != nil {
 		return err
 	}
 	reportBacklog(db)
-	key, err := simulator.LoadOrCreateKey(keyPath)
+	key, err := simulator.LoadOrCreateKey(dev.KeyPath)
 	if err != nil {
 		return err
 	}
 	// Tell `setflow send` and `setflow audit user` on this machine where the
 	// key is and which issuer this server accepts.
-	if abs, err := filepath.Abs(keyPath); err == nil {
+	if abs, err := filepath.Abs(dev.KeyPath); err == nil {
 		if err := saveDevState(devState{KeyPath: abs, Issuer: devIssuer}); err != nil {
 			log.Warn("could not record the dev state for setflow send", "error", err)
 		}
@@ -387,8 +367,8 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	srv := newIngress(db, log, v, 0, config.Ingress{})
-	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer, KeyHash: auditKey(log, c.rea.AuditKey)}
+	srv := newIngress(db, log, v, c.ing)
+	srv.Kakao = ingress.Kakao{AdminKeys: []string{devAdminKey}, AppID: devAppID, Issuer: devIssuer, KeyHash: c.key.Bytes(log)}
 	defer recordUnknowns(ctx, log, db, srv)()
 	if err := srv.Kakao.Validate(); err != nil {
 		return err
@@ -398,7 +378,7 @@ func runDev(ctx context.Context, args []string) error {
 	mux.Handle("/dev/jwks.json", key.JWKSHandler())
 	// With payload encryption on, the Temporal UI decrypts through this
 	// endpoint (up.sh starts the dev server with --ui-codec-endpoint).
-	if ring, err := codec.KeyRingFromEnv(); err == nil {
+	if ring, err := codec.ConfiguredKeyRing(c.tmp.CodecKeys); err == nil {
 		mux.Handle("/codec/", http.StripPrefix("/codec", codec.Handler(ring, codec.HandlerOptions{
 			CORSOrigins: []string{"http://localhost:8233", "http://127.0.0.1:8233"}})))
 	}
@@ -416,15 +396,15 @@ setflow dev is starting
                        go run ./cmd/setflow send --webhook talk-share --field campaign=spring
                        go run ./cmd/setflow send --webhook talk-channel --user 1234 --field event=blocked
 
-`, listenPort(listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
+`, listenPort(c.ing.Listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
 		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID, listenPort(c.adm.Listen), devStatusToken)
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(listen, mux), srv.Drain, c.sd) })
+	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, mux), srv.Drain, c.sd) })
 	g.Go(func() error {
-		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.inboxRetention, c.sd.Timeout, c.aud)
+		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
 	})
-	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.backends(), topts, c.sd.WorkerStopTimeout) })
+	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout) })
 	return g.Wait()
 }
 
@@ -433,13 +413,6 @@ func listenPort(listen string) string {
 		return listen[i:]
 	}
 	return listen
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
 }
 
 // fields collects repeated -field key=value flags.
@@ -457,9 +430,9 @@ func (f fields) Set(s string) error {
 
 func runSend(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("setflow send", flag.ContinueOnError)
-	url := new(string)
-	config.URLVar(fs, url, "url", "SETFLOW_SEND_URL", "http://localhost:8080"+ingress.PathAccountStatus, "ingress `URL`")
-	keyPath := fs.String("dev-key", os.Getenv("SETFLOW_DEV_KEY"), "signing key (env SETFLOW_DEV_KEY; default: "+devKeyPath+" here or in a parent directory, else the last `setflow dev`'s)")
+	var dev config.Dev
+	dev.RegisterSend(fs)
+	dev.RegisterKey(fs)
 	issuer := fs.String("issuer", devIssuer, "iss claim")
 	audience := fs.String("audience", devAudience, "aud claim")
 	user := fs.String("user", "1234567890", "Kakao user id (sub)")
@@ -479,23 +452,25 @@ func runSend(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := config.EnvError(fs); err != nil {
+		return err
+	}
 	if *webhook != "set" {
 		if len(types) > 0 {
 			return fmt.Errorf("--webhook %s takes no event types; set members with --field", *webhook)
 		}
-		base := envOr("SETFLOW_SEND_URL", "http://localhost:8080")
-		fs.Visit(func(f *flag.Flag) {
-			if f.Name == "url" {
-				base = *url
-			}
-		})
-		return sendWebhook(ctx, *webhook, strings.TrimSuffix(base, ingress.PathAccountStatus), *user, *appID, *resourceID, *encoding, extra, max(1, *repeat))
+		return sendWebhook(ctx, *webhook, strings.TrimSuffix(dev.SendURL, ingress.PathAccountStatus), dev.SendAdminKey, *user, *appID, *resourceID, *encoding, extra, max(1, *repeat))
 	}
 	if len(types) == 0 {
 		fs.Usage()
 		return errors.New("name at least one event type")
 	}
-	path, err := findDevKey(*keyPath)
+	// Without a key named, send finds the one `setflow dev` uses.
+	named := ""
+	if config.IsSet(fs, "dev-key") {
+		named = dev.KeyPath
+	}
+	path, err := findDevKey(named)
 	if err != nil {
 		return err
 	}
@@ -514,7 +489,7 @@ func runSend(ctx context.Context, args []string) error {
 			return err
 		}
 		for range max(1, *repeat) {
-			status, body, err := simulator.Post(ctx, nil, *url, token)
+			status, body, err := simulator.Post(ctx, nil, dev.SendURL, token)
 			if err != nil {
 				return fmt.Errorf("post %s: %w", typ, err)
 			}
@@ -526,9 +501,9 @@ func runSend(ctx context.Context, args []string) error {
 
 // sendWebhook calls one of the admin-key webhooks of `setflow dev` the way
 // Kakao does. The admin key comes from SETFLOW_SEND_ADMIN_KEY (default: the
-// dev key), never from a flag.
-func sendWebhook(ctx context.Context, kind, baseURL, user, appID, resourceID, encoding string, extra fields, repeat int) error {
-	d := ingress.Delivery{Encoding: encoding, AdminKey: envOr("SETFLOW_SEND_ADMIN_KEY", devAdminKey), ResourceID: resourceID}
+// dev key, config.Dev), never from a flag.
+func sendWebhook(ctx context.Context, kind, baseURL, adminKey, user, appID, resourceID, encoding string, extra fields, repeat int) error {
+	d := ingress.Delivery{Encoding: encoding, AdminKey: adminKey, ResourceID: resourceID}
 	switch kind {
 	case "unlink":
 		d.Path = ingress.PathUnlink

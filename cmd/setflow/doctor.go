@@ -65,7 +65,8 @@ func doctor(ctx context.Context, args []string, out io.Writer) error {
 	c.ing.Register(c.fs)
 	c.kko.Register(c.fs)
 	c.tmp.Register(c.fs)
-	c.rea.Register(c.fs)
+	c.wrk.Reactions.Register(c.fs)
+	c.wrk.TestUsers.Register(c.fs)
 	timeout := c.fs.Duration("timeout", 10*time.Second, "bound on each check")
 	log, err := c.parse(args)
 	if err != nil {
@@ -114,15 +115,13 @@ func doctor(ctx context.Context, args []string, out io.Writer) error {
 // settings: what the commands would refuse at start-up.
 func (d *doctorRun) settings() {
 	c := d.c
-	errs := []error{c.ing.Validate(), c.kko.Validate(), c.rea.Validate()}
-	users, err := config.TestUsersFromEnv()
-	errs = append(errs, err)
+	errs := []error{c.ing.Validate(), c.kko.Validate(), c.wrk.Reactions.Validate(), c.wrk.TestUsers.Validate()}
 	if err := errors.Join(errs...); err != nil {
 		d.report("settings", checkFail, strings.ReplaceAll(err.Error(), "\n", "; "))
 		return
 	}
 	d.report("settings", checkPass, fmt.Sprintf("issuer %s, %d audience(s), %d test account(s) in shadow",
-		c.ing.Issuer, len(c.ing.AudienceList()), len(users)))
+		c.ing.Issuer, len(c.ing.AudienceList()), len(c.wrk.TestUsers.IDs)))
 }
 
 // keys: the audit key and the payload encryption keys.
@@ -132,7 +131,7 @@ func (d *doctorRun) keys() {
 	} else {
 		d.report("audit key", checkPass, config.EnvAuditKey+" is set")
 	}
-	ring, err := codec.KeyRingFromEnv()
+	ring, err := codec.ConfiguredKeyRing(d.c.tmp.CodecKeys)
 	switch {
 	case errors.Is(err, codec.ErrNoKeys):
 		d.report("codec keys", checkFail, (config.KeyNeeds{CodecKeys: true}).Missing()[0].Error())
@@ -271,7 +270,7 @@ func (d *doctorRun) searchAttributes(ctx context.Context) {
 
 // smtp: the server answers with its 220 greeting (TLS first for "tls").
 func (d *doctorRun) smtp(ctx context.Context) {
-	r := d.c.rea
+	r := d.c.wrk.Reactions
 	if r.SMTPHost == "" {
 		d.report("smtp", checkSkip, "SETFLOW_SMTP_HOST is not set: security notices are not sent")
 		return
@@ -318,7 +317,7 @@ func (d *doctorRun) smtp(ctx context.Context) {
 // crm: HubSpot accepts the token on a one-contact read; the generic webhook
 // answers at all (a POST-only endpoint may say 405).
 func (d *doctorRun) crm(ctx context.Context) {
-	r := d.c.rea
+	r := d.c.wrk.Reactions
 	switch r.CRM {
 	case "hubspot":
 		u := strings.TrimRight(r.HubSpotURL, "/") + "/crm/v3/objects/contacts?limit=1"

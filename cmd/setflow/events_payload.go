@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 )
@@ -25,7 +26,7 @@ func parseFlagsAnywhere(fs *flag.FlagSet, args []string) error {
 	if err != nil {
 		return err
 	}
-	return fs.Parse(append([]string{"--"}, pos...))
+	return config.Parse(fs, append([]string{"--"}, pos...))
 }
 
 // payloadWarning precedes every printed payload.

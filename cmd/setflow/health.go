@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -107,13 +106,6 @@ func temporalReady(c client.Client) readyCheck {
 		_, err := c.CheckHealth(ctx, &client.CheckHealthRequest{})
 		return err
 	}}
-}
-
-// healthListenFlag adds -health-listen (relay and worker: the ingress serves
-// /healthz and /readyz on its own port).
-func healthListenFlag(fs *flag.FlagSet, dst *string) {
-	fs.StringVar(dst, "health-listen", envOr("SETFLOW_HEALTH_LISTEN", ""),
-		"address serving /healthz and /readyz for probes, empty for none (env SETFLOW_HEALTH_LISTEN)")
 }
 
 // serveHealth serves r on addr (nothing when addr is empty). /readyz fails

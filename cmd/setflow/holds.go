@@ -15,6 +15,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/guard"
 	"github.com/setflow/setflow/workflows"
 )
@@ -43,7 +44,8 @@ func runHolds(ctx context.Context, args []string) error {
 	since := c.fs.Duration("since", 0, "only holds made within this long (e.g. 1h)")
 	asJSON := c.fs.Bool("json", false, "list: print JSON lines")
 	dryRun := c.fs.Bool("dry-run", false, "approve/reject: list what would be decided, decide nothing")
-	by := c.fs.String("by", defaultOperator(), "who decides, for the audit trail (env SETFLOW_OPERATOR, else the OS user)")
+	var op config.Operator
+	op.RegisterName(c.fs)
 	note := c.fs.String("note", "", "why, for the audit trail")
 	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
 		return err
@@ -79,7 +81,7 @@ func runHolds(ctx context.Context, args []string) error {
 		if *all == (len(keys) > 0) {
 			return errors.New(holdsUsage)
 		}
-		if strings.TrimSpace(*by) == "" {
+		if strings.TrimSpace(operatorName(op)) == "" {
 			return errors.New("say who decides: -by NAME or SETFLOW_OPERATOR")
 		}
 		if *dryRun {
@@ -104,7 +106,7 @@ func runHolds(ctx context.Context, args []string) error {
 			return fmt.Errorf("temporal: %w", err)
 		}
 		defer tc.Close()
-		n, err := decideHolds(ctx, g, tc, f, keys, d, *by, *note, os.Stdout)
+		n, err := decideHolds(ctx, g, tc, f, keys, d, operatorName(op), *note, os.Stdout)
 		if err != nil {
 			return err
 		}
@@ -116,9 +118,10 @@ func runHolds(ctx context.Context, args []string) error {
 	return fmt.Errorf("unknown holds command %q (list, approve, reject)", sub)
 }
 
-func defaultOperator() string {
-	if v := os.Getenv("SETFLOW_OPERATOR"); v != "" {
-		return v
+// operatorName is who decides: -by (SETFLOW_OPERATOR), else the OS user.
+func operatorName(op config.Operator) string {
+	if op.Name != "" {
+		return op.Name
 	}
 	if u, err := user.Current(); err == nil {
 		return u.Username

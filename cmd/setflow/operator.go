@@ -48,6 +48,7 @@ func runEvents(ctx context.Context, args []string) error {
 	c := newCommon("events " + sub)
 	var tmp config.Temporal
 	tmp.Register(c.fs)
+	registerUILinks(c.fs, &tmp)
 	status := c.fs.String("status", "", "list only events in this status (pending, dispatched, parked)")
 	var lf listFilter
 	c.fs.StringVar(&lf.eventType, "type", "", "list only events of this type (short name such as account-disabled, or the full URI)")

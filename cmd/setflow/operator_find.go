@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 )
@@ -43,11 +43,7 @@ type subjectMatch struct {
 }
 
 func findSubject(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) (subjectMatch, error) {
-	key := os.Getenv("SETFLOW_AUDIT_KEY")
-	if key == "" {
-		key = devAuditKey
-	}
-	hasher := audit.SubjectHasher{Key: []byte(key)}
+	hasher := audit.SubjectHasher{Key: config.AuditKeyFromEnv().OrDev()}
 	candidates := []string{issuer}
 	if issuer == "" {
 		candidates = nil

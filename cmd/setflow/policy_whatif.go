@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/policy"
@@ -30,7 +31,11 @@ func runPolicy(ctx context.Context, args []string) error {
 	c := newCommon("policy test")
 	since := c.fs.Duration("since", 24*time.Hour, "events received within this long")
 	typ := c.fs.String("type", "", "only this event type (short name such as account-disabled, or the full URI)")
-	current := c.fs.String("current", envOr("SETFLOW_POLICY_FILE", ""), "the policy in force (env SETFLOW_POLICY_FILE; empty: the built-in default)")
+	inForce, err := config.FromEnv[config.Reactions]()
+	if err != nil {
+		return err
+	}
+	current := c.fs.String("current", inForce.PolicyFile, "the policy in force (default: env SETFLOW_POLICY_FILE; empty: the built-in default)")
 	limit := c.fs.Int("limit", 100000, "at most this many stored events")
 	if err := parseFlagsAnywhere(c.fs, args[1:]); err != nil {
 		return err

@@ -5,10 +5,12 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -21,17 +23,25 @@ import (
 // startTracing; a no-op while tracing is off).
 var flushTracing = func() {}
 
+// tracingOn is set by startTracing once traces are exported: the handler,
+// inbox, relay and Temporal client are wrapped only then.
+var tracingOn atomic.Bool
+
+func tracingEnabled() bool { return tracingOn.Load() }
+
 // startTracing turns on OpenTelemetry tracing when SETFLOW_OTLP_ENDPOINT is
-// set (see package tracing); a failure to set it up is logged, never fatal.
-func startTracing(ctx context.Context, log *slog.Logger, service string) {
-	if !tracing.Enabled() {
+// set (config.Tracing, see package tracing); a failure to set it up is
+// logged, never fatal.
+func startTracing(ctx context.Context, log *slog.Logger, service string, cfg config.Tracing) {
+	if cfg.Endpoint == "" {
 		return
 	}
-	shutdown, err := tracing.Setup(ctx, service)
+	shutdown, err := tracing.Setup(ctx, service, cfg.Endpoint, cfg.SampleRatio)
 	if err != nil {
 		log.Error("tracing off: cannot set up the OTLP exporter", "error", err)
 		return
 	}
+	tracingOn.Store(true)
 	log.Info("tracing on", "service", service)
 	flushTracing = func() {
 		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -47,7 +57,7 @@ func serviceName(flagSetName string) string { return strings.ReplaceAll(flagSetN
 // tracing is on: the relay's starts and signals carry the trace into the
 // workflow, and the worker's workflow and activity spans continue it.
 func addTracingInterceptor(opts *client.Options) error {
-	if !tracing.Enabled() {
+	if !tracingEnabled() {
 		return nil
 	}
 	i, err := tracing.TemporalInterceptor()
@@ -65,7 +75,7 @@ var webhookRoutes = map[string]bool{ingress.PathAccountStatus: true, ingress.Pat
 
 // tracedHandler starts a span per webhook delivery when tracing is on.
 func tracedHandler(h http.Handler) http.Handler {
-	if !tracing.Enabled() {
+	if !tracingEnabled() {
 		return h
 	}
 	return tracing.Handler(func(r *http.Request) string {
@@ -88,7 +98,7 @@ func (t tracedInbox) Put(ctx context.Context, e inbox.Entry) (bool, error) {
 }
 
 func withTracedInbox(w inbox.Writer) inbox.Writer {
-	if !tracing.Enabled() {
+	if !tracingEnabled() {
 		return w
 	}
 	return tracedInbox{w}
@@ -117,7 +127,7 @@ func (s tracedStarter) ExecuteWorkflow(ctx context.Context, options client.Start
 }
 
 func withTracedStarter(s relay.Starter) relay.Starter {
-	if !tracing.Enabled() {
+	if !tracingEnabled() {
 		return s
 	}
 	return tracedStarter{s}

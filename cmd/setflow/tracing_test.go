@@ -50,8 +50,9 @@ func TestTracingFollowsAnEventAcrossTheInbox(t *testing.T) {
 	rec := tracetest.NewSpanRecorder()
 	tracing.Install(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
 
+	t.Cleanup(func() { tracingOn.Store(false) })
 	t.Run("off", func(t *testing.T) {
-		t.Setenv(tracing.EnvEndpoint, "")
+		tracingOn.Store(false)
 		in := &capturingInbox{}
 		if _, ok := withTracedInbox(in).(*capturingInbox); !ok {
 			t.Fatal("inbox wrapped with tracing off")
@@ -62,7 +63,7 @@ func TestTracingFollowsAnEventAcrossTheInbox(t *testing.T) {
 		}
 	})
 
-	t.Setenv(tracing.EnvEndpoint, "http://127.0.0.1:4318")
+	tracingOn.Store(true)
 	in := &capturingInbox{}
 	w := withTracedInbox(in)
 	h := tracedHandler(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {

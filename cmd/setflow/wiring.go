@@ -98,7 +98,7 @@ func serveGraceful(ctx context.Context, log *slog.Logger, name string, srv *http
 // inbox fills) while Temporal is still down.
 //
 // It also writes the audit checkpoints (every aud.CheckpointInterval).
-func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention, stopTimeout time.Duration, aud config.Audit) error {
+func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL string, topts client.Options, retention, stopTimeout time.Duration, aud config.Audit, key config.AuditKey) error {
 	c, err := client.NewLazyClient(topts)
 	if err != nil {
 		return fmt.Errorf("temporal client: %w", err)
@@ -111,7 +111,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 		defer stopListen()
 	}
 	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake, Retention: retention,
-		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: auditKey(log, config.AuditKeyFromEnv())}}
+		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: key.Bytes(log)}}
 	go audit.NewPostgres(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
 	log.Info("relay running", "temporal", topts.HostPort)
 	// The client is closed (deferred above) only after Run returned, that is
@@ -144,11 +144,12 @@ func dialTemporal(ctx context.Context, log *slog.Logger, topts client.Options) (
 // running activities finish within stopTimeout (worker.Set.Stop) before the
 // client is closed: an activity cut off by the timeout reports its failure
 // first, so that its retry starts at once rather than after its timeout.
-func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backendsConfig, topts client.Options, stopTimeout time.Duration) error {
-	acts, err := newActivities(ctx, log, db, cfg)
+func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg config.Worker, topts client.Options, stopTimeout time.Duration) error {
+	acts, closeActs, err := worker.NewActivities(ctx, cfg, db, log)
 	if err != nil {
 		return err
 	}
+	defer closeActs()
 	c, err := dialTemporal(ctx, log, topts)
 	if err != nil {
 		return err
@@ -158,7 +159,7 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 		return err
 	}
 	w := worker.New(c, acts, sdkworker.Options{WorkerStopTimeout: stopTimeout})
-	w.CRMRate = cfg.reactions.CRMRate
+	w.CRMRate = cfg.Reactions.CRMRate
 	w.Log = log
 	if err := w.Start(); err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -169,14 +170,14 @@ func runWorkerLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, cfg backe
 	return ctx.Err()
 }
 
-func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, maxBody int64, cfg config.Ingress) *ingress.Server {
+func newIngress(db *sqlx.DB, log *slog.Logger, v ingress.SETVerifier, cfg config.Ingress) *ingress.Server {
 	in := inbox.NewPostgres(db)
 	in.MaxInFlight, in.MaxBatch = cfg.InboxInFlight, cfg.InboxMaxBatch
 	return &ingress.Server{
 		Inbox:   withTracedInbox(in),
 		SETs:    v,
 		Log:     log,
-		MaxBody: maxBody,
+		MaxBody: cfg.MaxBody,
 		Ready:   ingressReady(db.DB),
 	}
 }
@@ -194,5 +195,5 @@ func temporalOptions(t *config.Temporal, log *slog.Logger) (client.Options, erro
 	if err := addTracingInterceptor(&opts); err != nil {
 		return opts, err
 	}
-	return opts, applyCodec(&opts, log)
+	return opts, applyCodec(&opts, log, t.CodecKeys)
 }

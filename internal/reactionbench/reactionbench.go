@@ -26,19 +26,14 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
-	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/devserver"
-	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
-	"github.com/setflow/setflow/sessions"
-	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/simulator"
-	"github.com/setflow/setflow/talk"
-	"github.com/setflow/setflow/userstate"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -306,13 +301,15 @@ type Setflow struct {
 	observer client.Client
 	clients  []client.Client
 	workers  *worker.Set
-	key      *simulator.Key
-	url      string
-	httpSrv  *http.Server
-	cancel   context.CancelFunc
-	relayed  chan struct{}
-	stopWake func()
-	http     *http.Client
+	// closeActs releases the activities' back ends (worker.NewActivities).
+	closeActs func()
+	key       *simulator.Key
+	url       string
+	httpSrv   *http.Server
+	cancel    context.CancelFunc
+	relayed   chan struct{}
+	stopWake  func()
+	http      *http.Client
 }
 
 // Config tunes the setflow under test.
@@ -364,10 +361,11 @@ func NewSetflow(ctx context.Context, srv *devserver.Server, cfg Config) (_ *Setf
 		return nil, err
 	}
 
-	acts, err := Activities(cfg.DB)
+	acts, closeActs, err := worker.NewActivities(ctx, WorkerConfig(), cfg.DB, log)
 	if err != nil {
 		return nil, err
 	}
+	s.closeActs = closeActs
 	s.workers = worker.New(wc, acts, cfg.Worker)
 	if err := s.workers.Start(); err != nil {
 		s.workers = nil
@@ -422,25 +420,15 @@ func NewSetflow(ctx context.Context, srv *devserver.Server, cfg Config) (_ *Setf
 // agree: the relay names a user's stream by it).
 var Subjects = audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}
 
-// Activities are the real activities on db with Postgres back ends and the
-// default policy; no email, CRM or Kakao API.
-func Activities(db *sqlx.DB) (*activities.Activities, error) {
-	revoker, err := sessions.NewPostgres(db, sessions.DefaultSchema())
-	if err != nil {
-		return nil, err
-	}
-	return &activities.Activities{
-		Sessions: revoker,
-		Audit:    audit.NewPostgres(db),
-		Talk:     talk.NewPostgres(db),
-		Backends: activities.Backends{
-			Parking:     inbox.NewPostgres(db),
-			SideEffects: sideeffects.NewPostgres(db),
-			Profiles:    profile.NewStore(db),
-			States:      userstate.NewStore(db),
-			Subjects:    Subjects,
-		},
-	}, nil
+// WorkerConfig is the bench's worker: the production defaults (Postgres
+// sessions, the default policy; no email, CRM or Kakao API) keyed like its
+// relay, with the blast-radius guard off (the bench revokes far more than a
+// day's share of users on purpose).
+func WorkerConfig() config.Worker {
+	cfg := config.DefaultWorker()
+	cfg.AuditKey.Key = string(Subjects.Key)
+	cfg.Reactions.GuardLimit = 0
+	return cfg
 }
 
 // Close stops relay, worker, ingress and connections.
@@ -454,6 +442,9 @@ func (s *Setflow) Close() {
 	}
 	if s.workers != nil {
 		s.workers.Stop()
+	}
+	if s.closeActs != nil {
+		s.closeActs()
 	}
 
 	if s.httpSrv != nil {
