@@ -82,6 +82,7 @@ func (p *Postgres) notifyLoop() {
 
 type row struct {
 	ID           int64           `db:"id"`
+	DedupeKey    string          `db:"dedupe_key"`
 	Source       string          `db:"source"`
 	Raw          []byte          `db:"raw"`
 	Envelope     json.RawMessage `db:"envelope"`
@@ -95,8 +96,8 @@ type row struct {
 
 // rowColumns are the columns of a row; listColumns leave out the raw body.
 const (
-	rowColumns  = `id, source, raw, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
-	listColumns = `id, source, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
+	rowColumns  = `id, dedupe_key, source, raw, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
+	listColumns = `id, dedupe_key, source, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
 )
 
 func (r row) entry() (Entry, error) {
@@ -104,6 +105,11 @@ func (r row) entry() (Entry, error) {
 		DispatchedAt: r.DispatchedAt.Time, LastError: r.LastError.String, WorkflowID: r.WorkflowID.String}
 	if err := json.Unmarshal(r.Envelope, &e.Envelope); err != nil {
 		return Entry{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, err)
+	}
+	if e.Envelope.Key == "" {
+		// The row's key column is the entry's identity, whatever the
+		// envelope (a hand-written or very old row) says.
+		e.Envelope.Key = r.DedupeKey
 	}
 	return e, nil
 }
