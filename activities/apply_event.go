@@ -103,7 +103,7 @@ func (a *Activities) kakaoLinked(ctx context.Context, userID string) (bool, erro
 		return false, nil
 	}
 	if err != nil {
-		return false, kakaoError("kakao link check", err)
+		return false, adapterError("kakao link check", err)
 	}
 	return true, nil
 }
@@ -236,7 +236,7 @@ func (a *Activities) profileChange(ctx context.Context, in ApplyInput, source st
 		return nil, "", nil
 	}
 	if err != nil {
-		return nil, "", kakaoError("kakao profile", err)
+		return nil, "", adapterError("kakao profile", err)
 	}
 	fields = map[userstate.Field]string{}
 	if e := kp.UsableEmail(); e != "" {

@@ -10,11 +10,6 @@ import (
 	"github.com/setflow/setflow/userstate"
 )
 
-func crmError(what string, err error) error {
-	d, _ := crm.RetryAfter(err)
-	return classify(what, err, crm.IsRetryable(err), d)
-}
-
 // SyncInput names the user whose CRM contact to sync.
 type SyncInput struct {
 	SubjectHash string `json:"subject_hash"`
@@ -50,7 +45,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 	detail := map[string]any{"version": v}
 	if !c.Present {
 		if err := a.CRM.Delete(ctx, key+"/delete", id); err != nil {
-			return StepResult{}, crmError("crm delete", err)
+			return StepResult{}, adapterError("crm delete", err)
 		}
 		detail["contact"] = "deleted"
 	} else {
@@ -60,7 +55,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 			contact.Properties["kakao_linked"] = fmt.Sprint(c.Linked == userstate.Linked)
 		}
 		if err := a.CRM.Upsert(ctx, key+"/upsert", contact); err != nil {
-			return StepResult{}, crmError("crm upsert", err)
+			return StepResult{}, adapterError("crm upsert", err)
 		}
 		// An upsert leaves empty fields alone: blank explicitly the ones the
 		// state blanked (withdrawn, detached, purged).
@@ -73,13 +68,13 @@ func (a *Activities) SyncCRM(ctx context.Context, in SyncInput) (StepResult, err
 		if len(blank) > 0 {
 			slices.Sort(blank)
 			if err := a.CRM.DeleteFields(ctx, key+"/blank", id, blank); err != nil {
-				return StepResult{}, crmError("crm delete fields", err)
+				return StepResult{}, adapterError("crm delete fields", err)
 			}
 			detail["blanked"] = blank
 		}
 		if c.Marketing != "" {
 			if err := a.CRM.SetMarketing(ctx, key+"/marketing", id, c.Marketing == userstate.Added); err != nil {
-				return StepResult{}, crmError("crm marketing", err)
+				return StepResult{}, adapterError("crm marketing", err)
 			}
 			detail["subscribed"] = c.Marketing == userstate.Added
 		}

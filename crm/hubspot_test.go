@@ -389,8 +389,8 @@ func TestHubSpotClassification(t *testing.T) {
 			assert.Equal(t, tc.status, e.Status)
 			assert.Equal(t, "hubspot", e.Adapter)
 			assert.Equal(t, "upsert", e.Op)
-			assert.Equal(t, tc.retryable, IsRetryable(err))
-			d, ok := RetryAfter(err)
+			assert.Equal(t, tc.retryable, isRetryable(err))
+			d, ok := retryAfter(err)
 			assert.InDelta(t, tc.delay, d, float64(tc.delayDelta))
 			assert.Equal(t, tc.delay > 0, ok)
 			assert.Equal(t, tc.rateLimit, errors.Is(err, ErrRateLimited))
@@ -408,7 +408,7 @@ func TestHubSpotValidationErrorHasReasonWithoutPII(t *testing.T) {
 	bad := "jiwoo.kim@@example.co.kr"
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: bad, Nickname: testNick, Phone: testPhone})
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, isRetryable(err))
 	s := err.Error()
 	assert.Contains(t, s, "HTTP 400")
 	assert.Contains(t, s, "VALIDATION_ERROR")
@@ -439,7 +439,7 @@ func TestHubSpotTokenNeverInErrors(t *testing.T) {
 	h.Token = "pat-na1-wrong-token-value"
 	err := h.Delete(ctx, "k", "1") // stub echoes the Authorization header
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, isRetryable(err))
 	assert.Contains(t, err.Error(), "INVALID_AUTHENTICATION")
 	assert.NotContains(t, err.Error(), "pat-na1-wrong-token-value")
 }
@@ -452,7 +452,7 @@ func TestHubSpotBatchErrorsInOKAnswer(t *testing.T) {
 	})
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: testEmail})
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, isRetryable(err))
 	assert.Contains(t, err.Error(), "VALIDATION_ERROR")
 	assert.NotContains(t, err.Error(), testEmail)
 
@@ -460,7 +460,7 @@ func TestHubSpotBatchErrorsInOKAnswer(t *testing.T) {
 		w.WriteHeader(207)
 		_, _ = io.WriteString(w, `{"numErrors":1,"errors":[{"category":"RATE_LIMITS","message":"slow down"}]}`)
 	})
-	assert.True(t, IsRetryable(h.SetMarketing(ctx, "k", "1", true)))
+	assert.True(t, isRetryable(h.SetMarketing(ctx, "k", "1", true)))
 }
 
 func TestHubSpotTimeoutIsRetryableAndQuick(t *testing.T) {
@@ -478,7 +478,7 @@ func TestHubSpotTimeoutIsRetryableAndQuick(t *testing.T) {
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: testEmail})
 	assert.Less(t, time.Since(start), time.Second)
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, isRetryable(err))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotContains(t, err.Error(), testEmail)
 }
@@ -494,7 +494,7 @@ func TestHubSpotRefusesBadCallsLocally(t *testing.T) {
 		"no token":       noToken.Delete(ctx, "k", "1"),
 	} {
 		require.Error(t, err, name)
-		assert.False(t, IsRetryable(err), name)
+		assert.False(t, isRetryable(err), name)
 	}
 	assert.Empty(t, s.requests())
 }

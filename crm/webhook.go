@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 // Document types sent by Webhook.
@@ -119,20 +121,20 @@ func (w *Webhook) DeleteFields(ctx context.Context, idempotencyKey, externalID s
 func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentContact, pii []string) error {
 	switch {
 	case w.URL == "":
-		return invalid("webhook", op, "no URL configured")
+		return invalid(adapterWebhook, op, "no URL configured")
 	case len(w.Secret) == 0:
-		return invalid("webhook", op, "no signing secret configured")
+		return invalid(adapterWebhook, op, "no signing secret configured")
 	case key == "":
-		return invalid("webhook", op, "empty idempotency key")
+		return invalid(adapterWebhook, op, "empty idempotency key")
 	case dc.ExternalID == "":
-		return invalid("webhook", op, "empty external id")
+		return invalid(adapterWebhook, op, "empty external id")
 	}
 	t := w.now()
 	body, err := json.Marshal(Document{Type: typ, IdempotencyKey: key, OccurredAt: t.UTC(), Contact: dc})
 	if err != nil {
-		return invalid("webhook", op, "cannot encode document")
+		return invalid(adapterWebhook, op, "cannot encode document")
 	}
-	return w.post(ctx, "webhook", op, key, body, t, append(pii, dc.ExternalID))
+	return w.post(ctx, adapterWebhook, op, key, body, t, append(pii, dc.ExternalID))
 }
 
 func (w *Webhook) now() time.Time {
@@ -200,7 +202,8 @@ func (w *Webhook) post(ctx context.Context, adapter, op, key string, body []byte
 		return e
 	}
 	if redirectedAway(resp, http.MethodPost) {
-		return &Error{Adapter: adapter, Op: op, Status: resp.StatusCode, Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
+		return &Error{Adapter: adapter, Op: op, Retry: httpx.Retry{Status: resp.StatusCode},
+			Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 || resp.StatusCode == http.StatusConflict {
 		return nil

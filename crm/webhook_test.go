@@ -134,7 +134,7 @@ func TestWebhookIdempotencyKeyStableAcrossRetries(t *testing.T) {
 	rc.answer(func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
 
 	err := wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)
-	require.True(t, IsRetryable(err))
+	require.True(t, isRetryable(err))
 	require.NoError(t, wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)) // retry delivered
 	require.NoError(t, wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)) // duplicate: receiver says 409
 
@@ -199,8 +199,8 @@ func TestWebhookClassification(t *testing.T) {
 			assert.Equal(t, "webhook", e.Adapter)
 			assert.Equal(t, "delete", e.Op)
 			assert.Equal(t, tc.status, e.Status)
-			assert.Equal(t, tc.retryable, IsRetryable(err))
-			d, ok := RetryAfter(err)
+			assert.Equal(t, tc.retryable, isRetryable(err))
+			d, ok := retryAfter(err)
 			assert.InDelta(t, tc.delay, d, float64(tc.delta))
 			assert.Equal(t, tc.delay > 0, ok)
 			assert.Equal(t, tc.rateLimited, errors.Is(err, ErrRateLimited))
@@ -242,7 +242,7 @@ func TestWebhookTimeoutIsRetryableAndQuick(t *testing.T) {
 	err := wh.Delete(ctx, "k", "1")
 	assert.Less(t, time.Since(start), time.Second)
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, isRetryable(err))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotContains(t, err.Error(), "url-secret-token", "transport errors do not repeat the URL")
 }
@@ -253,7 +253,7 @@ func TestWebhookConnectionRefusedIsRetryable(t *testing.T) {
 	srv.Close()
 	err := (&Webhook{URL: u, Secret: whSecret}).Delete(ctx, "k", "1")
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, isRetryable(err))
 }
 
 func TestWebhookCallerCancelIsNotRetryable(t *testing.T) {
@@ -262,7 +262,7 @@ func TestWebhookCallerCancelIsNotRetryable(t *testing.T) {
 	cancel()
 	err := wh.Delete(cctx, "k", "1")
 	require.ErrorIs(t, err, context.Canceled)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, isRetryable(err))
 	reqs, _, _ := rc.snapshot()
 	assert.Empty(t, reqs)
 }
@@ -278,7 +278,7 @@ func TestWebhookRefusesBadCallsLocally(t *testing.T) {
 		"id, fields": wh.DeleteFields(ctx, "k", "", []string{"email"}),
 	} {
 		require.Error(t, err, name)
-		assert.False(t, IsRetryable(err), name)
+		assert.False(t, isRetryable(err), name)
 	}
 	reqs, _, _ := rc.snapshot()
 	assert.Empty(t, reqs)
@@ -294,7 +294,7 @@ func TestWebhookRedirectToGetIsNotSuccess(t *testing.T) {
 	defer srv.Close()
 	err := (&Webhook{URL: srv.URL + "/old", Secret: whSecret}).Delete(ctx, "k", "1")
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, isRetryable(err))
 	assert.Contains(t, err.Error(), "redirected")
 }
 

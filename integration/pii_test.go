@@ -337,7 +337,7 @@ func (k profileFailsForGood) Profile(ctx context.Context, userID string) (*kakao
 	var e *kakaoapi.APIError
 	if errors.As(err, &e) {
 		c := *e
-		c.Retryable, c.RetryAfter = false, 0
+		c.CanRetry, c.Delay = false, 0
 		return p, &c
 	}
 	return p, err
