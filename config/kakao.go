@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/kakaoapi"
 )
 
 // EnvKakaoAdminKeys names the variable holding the accepted admin keys.
@@ -49,7 +51,7 @@ func (k *Kakao) Register(fs *flag.FlagSet) {
 		"how often Kakao's IP list is fetched again")
 	str(fs, &k.TrustedProxies, "trusted-proxies", "SETFLOW_TRUSTED_PROXIES", "",
 		"CIDRs of reverse proxies whose X-Forwarded-For is believed, comma-separated")
-	URLVar(fs, &k.APIURL, "kakao-api-url", "SETFLOW_KAKAO_API_URL", "https://kapi.kakao.com", "Kakao REST API base `URL`")
+	URLVar(fs, &k.APIURL, "kakao-api-url", "SETFLOW_KAKAO_API_URL", kakaoapi.DefaultBaseURL, "Kakao REST API base `URL`")
 }
 
 func splitList(s string) []string {

@@ -20,6 +20,7 @@ import (
 	"github.com/setflow/setflow/codec"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
@@ -311,7 +312,7 @@ func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, 
 	}
 	al := &ingress.IPAllowlist{Static: static, Trusted: trusted, Log: log}
 	if k.IPAllowlistFromKakao {
-		al.Source = &ingress.KakaoIPs{BaseURL: k.APIURL, Key: k.AdminKeys[0]}
+		al.Source = &kakaoapi.InboundIPs{BaseURL: k.APIURL, Key: k.AdminKeys[0]}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		next := k.IPAllowlistRefresh
 		if err := al.Refresh(rctx); err != nil {
