@@ -228,7 +228,7 @@ type chaosEvent struct {
 	user  string
 	key   string // the inbox dedupe key
 	token string // signed SET; empty for unlink
-	hook  ingress.Delivery
+	hook  simulator.Delivery
 }
 
 func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
@@ -256,7 +256,7 @@ func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
 			s.seedProfile(e.user, chaosEmail(e.user), "user "+e.user)
 		case 2:
 			e.kind = "user-unlinked"
-			e.hook = ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm, AdminKey: webhookAdminKey,
+			e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
 				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
 			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
 				now, chaosUnlinkWindow)
