@@ -139,7 +139,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	wrk.kill()
 	logf("worker killed holding a done but unreported revocation, CRM write and email (accepted %d)", load.accepted.Load())
 	load.waitAccepted(t, 60)
-	wrk = startChaosWorker(t, tempo.hostPort, acts)
+	startChaosWorker(t, tempo.hostPort, acts)
 	logf("new worker started (accepted %d)", load.accepted.Load())
 
 	// (b) Relay.
@@ -149,7 +149,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	rel.kill()
 	logf("relay killed after signalling a stream, before marking the entry dispatched (accepted %d)", load.accepted.Load())
 	load.waitAccepted(t, 115)
-	rel = startChaosRelay(t, s, tempo.hostPort, nil)
+	startChaosRelay(t, s, tempo.hostPort, nil)
 	logf("new relay started (accepted %d)", load.accepted.Load())
 
 	// (c) Temporal. The ingress keeps accepting while it is down.

@@ -111,9 +111,12 @@ func (c Config) checkServer(p *problems) {
 // checkSender checks what the notices say about their sender: From, the
 // Message-ID domain and the service name shown to users.
 func (c Config) checkSender(p *problems) {
-	from, err := parseFrom(c.From)
-	if err != nil {
-		p.add("%v", err)
+	from, err := mail.ParseAddress(c.From)
+	switch {
+	case strings.TrimSpace(c.From) == "":
+		p.add(`From is required, e.g. "setflow <security@example.com>"`)
+	case err != nil:
+		p.add("From %q is not an address: %v", c.From, err)
 	}
 	if c.MessageIDDomain != "" {
 		if !validDomain(c.MessageIDDomain) {
@@ -152,7 +155,7 @@ func (c Config) withDefaults() Config {
 			c.Port = 587
 		}
 	}
-	from, _ := parseFrom(c.From)
+	from, _ := mail.ParseAddress(c.From)
 	if c.MessageIDDomain == "" {
 		c.MessageIDDomain = domainOf(from.Address)
 	}
@@ -165,17 +168,6 @@ func (c Config) withDefaults() Config {
 		c.Timeout = DefaultTimeout
 	}
 	return c
-}
-
-func parseFrom(s string) (*mail.Address, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, errors.New(`From is required, e.g. "setflow <security@example.com>"`)
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil {
-		return nil, fmt.Errorf("From %q is not an address: %v", s, err)
-	}
-	return a, nil
 }
 
 func hasPort(host string) bool {
