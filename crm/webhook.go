@@ -119,14 +119,10 @@ func (w *Webhook) DeleteFields(ctx context.Context, idempotencyKey, externalID s
 }
 
 func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentContact, pii []string) error {
-	switch {
-	case w.URL == "":
-		return invalid(adapterWebhook, op, "no URL configured")
-	case len(w.Secret) == 0:
-		return invalid(adapterWebhook, op, "no signing secret configured")
-	case key == "":
-		return invalid(adapterWebhook, op, "empty idempotency key")
-	case dc.ExternalID == "":
+	if e := w.refuse(adapterWebhook, op, key); e != nil {
+		return e
+	}
+	if dc.ExternalID == "" {
 		return invalid(adapterWebhook, op, "empty external id")
 	}
 	t := w.now()
@@ -151,6 +147,15 @@ func (w *Webhook) now() time.Time {
 // (its clock is also the signature's timestamp); pii lists values no error
 // text may quote. adapter names the caller in errors.
 func (w *Webhook) PostSigned(ctx context.Context, adapter, op, key string, body []byte, sentAt time.Time, pii []string) error {
+	if e := w.refuse(adapter, op, key); e != nil {
+		return e
+	}
+	return w.post(ctx, adapter, op, key, body, sentAt, pii)
+}
+
+// refuse is the error for a call that cannot be sent: no URL, no secret or
+// no idempotency key; nil when it can.
+func (w *Webhook) refuse(adapter, op, key string) error {
 	switch {
 	case w.URL == "":
 		return invalid(adapter, op, "no URL configured")
@@ -159,7 +164,7 @@ func (w *Webhook) PostSigned(ctx context.Context, adapter, op, key string, body 
 	case key == "":
 		return invalid(adapter, op, "empty idempotency key")
 	}
-	return w.post(ctx, adapter, op, key, body, sentAt, pii)
+	return nil
 }
 
 // Clock is the time a document about to be sent should carry (Now, or
