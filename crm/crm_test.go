@@ -111,17 +111,16 @@ func TestErrorHelpers(t *testing.T) {
 	e := &Error{Adapter: "hubspot", Op: "upsert", Reason: "RATE_LIMITS: slow",
 		Retry: httpx.Retry{Status: 429, CanRetry: true, Delay: 5 * time.Second}}
 	wrapped := fmt.Errorf("activity: %w", e)
-	assert.True(t, isRetryable(wrapped))
-	d, ok := retryAfter(wrapped)
-	assert.True(t, ok)
+	assert.True(t, httpx.IsRetryable(wrapped))
+	_, d := httpx.RetryOf(wrapped)
 	assert.Equal(t, 5*time.Second, d)
 	assert.ErrorIs(t, wrapped, ErrRateLimited)
 	assert.Equal(t, "crm hubspot upsert: HTTP 429 RATE_LIMITS: slow (retryable after 5s)", e.Error())
 
-	assert.False(t, isRetryable(errors.New("x")))
-	assert.False(t, isRetryable(nil))
-	_, ok = retryAfter(&Error{Retry: httpx.Retry{Status: 400, Delay: time.Second}})
-	assert.False(t, ok, "a permanent error carries no delay")
+	assert.False(t, httpx.IsRetryable(errors.New("x")))
+	assert.False(t, httpx.IsRetryable(nil))
+	_, d = httpx.RetryOf(&Error{Retry: httpx.Retry{Status: 400, Delay: time.Second}})
+	assert.Zero(t, d, "a permanent error carries no delay")
 	assert.NotErrorIs(t, &Error{Retry: httpx.Retry{Status: 503}}, ErrRateLimited)
 	assert.Equal(t, "crm webhook delete: HTTP 404 Not Found (not retryable)",
 		classify("webhook", "delete", 404, http.Header{}, "", time.Now()).Error())
@@ -187,7 +186,7 @@ func TestTransportErrorsNameNoContact(t *testing.T) {
 			}
 			for _, err := range errs {
 				require.Error(t, err)
-				assert.True(t, isRetryable(err))
+				assert.True(t, httpx.IsRetryable(err))
 				text := fmt.Sprintf("%v %+v", err, err)
 				for _, v := range []string{testUserID, testEmail, testNick, testPhone, hsToken, string(whSecret), "url-secret-token"} {
 					assert.NotContains(t, text, v)
@@ -224,15 +223,4 @@ func TestErrorAnswersNameNoContact(t *testing.T) {
 			assert.Contains(t, err.Error(), "is invalid")
 		}
 	}
-}
-
-// isRetryable and retryAfter read an error the way callers do (httpx.RetryOf).
-func isRetryable(err error) bool {
-	ok, _ := httpx.RetryOf(err)
-	return ok
-}
-
-func retryAfter(err error) (time.Duration, bool) {
-	_, d := httpx.RetryOf(err)
-	return d, d > 0
 }

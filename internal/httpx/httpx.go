@@ -99,3 +99,10 @@ func RetryOf(err error) (retryable bool, after time.Duration) {
 	}
 	return false, 0
 }
+
+// IsRetryable reports whether err's chain holds a RetryableError that may
+// succeed if the same call is made again.
+func IsRetryable(err error) bool {
+	retryable, _ := RetryOf(err)
+	return retryable
+}
