@@ -19,6 +19,7 @@ func (e *clientError) Error() string {
 	var b strings.Builder
 	b.WriteString("client op:")
 	e.WriteStatus(&b)
+	b.WriteString(" failed")
 	e.WriteSuffix(&b, e.cause)
 	return b.String()
 }
@@ -48,9 +49,9 @@ func TestErrorText(t *testing.T) {
 		err  error
 		want string
 	}{
-		{&clientError{Retry: Retry{Status: 503, CanRetry: true, Delay: 2 * time.Second}}, "client op: HTTP 503 (retryable after 2s)"},
-		{&clientError{Retry: Retry{CanRetry: true}, cause: errors.New("reset")}, "client op: reset (retryable)"},
-		{&clientError{Retry: Retry{Status: 404, Delay: time.Second}}, "client op: HTTP 404 (not retryable)"},
+		{&clientError{Retry: Retry{Status: 503, CanRetry: true, Delay: 2 * time.Second}}, "client op: HTTP 503 failed (retryable after 2s)"},
+		{&clientError{Retry: Retry{CanRetry: true}, cause: errors.New("reset")}, "client op: failed: reset (retryable)"},
+		{&clientError{Retry: Retry{Status: 404, Delay: time.Second}}, "client op: HTTP 404 failed (not retryable)"},
 	} {
 		if got := c.err.Error(); got != c.want {
 			t.Errorf("got %q, want %q", got, c.want)
