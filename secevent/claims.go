@@ -129,22 +129,15 @@ func (v *Verifier) claimTimes(m map[string]json.RawMessage, set *SET) *Error {
 		return e
 	}
 	set.IssuedAt = iat
-	exp, hasExp, e := optionalDate(m, "exp")
-	if e != nil {
+	expired := func(exp time.Time) bool { return now.Sub(exp) > v.maxFutureSkew }
+	if set.Expires, e = optionalDate(m, "exp", expired, "token has expired (exp)"); e != nil {
 		return e
 	}
-	if hasExp && now.Sub(exp) > v.maxFutureSkew {
-		return newErr(CodeInvalidRequest, "token has expired (exp)")
-	}
-	set.Expires = exp
-	nbf, hasNbf, e := optionalDate(m, "nbf")
-	if e != nil {
+	early := func(nbf time.Time) bool { return nbf.Sub(now) > v.maxFutureSkew }
+	if _, e = optionalDate(m, "nbf", early, "token is not yet valid (nbf)"); e != nil {
 		return e
 	}
-	if hasNbf && nbf.Sub(now) > v.maxFutureSkew {
-		return newErr(CodeInvalidRequest, "token is not yet valid (nbf)")
-	}
-	set.TimeOfEvent, _, e = optionalDate(m, "toe")
+	set.TimeOfEvent, e = optionalDate(m, "toe", nil, "")
 	return e
 }
 
@@ -167,18 +160,22 @@ func (v *Verifier) claimIssuedAt(m map[string]json.RawMessage, now time.Time) (t
 	return iat, nil
 }
 
-// optionalDate reads an optional NumericDate claim; present but not a
-// NumericDate is an error.
-func optionalDate(m map[string]json.RawMessage, name string) (time.Time, bool, *Error) {
+// optionalDate reads an optional NumericDate claim (zero when absent). One
+// that is present must be a NumericDate, and not invalid (when invalid is
+// given: then the error says why).
+func optionalDate(m map[string]json.RawMessage, name string, invalid func(time.Time) bool, why string) (time.Time, *Error) {
 	raw, ok := m[name]
 	if !ok {
-		return time.Time{}, false, nil
+		return time.Time{}, nil
 	}
 	t, ok := rawNumericDate(raw)
 	if !ok {
-		return time.Time{}, false, newErr(CodeInvalidRequest, name+" claim is not a valid NumericDate")
+		return time.Time{}, newErr(CodeInvalidRequest, name+" claim is not a valid NumericDate")
 	}
-	return t, true, nil
+	if invalid != nil && invalid(t) {
+		return time.Time{}, newErr(CodeInvalidRequest, why)
+	}
+	return t, nil
 }
 
 // claimTxn reads txn (RFC 8417) or txm (Kakao's spelling); neither is
