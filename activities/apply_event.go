@@ -70,7 +70,7 @@ func (a *Activities) kakaoLinked(ctx context.Context, userID string) (bool, erro
 		return false, nil
 	}
 	if err != nil {
-		return false, kakaoError("kakao link check", err)
+		return false, adapterError("kakao link check", err)
 	}
 	return true, nil
 }
@@ -203,7 +203,7 @@ func (a *Activities) profileChange(ctx context.Context, in reaction.ApplyInput, 
 		return nil, "", nil
 	}
 	if err != nil {
-		return nil, "", kakaoError("kakao profile", err)
+		return nil, "", adapterError("kakao profile", err)
 	}
 	fields = map[userstate.Field]string{}
 	if e := kp.UsableEmail(); e != "" {

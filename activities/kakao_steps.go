@@ -9,11 +9,6 @@ import (
 	"github.com/setflow/setflow/userstate"
 )
 
-func kakaoError(what string, err error) error {
-	d, _ := kakaoapi.RetryAfter(err)
-	return classify(what, err, kakaoapi.IsRetryable(err), d)
-}
-
 // KakaoLogout ends the user's Kakao session for the app. A user who is no
 // longer linked has no session to end: that is done, not a failure.
 func (a *Activities) KakaoLogout(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
@@ -31,7 +26,7 @@ func (a *Activities) KakaoLogout(ctx context.Context, in reaction.StepInput) (re
 		return skipped("user no longer linked"), nil
 	}
 	if err != nil {
-		return reaction.StepResult{}, kakaoError("kakao logout", err)
+		return reaction.StepResult{}, adapterError("kakao logout", err)
 	}
 	return done(nil), nil
 }

@@ -65,7 +65,7 @@ func (a *Activities) NotifyService(ctx context.Context, in reaction.StepInput) (
 		return reaction.StepResult{}, classify("notify service", err, false, 0)
 	}
 	if err := a.ServiceHook.PostSigned(ctx, "service-webhook", "notify", in.IdempotencyKey, body, sent, pii); err != nil {
-		return reaction.StepResult{}, crmError("notify service", err)
+		return reaction.StepResult{}, adapterError("notify service", err)
 	}
 	detail := map[string]any{"accounts": len(doc.AccountIDs)}
 	if doc.State != nil {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
@@ -109,7 +110,7 @@ func TestRunPurgeAsksKakaoFirst(t *testing.T) {
 		}
 	}
 	st, sub := unlinkedUser(t, cutoff)
-	a := &Activities{Backends: Backends{States: st, Kakao: kakaoLink{err: &kakaoapi.APIError{Op: "profile", Status: 503, Retryable: true}}}}
+	a := &Activities{Backends: Backends{States: st, Kakao: kakaoLink{err: &kakaoapi.APIError{Op: "profile", Retry: httpx.Retry{Status: 503, CanRetry: true}}}}}
 	if _, err := a.RunPurge(context.Background(), reaction.RunPurgeInput{Subject: sub, Cutoff: cutoff}); !retryable(err) {
 		t.Fatalf("Kakao unreachable: %v, want a retryable error", err)
 	}

@@ -6,6 +6,7 @@ import (
 
 	"go.temporal.io/sdk/temporal"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/reaction"
 )
@@ -43,4 +44,12 @@ func classify(what string, err error, retryable bool, retryAfter time.Duration) 
 		return temporal.NewApplicationErrorWithOptions(msg, reaction.ErrTypeRateLimited, temporal.ApplicationErrorOptions{NextRetryDelay: retryAfter})
 	}
 	return temporal.NewApplicationError(msg, reaction.ErrTypeUnavailable)
+}
+
+// adapterError classifies an API client's failure (crm, kakaoapi, the
+// service webhook) by what the error says about retrying
+// (httpx.RetryableError); any other error is permanent.
+func adapterError(what string, err error) error {
+	retryable, after := httpx.RetryOf(err)
+	return classify(what, err, retryable, after)
 }

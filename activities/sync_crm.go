@@ -11,11 +11,6 @@ import (
 	"github.com/setflow/setflow/userstate"
 )
 
-func crmError(what string, err error) error {
-	d, _ := crm.RetryAfter(err)
-	return classify(what, err, crm.IsRetryable(err), d)
-}
-
 // SyncCRM brings the CRM contact to the user's current state — never to one
 // event's delta: absent after a purge (until a later link), otherwise the
 // current fields (blank where withdrawn or detached), link, lock and
@@ -46,7 +41,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in reaction.SyncInput) (reacti
 	detail := map[string]any{"version": v}
 	if !c.Present {
 		if err := a.CRM.Delete(ctx, key+"/delete", id); err != nil {
-			return reaction.StepResult{}, crmError("crm delete", err)
+			return reaction.StepResult{}, adapterError("crm delete", err)
 		}
 		detail["contact"] = "deleted"
 	} else {
@@ -56,7 +51,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in reaction.SyncInput) (reacti
 			contact.Properties["kakao_linked"] = fmt.Sprint(c.Linked == userstate.Linked)
 		}
 		if err := a.CRM.Upsert(ctx, key+"/upsert", contact); err != nil {
-			return reaction.StepResult{}, crmError("crm upsert", err)
+			return reaction.StepResult{}, adapterError("crm upsert", err)
 		}
 		// An upsert leaves empty fields alone: blank explicitly the ones the
 		// state blanked (withdrawn, detached, purged).
@@ -69,13 +64,13 @@ func (a *Activities) SyncCRM(ctx context.Context, in reaction.SyncInput) (reacti
 		if len(blank) > 0 {
 			slices.Sort(blank)
 			if err := a.CRM.DeleteFields(ctx, key+"/blank", id, blank); err != nil {
-				return reaction.StepResult{}, crmError("crm delete fields", err)
+				return reaction.StepResult{}, adapterError("crm delete fields", err)
 			}
 			detail["blanked"] = blank
 		}
 		if c.Marketing != "" {
 			if err := a.CRM.SetMarketing(ctx, key+"/marketing", id, c.Marketing == userstate.Added); err != nil {
-				return reaction.StepResult{}, crmError("crm marketing", err)
+				return reaction.StepResult{}, adapterError("crm marketing", err)
 			}
 			detail["subscribed"] = c.Marketing == userstate.Added
 		}

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/kakaoapi"
 )
 
 // EnvKakaoAdminKeys names the variable holding the accepted admin keys.
@@ -48,7 +50,7 @@ func (k *KakaoAPI) settings() []Setting {
 }
 
 // KakaoAPIURL is Kakao's REST API.
-const KakaoAPIURL = "https://kapi.kakao.com"
+const KakaoAPIURL = kakaoapi.DefaultBaseURL
 
 // Register adds -kakao-api-url and reads the admin keys (worker).
 func (k *KakaoAPI) Register(fs *flag.FlagSet) { register(fs, k.settings()) }

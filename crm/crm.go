@@ -9,7 +9,7 @@
 //
 // Every failure is an *Error that says whether trying again can help and how
 // long the server asked to wait, so a Temporal activity can map it to a
-// retryable or non-retryable application error (IsRetryable, RetryAfter).
+// retryable or non-retryable application error (httpx.RetryOf).
 // Error texts never carry the contact's personal data, its external id (the
 // Kakao user id) or the credentials, nor does the printed or logged form of a
 // Contact: callers that must name the user use a keyed hash of the id.
@@ -95,34 +95,37 @@ func mask(s string) string {
 // ErrRateLimited matches (errors.Is) an *Error for an HTTP 429 answer.
 var ErrRateLimited = errors.New("crm: rate limited")
 
+// Adapter names used in errors: Error prefixes them with "crm". A
+// PostSigned caller's adapter is printed alone: its errors are not the CRM's.
+const (
+	adapterHubSpot = "hubspot"
+	adapterWebhook = "webhook"
+)
+
 // Error is every failure of this package: an error answer (Status set), a
 // transport failure (Err set, Status 0) or a call refused locally (both
 // zero). Reason is safe to log: personal data and credentials are removed.
+// Its retry half (httpx.Retry) makes it an httpx.RetryableError.
 type Error struct {
-	Adapter    string // "hubspot" or "webhook"
-	Op         string // "upsert", "delete", "marketing" or "delete_fields"
-	Status     int
-	Reason     string
-	Retryable  bool
-	RetryAfter time.Duration // delay the server asked for, 0 if none
-	Err        error
+	Adapter string // "hubspot", "webhook" or a PostSigned caller's name
+	Op      string // "upsert", "delete", "marketing" or "delete_fields"
+	Reason  string
+	Err     error
+	httpx.Retry
 }
 
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "crm %s %s:", e.Adapter, e.Op)
-	if e.Status != 0 {
-		fmt.Fprintf(&b, " HTTP %d", e.Status)
+	if e.Adapter == adapterHubSpot || e.Adapter == adapterWebhook {
+		b.WriteString("crm ")
 	}
+	fmt.Fprintf(&b, "%s %s:", e.Adapter, e.Op)
+	e.WriteStatus(&b)
 	if e.Reason != "" {
 		b.WriteString(" ")
 		b.WriteString(e.Reason)
 	}
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	httpx.RetrySuffix(&b, e.Retryable, e.RetryAfter)
+	e.WriteSuffix(&b, e.Err)
 	return b.String()
 }
 
@@ -133,36 +136,18 @@ func (e *Error) Is(target error) bool {
 	return target == ErrRateLimited && e.Status == http.StatusTooManyRequests
 }
 
-// IsRetryable reports whether err is an *Error that may succeed if the same
-// call is made again. Other errors report false.
-func IsRetryable(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Retryable
-}
-
-// RetryAfter returns the delay the server asked for before a retry; ok is
-// false when err is not retryable or no positive delay was named, in which
-// case the caller's own backoff applies.
-func RetryAfter(err error) (d time.Duration, ok bool) {
-	var e *Error
-	if errors.As(err, &e) && e.Retryable && e.RetryAfter > 0 {
-		return e.RetryAfter, true
-	}
-	return 0, false
-}
-
 // classify builds the error for a non-success status, shared by both
 // adapters:
 //
 //	408, 423, 425, 429, 5xx  retryable (Retry-After honoured)
 //	other statuses           not retryable
 func classify(adapter, op string, status int, h http.Header, reason string, now time.Time) *Error {
-	e := &Error{Adapter: adapter, Op: op, Status: status, Reason: reason}
+	e := &Error{Adapter: adapter, Op: op, Reason: reason, Retry: httpx.Retry{Status: status}}
 	switch {
 	case status == http.StatusRequestTimeout, status == http.StatusLocked,
 		status == http.StatusTooEarly, status == http.StatusTooManyRequests, status >= 500:
-		e.Retryable = true
-		e.RetryAfter, _ = parseRetryAfter(h.Get("Retry-After"), now)
+		e.CanRetry = true
+		e.Delay, _ = parseRetryAfter(h.Get("Retry-After"), now)
 	}
 	if e.Reason == "" {
 		e.Reason = http.StatusText(status)
@@ -180,7 +165,7 @@ func classify(adapter, op string, status int, h http.Header, reason string, now 
 func transportError(adapter, op string, err error, known ...string) *Error {
 	err = withoutURL(err)
 	return &Error{Adapter: adapter, Op: op, Reason: "request failed",
-		Retryable: !errors.Is(err, context.Canceled), Err: scrub(err, known)}
+		Retry: httpx.Retry{CanRetry: !errors.Is(err, context.Canceled)}, Err: scrub(err, known)}
 }
 
 // withoutURL drops the *url.Error layer net/http puts around its errors.

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -107,22 +108,25 @@ func TestSanitize(t *testing.T) {
 }
 
 func TestErrorHelpers(t *testing.T) {
-	e := &Error{Adapter: "hubspot", Op: "upsert", Status: 429, Reason: "RATE_LIMITS: slow", Retryable: true, RetryAfter: 5 * time.Second}
+	e := &Error{Adapter: "hubspot", Op: "upsert", Reason: "RATE_LIMITS: slow",
+		Retry: httpx.Retry{Status: 429, CanRetry: true, Delay: 5 * time.Second}}
 	wrapped := fmt.Errorf("activity: %w", e)
-	assert.True(t, IsRetryable(wrapped))
-	d, ok := RetryAfter(wrapped)
-	assert.True(t, ok)
+	assert.True(t, httpx.IsRetryable(wrapped))
+	_, d := httpx.RetryOf(wrapped)
 	assert.Equal(t, 5*time.Second, d)
 	assert.ErrorIs(t, wrapped, ErrRateLimited)
 	assert.Equal(t, "crm hubspot upsert: HTTP 429 RATE_LIMITS: slow (retryable after 5s)", e.Error())
 
-	assert.False(t, IsRetryable(errors.New("x")))
-	assert.False(t, IsRetryable(nil))
-	_, ok = RetryAfter(&Error{Status: 400, RetryAfter: time.Second})
-	assert.False(t, ok, "a permanent error carries no delay")
-	assert.NotErrorIs(t, &Error{Status: 503}, ErrRateLimited)
+	assert.False(t, httpx.IsRetryable(errors.New("x")))
+	assert.False(t, httpx.IsRetryable(nil))
+	_, d = httpx.RetryOf(&Error{Retry: httpx.Retry{Status: 400, Delay: time.Second}})
+	assert.Zero(t, d, "a permanent error carries no delay")
+	assert.NotErrorIs(t, &Error{Retry: httpx.Retry{Status: 503}}, ErrRateLimited)
 	assert.Equal(t, "crm webhook delete: HTTP 404 Not Found (not retryable)",
 		classify("webhook", "delete", 404, http.Header{}, "", time.Now()).Error())
+	assert.Equal(t, "service-webhook notify: HTTP 503 Service Unavailable (retryable)",
+		classify("service-webhook", "notify", 503, http.Header{}, "", time.Now()).Error(),
+		"a PostSigned caller's error is its own, not the CRM's")
 }
 
 func TestPrintingAndLoggingHideSecretsAndPII(t *testing.T) {
@@ -182,7 +186,7 @@ func TestTransportErrorsNameNoContact(t *testing.T) {
 			}
 			for _, err := range errs {
 				require.Error(t, err)
-				assert.True(t, IsRetryable(err))
+				assert.True(t, httpx.IsRetryable(err))
 				text := fmt.Sprintf("%v %+v", err, err)
 				for _, v := range []string{testUserID, testEmail, testNick, testPhone, hsToken, string(whSecret), "url-secret-token"} {
 					assert.NotContains(t, text, v)

@@ -12,6 +12,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 // HubSpot defaults.
@@ -156,8 +158,8 @@ func (h *HubSpot) upsert(ctx context.Context, op, key, externalID string, props 
 		if len(res.Errors) > 0 {
 			he = res.Errors[0]
 		}
-		e := &Error{Adapter: "hubspot", Op: op, Status: http.StatusMultiStatus,
-			Reason: he.reason(pii), Retryable: he.Category == "RATE_LIMITS"}
+		e := &Error{Adapter: adapterHubSpot, Op: op, Reason: he.reason(pii),
+			Retry: httpx.Retry{Status: http.StatusMultiStatus, CanRetry: he.Category == "RATE_LIMITS"}}
 		if e.Reason == "" {
 			e.Reason = "batch reported an error for the contact"
 		}
@@ -202,11 +204,11 @@ func (h *HubSpot) DeleteFields(ctx context.Context, idempotencyKey, externalID s
 func (h *HubSpot) check(op, key, externalID string) error {
 	switch {
 	case h.Token == "":
-		return invalid("hubspot", op, "no token configured")
+		return invalid(adapterHubSpot, op, "no token configured")
 	case key == "":
-		return invalid("hubspot", op, "empty idempotency key")
+		return invalid(adapterHubSpot, op, "empty idempotency key")
 	case externalID == "":
-		return invalid("hubspot", op, "empty external id")
+		return invalid(adapterHubSpot, op, "empty external id")
 	}
 	return nil
 }
@@ -217,7 +219,7 @@ func (h *HubSpot) check(op, key, externalID string) error {
 func (h *HubSpot) call(ctx context.Context, op, method, path string, q url.Values, payload any, notFoundOK bool, pii []string) ([]byte, error) {
 	buf, err := json.Marshal(payload)
 	if err != nil {
-		return nil, invalid("hubspot", op, "cannot encode request")
+		return nil, invalid(adapterHubSpot, op, "cannot encode request")
 	}
 	u := strings.TrimRight(or(h.BaseURL, DefaultHubSpotBaseURL), "/") + path
 	if q != nil {
@@ -228,24 +230,25 @@ func (h *HubSpot) call(ctx context.Context, op, method, path string, q url.Value
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(buf))
 	if err != nil {
 		// Without the parse error's URL: its path can name the contact.
-		return nil, &Error{Adapter: "hubspot", Op: op, Reason: "invalid base URL", Err: scrub(withoutURL(err), append(pii, h.Token))}
+		return nil, &Error{Adapter: adapterHubSpot, Op: op, Reason: "invalid base URL", Err: scrub(withoutURL(err), append(pii, h.Token))}
 	}
 	req.Header.Set("Authorization", "Bearer "+h.Token)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	resp, err := httpClient(h.HTTP).Do(req)
 	if err != nil {
-		return nil, transportError("hubspot", op, err, append(pii, h.Token)...)
+		return nil, transportError(adapterHubSpot, op, err, append(pii, h.Token)...)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		e := transportError("hubspot", op, err, append(pii, h.Token)...)
+		e := transportError(adapterHubSpot, op, err, append(pii, h.Token)...)
 		e.Status = resp.StatusCode
 		return nil, e
 	}
 	if redirectedAway(resp, method) {
-		return nil, &Error{Adapter: "hubspot", Op: op, Status: resp.StatusCode, Reason: "API redirected the " + method + " to a " + resp.Request.Method + "; check the base URL"}
+		return nil, &Error{Adapter: adapterHubSpot, Op: op, Retry: httpx.Retry{Status: resp.StatusCode},
+			Reason: "API redirected the " + method + " to a " + resp.Request.Method + "; check the base URL"}
 	}
 	switch {
 	case resp.StatusCode >= 200 && resp.StatusCode < 300:
@@ -255,9 +258,9 @@ func (h *HubSpot) call(ctx context.Context, op, method, path string, q url.Value
 	}
 	var he hubspotError
 	_ = json.Unmarshal(body, &he)
-	e := classify("hubspot", op, resp.StatusCode, resp.Header, he.reason(append(pii, h.Token)), time.Now())
-	if e.Status == http.StatusLocked && e.RetryAfter == 0 {
-		e.RetryAfter = hubspotLockedDelay
+	e := classify(adapterHubSpot, op, resp.StatusCode, resp.Header, he.reason(append(pii, h.Token)), time.Now())
+	if e.Status == http.StatusLocked && e.Delay == 0 {
+		e.Delay = hubspotLockedDelay
 	}
 	return nil, e
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -389,10 +390,10 @@ func TestHubSpotClassification(t *testing.T) {
 			assert.Equal(t, tc.status, e.Status)
 			assert.Equal(t, "hubspot", e.Adapter)
 			assert.Equal(t, "upsert", e.Op)
-			assert.Equal(t, tc.retryable, IsRetryable(err))
-			d, ok := RetryAfter(err)
+			assert.Equal(t, tc.retryable, httpx.IsRetryable(err))
+			_, d := httpx.RetryOf(err)
 			assert.InDelta(t, tc.delay, d, float64(tc.delayDelta))
-			assert.Equal(t, tc.delay > 0, ok)
+			assert.Equal(t, tc.delay > 0, d > 0)
 			assert.Equal(t, tc.rateLimit, errors.Is(err, ErrRateLimited))
 			if tc.category != "" {
 				assert.Contains(t, e.Reason, tc.category)
@@ -408,7 +409,7 @@ func TestHubSpotValidationErrorHasReasonWithoutPII(t *testing.T) {
 	bad := "jiwoo.kim@@example.co.kr"
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: bad, Nickname: testNick, Phone: testPhone})
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	s := err.Error()
 	assert.Contains(t, s, "HTTP 400")
 	assert.Contains(t, s, "VALIDATION_ERROR")
@@ -439,7 +440,7 @@ func TestHubSpotTokenNeverInErrors(t *testing.T) {
 	h.Token = "pat-na1-wrong-token-value"
 	err := h.Delete(ctx, "k", "1") // stub echoes the Authorization header
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Contains(t, err.Error(), "INVALID_AUTHENTICATION")
 	assert.NotContains(t, err.Error(), "pat-na1-wrong-token-value")
 }
@@ -452,7 +453,7 @@ func TestHubSpotBatchErrorsInOKAnswer(t *testing.T) {
 	})
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: testEmail})
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Contains(t, err.Error(), "VALIDATION_ERROR")
 	assert.NotContains(t, err.Error(), testEmail)
 
@@ -460,7 +461,7 @@ func TestHubSpotBatchErrorsInOKAnswer(t *testing.T) {
 		w.WriteHeader(207)
 		_, _ = io.WriteString(w, `{"numErrors":1,"errors":[{"category":"RATE_LIMITS","message":"slow down"}]}`)
 	})
-	assert.True(t, IsRetryable(h.SetMarketing(ctx, "k", "1", true)))
+	assert.True(t, httpx.IsRetryable(h.SetMarketing(ctx, "k", "1", true)))
 }
 
 func TestHubSpotTimeoutIsRetryableAndQuick(t *testing.T) {
@@ -478,7 +479,7 @@ func TestHubSpotTimeoutIsRetryableAndQuick(t *testing.T) {
 	err := h.Upsert(ctx, "k", Contact{ExternalID: "1", Email: testEmail})
 	assert.Less(t, time.Since(start), time.Second)
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, httpx.IsRetryable(err))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotContains(t, err.Error(), testEmail)
 }
@@ -494,7 +495,7 @@ func TestHubSpotRefusesBadCallsLocally(t *testing.T) {
 		"no token":       noToken.Delete(ctx, "k", "1"),
 	} {
 		require.Error(t, err, name)
-		assert.False(t, IsRetryable(err), name)
+		assert.False(t, httpx.IsRetryable(err), name)
 	}
 	assert.Empty(t, s.requests())
 }

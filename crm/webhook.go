@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 // Document types sent by Webhook.
@@ -117,22 +119,18 @@ func (w *Webhook) DeleteFields(ctx context.Context, idempotencyKey, externalID s
 }
 
 func (w *Webhook) send(ctx context.Context, op, typ, key string, dc DocumentContact, pii []string) error {
-	switch {
-	case w.URL == "":
-		return invalid("webhook", op, "no URL configured")
-	case len(w.Secret) == 0:
-		return invalid("webhook", op, "no signing secret configured")
-	case key == "":
-		return invalid("webhook", op, "empty idempotency key")
-	case dc.ExternalID == "":
-		return invalid("webhook", op, "empty external id")
+	if e := w.refuse(adapterWebhook, op, key); e != nil {
+		return e
+	}
+	if dc.ExternalID == "" {
+		return invalid(adapterWebhook, op, "empty external id")
 	}
 	t := w.now()
 	body, err := json.Marshal(Document{Type: typ, IdempotencyKey: key, OccurredAt: t.UTC(), Contact: dc})
 	if err != nil {
-		return invalid("webhook", op, "cannot encode document")
+		return invalid(adapterWebhook, op, "cannot encode document")
 	}
-	return w.post(ctx, "webhook", op, key, body, t, append(pii, dc.ExternalID))
+	return w.post(ctx, adapterWebhook, op, key, body, t, append(pii, dc.ExternalID))
 }
 
 func (w *Webhook) now() time.Time {
@@ -149,6 +147,15 @@ func (w *Webhook) now() time.Time {
 // (its clock is also the signature's timestamp); pii lists values no error
 // text may quote. adapter names the caller in errors.
 func (w *Webhook) PostSigned(ctx context.Context, adapter, op, key string, body []byte, sentAt time.Time, pii []string) error {
+	if e := w.refuse(adapter, op, key); e != nil {
+		return e
+	}
+	return w.post(ctx, adapter, op, key, body, sentAt, pii)
+}
+
+// refuse is the error for a call that cannot be sent: no URL, no secret or
+// no idempotency key; nil when it can.
+func (w *Webhook) refuse(adapter, op, key string) error {
 	switch {
 	case w.URL == "":
 		return invalid(adapter, op, "no URL configured")
@@ -157,7 +164,7 @@ func (w *Webhook) PostSigned(ctx context.Context, adapter, op, key string, body 
 	case key == "":
 		return invalid(adapter, op, "empty idempotency key")
 	}
-	return w.post(ctx, adapter, op, key, body, sentAt, pii)
+	return nil
 }
 
 // Clock is the time a document about to be sent should carry (Now, or
@@ -200,7 +207,8 @@ func (w *Webhook) post(ctx context.Context, adapter, op, key string, body []byte
 		return e
 	}
 	if redirectedAway(resp, http.MethodPost) {
-		return &Error{Adapter: adapter, Op: op, Status: resp.StatusCode, Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
+		return &Error{Adapter: adapter, Op: op, Retry: httpx.Retry{Status: resp.StatusCode},
+			Reason: "endpoint redirected the POST to a " + resp.Request.Method + "; configure the final URL"}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 || resp.StatusCode == http.StatusConflict {
 		return nil

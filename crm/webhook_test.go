@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -134,7 +135,7 @@ func TestWebhookIdempotencyKeyStableAcrossRetries(t *testing.T) {
 	rc.answer(func(w http.ResponseWriter) { w.WriteHeader(http.StatusServiceUnavailable) })
 
 	err := wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)
-	require.True(t, IsRetryable(err))
+	require.True(t, httpx.IsRetryable(err))
 	require.NoError(t, wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)) // retry delivered
 	require.NoError(t, wh.SetMarketing(ctx, "evt-9:crm-marketing", "5", true)) // duplicate: receiver says 409
 
@@ -199,10 +200,10 @@ func TestWebhookClassification(t *testing.T) {
 			assert.Equal(t, "webhook", e.Adapter)
 			assert.Equal(t, "delete", e.Op)
 			assert.Equal(t, tc.status, e.Status)
-			assert.Equal(t, tc.retryable, IsRetryable(err))
-			d, ok := RetryAfter(err)
+			assert.Equal(t, tc.retryable, httpx.IsRetryable(err))
+			_, d := httpx.RetryOf(err)
 			assert.InDelta(t, tc.delay, d, float64(tc.delta))
-			assert.Equal(t, tc.delay > 0, ok)
+			assert.Equal(t, tc.delay > 0, d > 0)
 			assert.Equal(t, tc.rateLimited, errors.Is(err, ErrRateLimited))
 			assert.Contains(t, e.Reason, tc.reasonHas)
 			assert.NotContains(t, err.Error(), testEmail)
@@ -242,7 +243,7 @@ func TestWebhookTimeoutIsRetryableAndQuick(t *testing.T) {
 	err := wh.Delete(ctx, "k", "1")
 	assert.Less(t, time.Since(start), time.Second)
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, httpx.IsRetryable(err))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotContains(t, err.Error(), "url-secret-token", "transport errors do not repeat the URL")
 }
@@ -253,7 +254,7 @@ func TestWebhookConnectionRefusedIsRetryable(t *testing.T) {
 	srv.Close()
 	err := (&Webhook{URL: u, Secret: whSecret}).Delete(ctx, "k", "1")
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, httpx.IsRetryable(err))
 }
 
 func TestWebhookCallerCancelIsNotRetryable(t *testing.T) {
@@ -262,7 +263,7 @@ func TestWebhookCallerCancelIsNotRetryable(t *testing.T) {
 	cancel()
 	err := wh.Delete(cctx, "k", "1")
 	require.ErrorIs(t, err, context.Canceled)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	reqs, _, _ := rc.snapshot()
 	assert.Empty(t, reqs)
 }
@@ -278,7 +279,7 @@ func TestWebhookRefusesBadCallsLocally(t *testing.T) {
 		"id, fields": wh.DeleteFields(ctx, "k", "", []string{"email"}),
 	} {
 		require.Error(t, err, name)
-		assert.False(t, IsRetryable(err), name)
+		assert.False(t, httpx.IsRetryable(err), name)
 	}
 	reqs, _, _ := rc.snapshot()
 	assert.Empty(t, reqs)
@@ -294,7 +295,7 @@ func TestWebhookRedirectToGetIsNotSuccess(t *testing.T) {
 	defer srv.Close()
 	err := (&Webhook{URL: srv.URL + "/old", Secret: whSecret}).Delete(ctx, "k", "1")
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Contains(t, err.Error(), "redirected")
 }
 

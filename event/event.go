@@ -5,8 +5,6 @@
 package event
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"time"
 )
@@ -36,13 +34,6 @@ type Subject struct {
 	Issuer string `json:"issuer"`
 	UserID string `json:"user_id"`
 	Format string `json:"format,omitempty"`
-}
-
-// Hash is a stable, non-reversible handle for the subject, for places that must
-// not carry the user id in clear (audit rows, search attributes, logs).
-func (s Subject) Hash() string {
-	sum := sha256.Sum256([]byte(s.Issuer + "\x00" + s.UserID))
-	return hex.EncodeToString(sum[:16])
 }
 
 // Event is one event of an envelope. A SET may carry several; the other

@@ -106,9 +106,9 @@ func TestHTTPLookup(t *testing.T) {
 		q := r.URL.Query()
 		switch {
 		case q.Get("kakao_user_id") == "1" && q.Get("issuer") == "iss" && q.Get("tenant") == "t1":
-			w.Write([]byte(`{"account_ids":["b","a"]}`))
+			_, _ = w.Write([]byte(`{"account_ids":["b","a"]}`))
 		case q.Get("account_id") == "a":
-			w.Write([]byte(`{"kakao_users":[{"issuer":"iss","user_id":"1"}]}`))
+			_, _ = w.Write([]byte(`{"kakao_users":[{"issuer":"iss","user_id":"1"}]}`))
 		default:
 			w.WriteHeader(http.StatusNotFound)
 		}

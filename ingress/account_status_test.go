@@ -566,10 +566,10 @@ func asHostileCases() []asCase {
 		// events and subjects.
 		{name: "missing events", body: noClaim("events"), code: req},
 		{name: "events an array", body: claim("events", []any{map[string]any{"note": asMarker}}), code: req},
-		{name: "events a string", body: claim("events", simulator.PrefixOAuth+"user-linked"), code: req},
+		{name: "events a string", body: claim("events", secevent.PrefixOAuth+"user-linked"), code: req},
 		{name: "events null", body: claim("events", nil), code: req},
 		{name: "events empty", body: claim("events", map[string]any{}), code: req},
-		{name: "event value not an object", body: claim("events", map[string]any{simulator.PrefixOAuth + "user-linked": asMarker}), code: req},
+		{name: "event value not an object", body: claim("events", map[string]any{secevent.PrefixOAuth + "user-linked": asMarker}), code: req},
 		{name: "top-level sub disagrees with the event subject", body: claim("sub", "999"+asMarker), code: req},
 	}
 }
@@ -654,7 +654,7 @@ func TestAccountStatusAcceptsOnceAndDeduplicates(t *testing.T) {
 	assert.Equal(t, token, string(entry.Raw), "the raw token is stored as received")
 	assert.Equal(t, inbox.StatusPending, entry.Status)
 	require.Len(t, entry.Envelope.Events, 1)
-	assert.Equal(t, simulator.PrefixOAuth+"user-linked", entry.Envelope.Events[0].Type)
+	assert.Equal(t, secevent.PrefixOAuth+"user-linked", entry.Envelope.Events[0].Type)
 	assert.Equal(t, "701541", entry.Envelope.Subject.UserID)
 	assert.Equal(t, asIssuer, entry.Envelope.Subject.Issuer)
 

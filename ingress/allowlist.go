@@ -16,7 +16,8 @@ import (
 	"github.com/setflow/setflow/secevent"
 )
 
-// IPSource fetches a list of allowed sender networks (KakaoIPs).
+// IPSource fetches a list of allowed sender networks: kakaoapi.InboundIPs
+// in production.
 type IPSource interface {
 	Fetch(ctx context.Context) ([]netip.Prefix, error)
 }
@@ -194,25 +195,4 @@ func (a *IPAllowlist) Wrap(h http.Handler) http.Handler {
 		a.log().Info("request from outside the ip allowlist", "path", r.URL.Path, "client", client, "remote", r.RemoteAddr)
 		writeError(w, http.StatusForbidden, secevent.CodeAccessDenied, "the sender's address is not allowed")
 	})
-}
-
-// parsePrefix reads a CIDR, or a bare address standing for itself.
-func parsePrefix(s string) (netip.Prefix, bool) {
-	s = strings.TrimSpace(s)
-	if strings.Contains(s, "/") {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			return netip.Prefix{}, false
-		}
-		if p.Addr().Is4In6() && p.Bits() >= 96 {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		return p.Masked(), true
-	}
-	addr, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, false
-	}
-	addr = addr.Unmap()
-	return netip.PrefixFrom(addr, addr.BitLen()), true
 }

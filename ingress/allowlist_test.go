@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/kakaoapi"
 )
 
 func cidrs(t *testing.T, s ...string) []netip.Prefix {
@@ -139,7 +140,7 @@ func TestAllowlistRefreshFromKakao(t *testing.T) {
 	api.set(http.StatusOK, ipList1)
 	stand := httptest.NewServer(api)
 	t.Cleanup(stand.Close)
-	al := &ingress.IPAllowlist{Source: &ingress.KakaoIPs{BaseURL: stand.URL, Key: adminKey}}
+	al := &ingress.IPAllowlist{Source: &kakaoapi.InboundIPs{BaseURL: stand.URL, Key: adminKey}}
 	e := newWebhookEnv(t, func(s *ingress.Server) { s.Allowlist = al })
 	ctx := context.Background()
 
@@ -175,7 +176,7 @@ func TestAllowlistRefreshFromKakao(t *testing.T) {
 		}
 		expectOK(t, e.do(http.MethodGet, unlinkQuery, "", "", kakaoAuth(adminKey)), "previous list kept")
 	}
-	wrongKey := &ingress.IPAllowlist{Source: &ingress.KakaoIPs{BaseURL: stand.URL, Key: "wrong-key-4"}}
+	wrongKey := &ingress.IPAllowlist{Source: &kakaoapi.InboundIPs{BaseURL: stand.URL, Key: "wrong-key-4"}}
 	if err := wrongKey.Refresh(ctx); err == nil {
 		t.Fatal("refresh with a wrong key succeeded")
 	}
@@ -199,7 +200,7 @@ func TestAllowlistRunKeepsRefreshing(t *testing.T) {
 	api.set(http.StatusOK, ipList1)
 	stand := httptest.NewServer(api)
 	t.Cleanup(stand.Close)
-	al := &ingress.IPAllowlist{Source: &ingress.KakaoIPs{BaseURL: stand.URL, Key: adminKey},
+	al := &ingress.IPAllowlist{Source: &kakaoapi.InboundIPs{BaseURL: stand.URL, Key: adminKey},
 		Log: slog.New(slog.DiscardHandler)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -222,36 +223,6 @@ func TestAllowlistRunKeepsRefreshing(t *testing.T) {
 	}
 	if !al.Allowed(netip.MustParseAddr("127.0.0.1")) {
 		t.Fatal("a failed refresh emptied the list")
-	}
-}
-
-// The documented whResponse shape variants all yield the callback addresses.
-func TestParseKakaoIPsShapes(t *testing.T) {
-	for _, c := range []struct {
-		name, body string
-		want       []string
-	}{
-		{"type and ips", `{"inbound":[{"type":"callback","ips":["1.2.3.4","5.6.7.0/24"]},{"type":"scrap","ips":["9.9.9.9"]}]}`, []string{"1.2.3.4/32", "5.6.7.0/24"}},
-		{"keyed by type", `{"inbound":{"callback":["1.2.3.4"],"scrap":["9.9.9.9"]}}`, []string{"1.2.3.4/32"}},
-		{"entry keyed by type", `{"inbound":[{"callback":[{"ip":"1.2.3.4"}]},{"scrap":["9.9.9.9"]}]}`, []string{"1.2.3.4/32"}},
-		{"comma string, other member names", `{"inbound":[{"name":"Callback","addresses":"1.2.3.4, 2001:db8::/32","note":"webhooks"}]}`, []string{"1.2.3.4/32", "2001:db8::/32"}},
-	} {
-		got, err := ingress.ParseKakaoIPs([]byte(c.body))
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		var s []string
-		for _, p := range got {
-			s = append(s, p.String())
-		}
-		if len(s) != len(c.want) {
-			t.Fatalf("%s: got %v, want %v", c.name, s, c.want)
-		}
-		for i := range s {
-			if s[i] != c.want[i] {
-				t.Fatalf("%s: got %v, want %v", c.name, s, c.want)
-			}
-		}
 	}
 }
 

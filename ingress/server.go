@@ -85,7 +85,7 @@ func (s *Server) maxBody() int64 {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	webhook := func(path string, h http.HandlerFunc) {
-		var handler http.Handler = metrics.Instrument(path, withDeadline(s.deadline(), h))
+		handler := metrics.Instrument(path, withDeadline(s.deadline(), h))
 		if s.Allowlist != nil {
 			handler = s.Allowlist.Wrap(handler)
 		}

@@ -139,7 +139,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	wrk.kill()
 	logf("worker killed holding a done but unreported revocation, CRM write and email (accepted %d)", load.accepted.Load())
 	load.waitAccepted(t, 60)
-	wrk = startChaosWorker(t, tempo.hostPort, acts)
+	startChaosWorker(t, tempo.hostPort, acts)
 	logf("new worker started (accepted %d)", load.accepted.Load())
 
 	// (b) Relay.
@@ -149,7 +149,7 @@ func TestChaosKillAndRestart(t *testing.T) {
 	rel.kill()
 	logf("relay killed after signalling a stream, before marking the entry dispatched (accepted %d)", load.accepted.Load())
 	load.waitAccepted(t, 115)
-	rel = startChaosRelay(t, s, tempo.hostPort, nil)
+	startChaosRelay(t, s, tempo.hostPort, nil)
 	logf("new relay started (accepted %d)", load.accepted.Load())
 
 	// (c) Temporal. The ingress keeps accepting while it is down.
@@ -228,7 +228,7 @@ type chaosEvent struct {
 	user  string
 	key   string // the inbox dedupe key
 	token string // signed SET; empty for unlink
-	hook  ingress.Delivery
+	hook  simulator.Delivery
 }
 
 func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
@@ -256,7 +256,7 @@ func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
 			s.seedProfile(e.user, chaosEmail(e.user), "user "+e.user)
 		case 2:
 			e.kind = "user-unlinked"
-			e.hook = ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm, AdminKey: webhookAdminKey,
+			e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
 				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
 			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
 				now, chaosUnlinkWindow)

@@ -310,10 +310,10 @@ var setTypes = map[string]string{
 func (e modelEvent) send(t *testing.T, s *stack, hooks *webhooks) int {
 	switch e.kind {
 	case "unlink-hook":
-		return hooks.deliverNoFatal(t, ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+		return hooks.deliverNoFatal(t, simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 			Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}})
 	case "channel-added", "channel-blocked":
-		return hooks.deliverNoFatal(t, ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: e.res,
+		return hooks.deliverNoFatal(t, simulator.Delivery{Path: ingress.PathTalkChannel, ResourceID: e.res,
 			Fields: map[string]any{"event": strings.TrimPrefix(e.kind, "channel-"), "id": e.user, "id_type": "app_user_id",
 				"channel_public_id": "_ZeUTxl", "channel_uuid": "@setflow", "updated_at": e.at.UTC().Format(time.RFC3339)}})
 	}
@@ -613,7 +613,7 @@ func newHTTPServer(t *testing.T, h http.Handler) string {
 
 // deliverNoFatal is deliver for senders on other goroutines: it reports
 // failures with t.Error.
-func (w *webhooks) deliverNoFatal(t *testing.T, d ingress.Delivery) int {
+func (w *webhooks) deliverNoFatal(t *testing.T, d simulator.Delivery) int {
 	if d.AdminKey == "" {
 		d.AdminKey = webhookAdminKey
 	}

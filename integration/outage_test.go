@@ -518,7 +518,8 @@ func buildSetflow(t *testing.T) string {
 func goBuildSetflow(ctx context.Context, root, out string, race bool) error {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		// The toolchain running this test, when go is not on PATH.
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go") //nolint:staticcheck // SA1019: the test runs where it was built
 	}
 	args := []string{"build", "-o", out}
 	if race {
@@ -1059,7 +1060,7 @@ func outageEvents(t *testing.T, s *stack, n int) []chaosEvent {
 			e.kind, e.key = set.EventType, ingress.SETKey(set.JTI)
 		case 2:
 			e.kind = "user-unlinked"
-			e.hook = ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm, AdminKey: webhookAdminKey,
+			e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
 				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
 			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
 				now, chaosUnlinkWindow)

@@ -148,7 +148,7 @@ events:
 	changed := s.deliverSET(simulator.SET{UserID: user, EventType: "user-profile-changed"})
 	// The unlink webhook is checked with Kakao before it is applied.
 	before := time.Now()
-	if st := hooks.deliver(ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+	if st := hooks.deliver(simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 		Fields: map[string]any{"app_id": webhookAppID, "user_id": user, "referrer_type": "UNLINK_FROM_APPS"}}); st != http.StatusOK {
 		t.Fatalf("unlink webhook: %d", st)
 	}
@@ -337,7 +337,7 @@ func (k profileFailsForGood) Profile(ctx context.Context, userID string) (*kakao
 	var e *kakaoapi.APIError
 	if errors.As(err, &e) {
 		c := *e
-		c.Retryable, c.RetryAfter = false, 0
+		c.CanRetry, c.Delay = false, 0
 		return p, &c
 	}
 	return p, err

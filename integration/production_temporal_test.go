@@ -155,7 +155,7 @@ func TestProductionShapedTemporal(t *testing.T) {
 	}
 	unlinkUser := "prod-user-unlink"
 	for range 2 {
-		d := ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm, AdminKey: webhookAdminKey,
+		d := simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
 			Fields: map[string]any{"app_id": webhookAppID, "user_id": unlinkUser, "referrer_type": "UNLINK_FROM_APPS"}}
 		if st := deliverTo(t, base, d); st != http.StatusOK {
 			t.Fatalf("unlink webhook: %d", st)
@@ -531,7 +531,7 @@ func scrape(t *testing.T, u string) string {
 }
 
 // deliverTo sends a webhook delivery to base and returns the status.
-func deliverTo(t *testing.T, base string, d ingress.Delivery) int {
+func deliverTo(t *testing.T, base string, d simulator.Delivery) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1025,7 +1025,7 @@ func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 
 	// The same unlink reported by the unlink webhook and by a SET.
 	s.insertSession("2102-old", "2102", now.Add(-time.Hour))
-	if st := w.deliver(ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+	if st := w.deliver(simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 		Fields: map[string]any{"app_id": webhookAppID, "user_id": "2102", "referrer_type": "UNLINK_FROM_APPS"}}); st != http.StatusOK {
 		t.Fatalf("unlink webhook: %d", st)
 	}
@@ -1118,7 +1118,7 @@ func TestReactionProfileAndCRMFamily(t *testing.T) {
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
 	channel := func(resource, ev string, at time.Time) string {
 		t.Helper()
-		d := ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: resource,
+		d := simulator.Delivery{Path: ingress.PathTalkChannel, ResourceID: resource,
 			Fields: map[string]any{"event": ev, "id": "3001", "id_type": "app_user_id",
 				"channel_public_id": "_ZeUTxl", "channel_uuid": "@setflow", "updated_at": at.Format(time.RFC3339)}}
 		if st := w.deliver(d); st != http.StatusOK {

@@ -11,6 +11,7 @@ import (
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
 )
 
@@ -90,7 +91,7 @@ func TestUserLinkedKeepsSessionsAndMarksLinked(t *testing.T) {
 		t.Fatalf("profile %+v %v, want linked", p, err)
 	}
 	e := s.inboxStatus(ingress.SETKey(jti))
-	if e.Envelope.Events[0].Type != simulator.PrefixOAuth+"user-linked" || e.Envelope.Source != event.SourceSET {
+	if e.Envelope.Events[0].Type != secevent.PrefixOAuth+"user-linked" || e.Envelope.Source != event.SourceSET {
 		t.Fatalf("stored envelope %+v", e.Envelope)
 	}
 }

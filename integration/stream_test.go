@@ -61,7 +61,7 @@ func (s *streamStack) event(user, eventType string, at time.Time, fields map[str
 func (s *streamStack) unlinkHook(user string) string {
 	s.t.Helper()
 	before := time.Now()
-	if st := s.hooks.deliver(ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+	if st := s.hooks.deliver(simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 		Fields: map[string]any{"app_id": webhookAppID, "user_id": user, "referrer_type": "UNLINK_FROM_APPS"}}); st != http.StatusOK {
 		s.t.Fatalf("unlink webhook: %d", st)
 	}
@@ -77,7 +77,7 @@ func (s *streamStack) unlinkHook(user string) string {
 // channel delivers a Talk Channel event and waits for it.
 func (s *streamStack) channel(user, resource, ev string, at time.Time) string {
 	s.t.Helper()
-	d := ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: resource,
+	d := simulator.Delivery{Path: ingress.PathTalkChannel, ResourceID: resource,
 		Fields: map[string]any{"event": ev, "id": user, "id_type": "app_user_id",
 			"channel_public_id": "_ZeUTxl", "channel_uuid": "@setflow", "updated_at": at.UTC().Format(time.RFC3339)}}
 	if st := s.hooks.deliver(d); st != http.StatusOK {

@@ -49,7 +49,7 @@ func TestTestAccountsRunInShadow(t *testing.T) {
 	// in delivery order.
 	for _, id := range []string{tester, normal} {
 		s.waitReaction(keys[id][0])
-		unlink := ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+		unlink := simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 			Fields: map[string]any{"app_id": webhookAppID, "user_id": id, "referrer_type": "UNLINK_FROM_APPS"}}
 		if st := w.deliver(unlink); st != http.StatusOK {
 			t.Fatalf("unlink of %s: %d", id, st)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/talk"
 )
 
@@ -43,7 +44,7 @@ func (s *stack) withWebhooks() *webhooks {
 
 // deliver sends d as Kakao would and returns the status; the answer must come
 // within Kakao's 3 s.
-func (w *webhooks) deliver(d ingress.Delivery) int {
+func (w *webhooks) deliver(d simulator.Delivery) int {
 	w.t.Helper()
 	if d.AdminKey == "" {
 		d.AdminKey = webhookAdminKey
@@ -133,7 +134,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	s.insertSession("other", "999", now.Add(-time.Hour))
 
 	// While Temporal is down.
-	unlink := ingress.Delivery{Path: ingress.PathUnlink, Encoding: ingress.EncodingForm,
+	unlink := simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm,
 		Fields: map[string]any{"app_id": webhookAppID, "user_id": "701541", "referrer_type": "UNLINK_FROM_APPS"}}
 	if st := w.deliver(unlink); st != http.StatusOK {
 		t.Fatalf("unlink: %d", st)
@@ -145,14 +146,14 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	if !strings.HasPrefix(unlinkKey, "unlink:") || strings.Contains(unlinkKey, "701541") {
 		t.Fatalf("unlink key %q must be a derived hash", unlinkKey)
 	}
-	share := ingress.Delivery{Path: ingress.PathTalkShare, Encoding: ingress.EncodingQuery, ResourceID: "share-1",
+	share := simulator.Delivery{Path: ingress.PathTalkShare, Encoding: simulator.EncodingQuery, ResourceID: "share-1",
 		Fields: map[string]any{"CHAT_TYPE": "MultiChat", "HASH_CHAT_ID": "hc-1", "TEMPLATE_ID": 4321, "campaign": "spring"}}
 	if st := w.deliver(share); st != http.StatusOK {
 		t.Fatalf("talk share: %d", st)
 	}
 	// Recent enough that no event time is clamped (at most 7 days old).
 	t0 := time.Now().Add(-time.Hour).Truncate(time.Second).UTC()
-	added := ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: "ch-added",
+	added := simulator.Delivery{Path: ingress.PathTalkChannel, ResourceID: "ch-added",
 		Fields: map[string]any{"event": "added", "id": "701541", "id_type": "app_user_id",
 			"channel_public_id": "_ZeUTxl", "channel_uuid": "@setflow", "updated_at": t0.Add(5 * time.Minute).Format(time.RFC3339)}}
 	if st := w.deliver(added); st != http.StatusOK {
@@ -239,7 +240,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		t.Fatalf("after added: %+v", r)
 	}
 
-	olderBlocked := ingress.Delivery{Path: ingress.PathTalkChannel, ResourceID: "ch-old-blocked",
+	olderBlocked := simulator.Delivery{Path: ingress.PathTalkChannel, ResourceID: "ch-old-blocked",
 		Fields: map[string]any{"event": "blocked", "id": "701541", "id_type": "app_user_id",
 			"plus_friend_public_id": "_ZeUTxl", "plus_friend_uuid": "@setflow", "timestamp": t0.UnixMilli()}}
 	if st := w.deliver(olderBlocked); st != http.StatusOK {
@@ -289,11 +290,11 @@ func TestWebhooksEndToEnd(t *testing.T) {
 func TestWebhookRefusalsStoreNothing(t *testing.T) {
 	s := newStack(t)
 	w := s.withWebhooks()
-	bad := []ingress.Delivery{
-		{Path: ingress.PathUnlink, AdminKey: "it-wrong-key", Encoding: ingress.EncodingQuery,
+	bad := []simulator.Delivery{
+		{Path: ingress.PathUnlink, AdminKey: "it-wrong-key", Encoding: simulator.EncodingQuery,
 			Fields: map[string]any{"app_id": webhookAppID, "user_id": "1"}},
-		{Path: ingress.PathUnlink, Encoding: ingress.EncodingJSON, Fields: map[string]any{"app_id": "other-app", "user_id": "1"}},
-		{Path: ingress.PathTalkShare, Encoding: ingress.EncodingQuery, Fields: map[string]any{"CHAT_TYPE": "MemoChat", "HASH_CHAT_ID": "h"}}, // no resource id
+		{Path: ingress.PathUnlink, Encoding: simulator.EncodingJSON, Fields: map[string]any{"app_id": "other-app", "user_id": "1"}},
+		{Path: ingress.PathTalkShare, Encoding: simulator.EncodingQuery, Fields: map[string]any{"CHAT_TYPE": "MemoChat", "HASH_CHAT_ID": "h"}}, // no resource id
 	}
 	want := []int{http.StatusUnauthorized, http.StatusUnauthorized, http.StatusBadRequest}
 	for i, d := range bad {

@@ -3,9 +3,10 @@
 // the app, unlink a user, and read a user's current profile.
 //
 // Every failure is an *APIError that says whether trying again can help
-// (Retryable) and how long the server asked to wait (RetryAfter), so a caller
-// such as a Temporal activity can turn it into a retryable or non-retryable
-// application error without knowing Kakao's error codes. A user who is no
+// (Retryable) and how long the server asked to wait (RetryAfter), an
+// httpx.RetryableError, so a caller such as a Temporal activity can turn it
+// into a retryable or non-retryable application error (httpx.RetryOf) without
+// knowing Kakao's error codes. A user who is no
 // longer linked to the app is reported so that errors.Is(err, ErrNotLinked)
 // holds: a logout or unlink reaction treats that as done.
 //
@@ -28,6 +29,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/setflow/setflow/internal/httpx"
 )
 
 const (
@@ -89,7 +92,7 @@ func (c *Client) targetCall(ctx context.Context, op, path, userID string) error 
 	// Kakao documents {"id": ...}; a body without it is still a success, but
 	// a different id means the call reached the wrong place or the wrong user.
 	if json.Unmarshal(body, &resp) == nil && resp.ID != nil && *resp.ID != id {
-		return &APIError{Op: op, Status: http.StatusOK, Msg: "response names a different user id"}
+		return &APIError{Op: op, Retry: httpx.Retry{Status: http.StatusOK}, Msg: "response names a different user id"}
 	}
 	return nil
 }
@@ -176,10 +179,10 @@ func (c *Client) Profile(ctx context.Context, userID string) (*Profile, error) {
 	}
 	// The decode error is not wrapped: its text can quote the body.
 	if err := json.Unmarshal(body, &me); err != nil {
-		return nil, &APIError{Op: op, Status: http.StatusOK, Msg: "response is not the documented JSON"}
+		return nil, &APIError{Op: op, Retry: httpx.Retry{Status: http.StatusOK}, Msg: "response is not the documented JSON"}
 	}
 	if me.ID != id {
-		return nil, &APIError{Op: op, Status: http.StatusOK, Msg: "response names a different or no user id"}
+		return nil, &APIError{Op: op, Retry: httpx.Retry{Status: http.StatusOK}, Msg: "response names a different or no user id"}
 	}
 	p := &Profile{
 		ID:            me.ID,
@@ -258,7 +261,7 @@ func (c *Client) do(ctx context.Context, op, method, path, userID string, query,
 	// 301/302/303 turn a POST into a bodiless GET: that answer is not about
 	// our request, and a 2xx must not count as success.
 	if resp.Request != nil && resp.Request.Method != method {
-		return nil, &APIError{Op: op, Status: resp.StatusCode, Msg: "redirected to a " + resp.Request.Method + "; check the base URL"}
+		return nil, &APIError{Op: op, Retry: httpx.Retry{Status: resp.StatusCode}, Msg: "redirected to a " + resp.Request.Method + "; check the base URL"}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return data, nil
@@ -276,11 +279,10 @@ func (c *Client) do(ctx context.Context, op, method, path, userID string, query,
 // the text names the user (a transport that repeats the URL) is masked.
 func transportError(op string, status int, err error, userID, adminKey string) *APIError {
 	return &APIError{
-		Op:        op,
-		Status:    status,
-		Msg:       "request failed",
-		Retryable: !errors.Is(err, context.Canceled),
-		Err:       scrub(redactURLError(err), userID, adminKey),
+		Op:    op,
+		Msg:   "request failed",
+		Retry: httpx.Retry{Status: status, CanRetry: !errors.Is(err, context.Canceled)},
+		Err:   scrub(redactURLError(err), userID, adminKey),
 	}
 }
 

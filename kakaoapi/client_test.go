@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/setflow/setflow/internal/httpx"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -112,7 +113,7 @@ func TestLogoutRejectsAnswerForAnotherUser(t *testing.T) {
 	})
 	err := c.Logout(context.Background(), "1234567890")
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 }
 
 func TestProfileRequestAndDecode(t *testing.T) {
@@ -162,7 +163,7 @@ func TestProfileRejectsWrongOrMissingID(t *testing.T) {
 		p, err := c.Profile(context.Background(), "1234567890")
 		require.Error(t, err, body)
 		assert.Nil(t, p)
-		assert.False(t, IsRetryable(err))
+		assert.False(t, httpx.IsRetryable(err))
 		assert.NotContains(t, err.Error(), testEmail)
 	}
 }
@@ -178,7 +179,7 @@ func TestNotLinkedIsDistinct(t *testing.T) {
 		"profile": func() error { _, err := c.Profile(ctx, "55"); return err }(),
 	} {
 		require.ErrorIs(t, err, ErrNotLinked, name)
-		assert.False(t, IsRetryable(err), name)
+		assert.False(t, httpx.IsRetryable(err), name)
 		var ae *APIError
 		require.ErrorAs(t, err, &ae)
 		assert.Equal(t, CodeNotLinked, ae.Code)
@@ -230,10 +231,9 @@ func TestClassification(t *testing.T) {
 			require.ErrorAs(t, err, &ae)
 			assert.Equal(t, tc.status, ae.Status)
 			assert.Equal(t, tc.code, ae.Code)
-			assert.Equal(t, tc.retryable, IsRetryable(err))
-			d, ok := RetryAfter(err)
+			assert.Equal(t, tc.retryable, httpx.IsRetryable(err))
+			_, d := httpx.RetryOf(err)
 			assert.Equal(t, tc.wantDelay, d)
-			assert.Equal(t, tc.wantDelay > 0, ok)
 			assert.NotEmpty(t, ae.Msg)
 			assert.Contains(t, err.Error(), fmt.Sprintf("HTTP %d", tc.status))
 		})
@@ -246,9 +246,9 @@ func TestRetryAfterHTTPDate(t *testing.T) {
 		writeJSON(w, 429, `{}`)
 	})
 	err := c.Unlink(context.Background(), "1")
-	require.True(t, IsRetryable(err))
-	d, ok := RetryAfter(err)
-	require.True(t, ok)
+	require.True(t, httpx.IsRetryable(err))
+	_, d := httpx.RetryOf(err)
+	require.Positive(t, d)
 	// HTTP-date has one-second resolution.
 	assert.InDelta(t, 30*time.Second, d, float64(2*time.Second))
 }
@@ -293,7 +293,7 @@ func TestTimeoutIsRetryableAndQuick(t *testing.T) {
 	elapsed := time.Since(start)
 	require.Error(t, err)
 	assert.Less(t, elapsed, time.Second)
-	assert.True(t, IsRetryable(err))
+	assert.True(t, httpx.IsRetryable(err))
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	assert.NotContains(t, err.Error(), testKey)
 }
@@ -324,7 +324,7 @@ func TestCallerCancelIsNotRetryable(t *testing.T) {
 	cancel()
 	err := c.Logout(ctx, "1")
 	require.ErrorIs(t, err, context.Canceled)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Zero(t, k.calls.Load())
 }
 
@@ -335,9 +335,9 @@ func TestConnectionRefusedIsRetryable(t *testing.T) {
 	c := &Client{BaseURL: base, AdminKey: testKey}
 	err := c.Unlink(context.Background(), "1")
 	require.Error(t, err)
-	assert.True(t, IsRetryable(err))
-	_, ok := RetryAfter(err)
-	assert.False(t, ok)
+	assert.True(t, httpx.IsRetryable(err))
+	_, d := httpx.RetryOf(err)
+	assert.Zero(t, d)
 }
 
 func TestLocalValidationMakesNoCall(t *testing.T) {
@@ -345,7 +345,7 @@ func TestLocalValidationMakesNoCall(t *testing.T) {
 	for _, id := range []string{"", "abc", "-5", "0", "01", "+1", " 1", testEmail, "99999999999999999999"} {
 		err := c.Logout(context.Background(), id)
 		require.Error(t, err, id)
-		assert.False(t, IsRetryable(err), id)
+		assert.False(t, httpx.IsRetryable(err), id)
 		if id != "" {
 			assert.NotContains(t, err.Error(), id, "the bad value is not echoed")
 		}
@@ -355,7 +355,7 @@ func TestLocalValidationMakesNoCall(t *testing.T) {
 	noKey := &Client{BaseURL: c.BaseURL, HTTP: c.HTTP}
 	err := noKey.Unlink(context.Background(), "1")
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Zero(t, k.calls.Load())
 }
 
@@ -385,7 +385,7 @@ func TestErrorsNeverCarrySecretsOrPII(t *testing.T) {
 	err := c.Logout(context.Background(), "1")
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), "another-secret-key-value")
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 }
 
 func TestPrintingAndLoggingHideSecretsAndPII(t *testing.T) {
@@ -467,7 +467,7 @@ func TestTransportErrorsNameNoUser(t *testing.T) {
 				t.Log(text)
 			}
 			if name != "malformed base" {
-				assert.True(t, IsRetryable(perr), "a transport failure stays retryable")
+				assert.True(t, httpx.IsRetryable(perr), "a transport failure stays retryable")
 				// The operator still sees where the call went.
 				assert.Contains(t, perr.Error(), "/v2/user/me")
 			}
@@ -491,20 +491,19 @@ func TestErrorMessageNamesNoUser(t *testing.T) {
 }
 
 func TestHelpersOnWrappedAndForeignErrors(t *testing.T) {
-	e := &APIError{Op: "logout", Status: 429, Retryable: true, RetryAfter: 3 * time.Second}
+	e := &APIError{Op: "logout", Retry: httpx.Retry{Status: 429, CanRetry: true, Delay: 3 * time.Second}}
 	wrapped := fmt.Errorf("activity: %w", e)
-	assert.True(t, IsRetryable(wrapped))
-	d, ok := RetryAfter(wrapped)
-	assert.True(t, ok)
+	assert.True(t, httpx.IsRetryable(wrapped))
+	_, d := httpx.RetryOf(wrapped)
 	assert.Equal(t, 3*time.Second, d)
 
-	assert.False(t, IsRetryable(errors.New("other")))
-	assert.False(t, IsRetryable(nil))
-	_, ok = RetryAfter(errors.New("other"))
-	assert.False(t, ok)
+	assert.False(t, httpx.IsRetryable(errors.New("other")))
+	assert.False(t, httpx.IsRetryable(nil))
+	_, d = httpx.RetryOf(errors.New("other"))
+	assert.Zero(t, d)
 	// A non-retryable error carries no delay even if one was recorded.
-	_, ok = RetryAfter(&APIError{RetryAfter: time.Second})
-	assert.False(t, ok)
+	_, d = httpx.RetryOf(&APIError{Retry: httpx.Retry{Delay: time.Second}})
+	assert.Zero(t, d)
 	assert.Contains(t, e.Error(), "retryable after 3s")
 }
 
@@ -518,6 +517,6 @@ func TestRedirectToGetIsNotSuccess(t *testing.T) {
 	defer srv.Close()
 	err := (&Client{BaseURL: srv.URL, AdminKey: testKey}).Logout(context.Background(), "1")
 	require.Error(t, err)
-	assert.False(t, IsRetryable(err))
+	assert.False(t, httpx.IsRetryable(err))
 	assert.Contains(t, err.Error(), "redirected")
 }

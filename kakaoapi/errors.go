@@ -47,15 +47,14 @@ var retryableCodes = map[int]bool{
 // APIError is every failure of this package: an error answer from Kakao
 // (Status ≥ 300), a transport failure (Err set, Status 0 or the status whose
 // body could not be read), or a request refused locally (Status 0, Err nil).
-// Its text never contains the admin key or profile data.
+// Its text never contains the admin key or profile data. Its retry half
+// (httpx.Retry) makes it an httpx.RetryableError.
 type APIError struct {
-	Op         string        // "logout", "unlink" or "profile"
-	Status     int           // HTTP status, 0 when no answer arrived
-	Code       int           // Kakao's error code, 0 when the body had none
-	Msg        string        // Kakao's message or ours, sanitized and shortened
-	Retryable  bool          // whether the same call may succeed later
-	RetryAfter time.Duration // delay the server asked for (Retry-After), 0 if none
-	Err        error         // underlying transport error, if any
+	Op   string // "logout", "unlink" or "profile"
+	Code int    // Kakao's error code, 0 when the body had none
+	Msg  string // Kakao's message or ours, sanitized and shortened
+	Err  error  // underlying transport error, if any
+	httpx.Retry
 }
 
 func (e *APIError) Error() string {
@@ -63,9 +62,7 @@ func (e *APIError) Error() string {
 	b.WriteString("kakaoapi ")
 	b.WriteString(e.Op)
 	b.WriteString(":")
-	if e.Status != 0 {
-		fmt.Fprintf(&b, " HTTP %d", e.Status)
-	}
+	e.WriteStatus(&b)
 	if e.Code != 0 {
 		fmt.Fprintf(&b, " code %d", e.Code)
 	}
@@ -73,11 +70,7 @@ func (e *APIError) Error() string {
 		b.WriteString(" ")
 		b.WriteString(e.Msg)
 	}
-	if e.Err != nil {
-		b.WriteString(": ")
-		b.WriteString(e.Err.Error())
-	}
-	httpx.RetrySuffix(&b, e.Retryable, e.RetryAfter)
+	e.WriteSuffix(&b, e.Err)
 	return b.String()
 }
 
@@ -88,24 +81,6 @@ func (e *APIError) Is(target error) bool {
 	return target == ErrNotLinked && e.Code == CodeNotLinked
 }
 
-// IsRetryable reports whether err is an *APIError that may succeed if the same
-// call is made again. Other errors (none come from this package) report false.
-func IsRetryable(err error) bool {
-	var e *APIError
-	return errors.As(err, &e) && e.Retryable
-}
-
-// RetryAfter returns the delay the server asked for before a retry; ok is
-// false when err is not retryable or the server named no positive delay, in
-// which case the caller's own backoff applies.
-func RetryAfter(err error) (d time.Duration, ok bool) {
-	var e *APIError
-	if errors.As(err, &e) && e.Retryable && e.RetryAfter > 0 {
-		return e.RetryAfter, true
-	}
-	return 0, false
-}
-
 // classify turns a non-2xx answer into an *APIError.
 //
 //	429, 408, 5xx                       retryable (Retry-After honoured)
@@ -113,7 +88,7 @@ func RetryAfter(err error) (d time.Duration, ok bool) {
 //	-101                                ErrNotLinked, not retryable
 //	anything else (400/401/403/404...)  not retryable
 func classify(op string, status int, h http.Header, body []byte, adminKey string, now time.Time) *APIError {
-	e := &APIError{Op: op, Status: status}
+	e := &APIError{Op: op, Retry: httpx.Retry{Status: status}}
 	var kb struct {
 		Code        *int   `json:"code"`
 		Msg         string `json:"msg"`
@@ -135,14 +110,14 @@ func classify(op string, status int, h http.Header, body []byte, adminKey string
 	}
 	switch {
 	case e.Code == CodeNotLinked:
-		e.Retryable = false
+		e.CanRetry = false
 	case status == http.StatusTooManyRequests, status == http.StatusRequestTimeout, status >= 500:
-		e.Retryable = true
+		e.CanRetry = true
 	case retryableCodes[e.Code]:
-		e.Retryable = true
+		e.CanRetry = true
 	}
-	if e.Retryable {
-		e.RetryAfter, _ = parseRetryAfter(h.Get("Retry-After"), now)
+	if e.CanRetry {
+		e.Delay, _ = parseRetryAfter(h.Get("Retry-After"), now)
 	}
 	return e
 }

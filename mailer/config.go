@@ -57,49 +57,73 @@ type Config struct {
 
 // Validate reports every problem in the configuration at once.
 func (c Config) Validate() error {
-	var errs []string
-	add := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	var p problems
+	c.checkServer(&p)
+	c.checkSender(&p)
+	if c.Timeout < 0 {
+		p.add("Timeout %s is negative (0 means %s)", c.Timeout, DefaultTimeout)
+	}
+	if len(p) > 0 {
+		return errors.New("mailer config: " + strings.Join(p, "; "))
+	}
+	return nil
+}
 
+// problems collects what Validate reports.
+type problems []string
+
+func (p *problems) add(format string, args ...any) { *p = append(*p, fmt.Sprintf(format, args...)) }
+
+// checkServer checks how to reach the SMTP server: host, port, TLS mode,
+// credentials, CA file.
+func (c Config) checkServer(p *problems) {
 	switch {
 	case strings.TrimSpace(c.Host) == "":
-		add("Host is required")
+		p.add("Host is required")
 	case strings.Contains(c.Host, "://"):
-		add("Host %q must be a host name, not a URL", c.Host)
+		p.add("Host %q must be a host name, not a URL", c.Host)
 	case hasPort(c.Host):
-		add("Host %q must not include a port; set Port", c.Host)
+		p.add("Host %q must not include a port; set Port", c.Host)
 	case strings.ContainsAny(c.Host, " \t\r\n/@"):
-		add("Host %q is not a valid host name", c.Host)
+		p.add("Host %q is not a valid host name", c.Host)
 	}
 	if c.Port < 0 || c.Port > 65535 {
-		add("Port %d is out of range 1–65535 (0 picks the default for the TLS mode)", c.Port)
+		p.add("Port %d is out of range 1–65535 (0 picks the default for the TLS mode)", c.Port)
 	}
 	switch c.TLS {
 	case "", TLSNone, TLSStartTLS, TLSStartTLSOpportunistic, TLSImplicit:
 	default:
-		add("TLS %q is not one of %q, %q, %q, %q", c.TLS, TLSNone, TLSStartTLS, TLSStartTLSOpportunistic, TLSImplicit)
+		p.add("TLS %q is not one of %q, %q, %q, %q", c.TLS, TLSNone, TLSStartTLS, TLSStartTLSOpportunistic, TLSImplicit)
 	}
 	if c.Password != "" && c.Username == "" {
-		add("Password is set but Username is empty")
+		p.add("Password is set but Username is empty")
 	}
 	if c.Username != "" && c.Password == "" {
-		add("Username is set but Password is empty")
+		p.add("Username is set but Password is empty")
 	}
 	if c.CAFile != "" {
 		if _, err := os.Stat(c.CAFile); err != nil {
-			add("CAFile: %v", err)
+			p.add("CAFile: %v", err)
 		}
 	}
+}
 
-	from, err := parseFrom(c.From)
-	if err != nil {
-		add("%v", err)
+// checkSender checks what the notices say about their sender: From, the
+// Message-ID domain and the service name shown to users.
+func (c Config) checkSender(p *problems) {
+	from, err := mail.ParseAddress(c.From)
+	switch {
+	case strings.TrimSpace(c.From) == "":
+		p.add(`From is required, e.g. "setflow <security@example.com>"`)
+	case err != nil:
+		p.add("From %q is not an address: %v", c.From, err)
 	}
 	if c.MessageIDDomain != "" {
 		if !validDomain(c.MessageIDDomain) {
-			add("MessageIDDomain %q is not a valid domain name", c.MessageIDDomain)
+			p.add("MessageIDDomain %q is not a valid domain name", c.MessageIDDomain)
 		}
 	} else if from != nil && !validDomain(domainOf(from.Address)) {
-		add("MessageIDDomain is empty and the From domain %q cannot be used; set MessageIDDomain", domainOf(from.Address))
+		p.add("MessageIDDomain is empty and the From domain %q cannot be used; set MessageIDDomain", domainOf(from.Address))
 	}
 	name := c.ServiceName
 	if name == "" && from != nil {
@@ -107,19 +131,12 @@ func (c Config) Validate() error {
 	}
 	switch {
 	case strings.TrimSpace(name) == "":
-		add("ServiceName is required (it is shown to users); set it or give From a display name")
+		p.add("ServiceName is required (it is shown to users); set it or give From a display name")
 	case strings.ContainsAny(name, "\r\n"):
-		add("ServiceName must be a single line")
+		p.add("ServiceName must be a single line")
 	case len([]rune(name)) > 64:
-		add("ServiceName is longer than 64 characters")
+		p.add("ServiceName is longer than 64 characters")
 	}
-	if c.Timeout < 0 {
-		add("Timeout %s is negative (0 means %s)", c.Timeout, DefaultTimeout)
-	}
-	if len(errs) > 0 {
-		return errors.New("mailer config: " + strings.Join(errs, "; "))
-	}
-	return nil
 }
 
 // withDefaults fills the zero values Validate accepts; call after Validate.
@@ -138,7 +155,7 @@ func (c Config) withDefaults() Config {
 			c.Port = 587
 		}
 	}
-	from, _ := parseFrom(c.From)
+	from, _ := mail.ParseAddress(c.From)
 	if c.MessageIDDomain == "" {
 		c.MessageIDDomain = domainOf(from.Address)
 	}
@@ -151,17 +168,6 @@ func (c Config) withDefaults() Config {
 		c.Timeout = DefaultTimeout
 	}
 	return c
-}
-
-func parseFrom(s string) (*mail.Address, error) {
-	if strings.TrimSpace(s) == "" {
-		return nil, errors.New(`From is required, e.g. "setflow <security@example.com>"`)
-	}
-	a, err := mail.ParseAddress(s)
-	if err != nil {
-		return nil, fmt.Errorf("From %q is not an address: %v", s, err)
-	}
-	return a, nil
 }
 
 func hasPort(host string) bool {

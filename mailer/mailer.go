@@ -29,7 +29,7 @@ func New(cfg Config) (*Mailer, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	from, _ := parseFrom(cfg.From) // Validate checked it
+	from, _ := mail.ParseAddress(cfg.From) // Validate checked it
 	m := &Mailer{cfg: cfg, from: from}
 	tc, err := buildTLSConfig(cfg)
 	if err != nil {

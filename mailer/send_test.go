@@ -128,9 +128,9 @@ func TestSendRetryKeepsMessageID(t *testing.T) {
 	if _, err := m.Send(context.Background(), n); err != nil {
 		t.Fatal(err)
 	}
-	msgs := mp.WaitMessages(t, 2, 10*time.Second)
+	mp.WaitMessages(t, 2, 10*time.Second)
 	time.Sleep(200 * time.Millisecond) // a late duplicate would show up by now
-	if msgs = mp.Messages(t); len(msgs) != 2 {
+	if msgs := mp.Messages(t); len(msgs) != 2 {
 		t.Fatalf("%d messages stored, want 2 (one per idempotency key)", len(msgs))
 	}
 }

@@ -15,7 +15,7 @@ func TestInstrumentCountsAnsweredStatus(t *testing.T) {
 			w.WriteHeader(http.StatusBadRequest)
 			return
 		}
-		w.Write([]byte("ok")) // implicit 200
+		_, _ = w.Write([]byte("ok")) // implicit 200
 	}))
 	before200 := testutil.ToFloat64(Deliveries.WithLabelValues("/t", "200"))
 	before400 := testutil.ToFloat64(Deliveries.WithLabelValues("/t", "400"))

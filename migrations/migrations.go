@@ -67,7 +67,6 @@ func Status(ctx context.Context, db *sql.DB) (current, latest int64, err error) 
 	if err != nil {
 		return 0, 0, err
 	}
-	current, latest, err = 0, 0, nil
 	if current, err = p.GetDBVersion(ctx); err != nil {
 		return 0, 0, err
 	}

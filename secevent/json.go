@@ -199,20 +199,28 @@ func (sc *jsonScanner) object(depth int, members map[string]json.RawMessage) err
 		if members != nil {
 			members[key] = json.RawMessage(sc.data[start:sc.pos])
 		}
-		sc.ws()
-		if sc.pos >= len(sc.data) {
-			return io.ErrUnexpectedEOF
-		}
-		switch sc.data[sc.pos] {
-		case ',':
-			sc.pos++
-		case '}':
-			sc.pos++
-			return nil
-		default:
-			return errSyntax
+		if done, err := sc.next('}'); done || err != nil {
+			return err
 		}
 	}
+}
+
+// next reads what follows a member or an element: ',' (more follow) or
+// closer (done).
+func (sc *jsonScanner) next(closer byte) (done bool, err error) {
+	sc.ws()
+	if sc.pos >= len(sc.data) {
+		return false, io.ErrUnexpectedEOF
+	}
+	switch sc.data[sc.pos] {
+	case ',':
+		sc.pos++
+		return false, nil
+	case closer:
+		sc.pos++
+		return true, nil
+	}
+	return false, errSyntax
 }
 
 func (sc *jsonScanner) array(depth int) error {
@@ -227,18 +235,8 @@ func (sc *jsonScanner) array(depth int) error {
 		if err := sc.value(depth, nil); err != nil {
 			return err
 		}
-		sc.ws()
-		if sc.pos >= len(sc.data) {
-			return io.ErrUnexpectedEOF
-		}
-		switch sc.data[sc.pos] {
-		case ',':
-			sc.pos++
-		case ']':
-			sc.pos++
-			return nil
-		default:
-			return errSyntax
+		if done, err := sc.next(']'); done || err != nil {
+			return err
 		}
 	}
 }

@@ -86,162 +86,189 @@ func parseSubject(raw json.RawMessage, defaultIssuer string, depth int) (Subject
 	if err != nil {
 		return Subject{}, subjErr("subject is not a well-formed JSON object")
 	}
-	s := Subject{Issuer: defaultIssuer, Raw: append(json.RawMessage(nil), raw...)}
-
-	format := ""
-	if v, ok := m["format"]; ok {
-		f, ok := rawString(v)
-		if !ok {
-			return Subject{}, subjErr("format is not a string")
-		}
-		format = f
-	} else if v, ok := m["subject_type"]; ok {
-		f, ok := rawString(v)
-		if !ok {
-			return Subject{}, subjErr("subject_type is not a string")
-		}
-		format = f
-	} else {
-		// No format: infer only the unambiguous shapes seen in the wild.
-		switch {
-		case has(m, "user") || has(m, "session") || has(m, "device") || has(m, "tenant"):
-			format = FormatComplex
-		case has(m, "sub"):
-			format = FormatIssSub
-		default:
-			return Subject{}, subjErr("subject has no format")
-		}
+	format, err := subjectFormat(m)
+	if err != nil {
+		return Subject{}, err
 	}
-	format = normalizeFormat(format)
-	s.Format = format
-
-	req := func(name string) (string, error) {
-		v, ok := m[name]
-		if !ok {
-			return "", subjErr("%s subject lacks %q", format, name)
-		}
-		str, ok := rawString(v)
-		if !ok {
-			return "", subjErr("%s subject member %q is not a string", format, name)
-		}
-		if strings.TrimSpace(str) == "" {
-			return "", subjErr("%s subject member %q is empty", format, name)
-		}
-		return str, nil
-	}
-
+	s := Subject{Format: format, Issuer: defaultIssuer, Raw: append(json.RawMessage(nil), raw...)}
+	members := subjectMembers{m: m, format: format}
 	switch format {
 	case FormatIssSub:
-		sub, err := req("sub")
-		if err != nil {
-			return Subject{}, err
-		}
-		if v, ok := m["iss"]; ok {
-			iss, ok := rawString(v)
-			if !ok {
-				return Subject{}, subjErr("iss_sub subject member \"iss\" is not a string")
-			}
-			if iss != "" {
-				s.Issuer = iss
-			}
-		}
-		s.UserID = sub
-	case FormatEmail:
-		e, err := req("email")
-		if err != nil {
-			return Subject{}, err
-		}
-		s.UserID = normalizeEmail(e)
-	case FormatPhoneNumber:
-		name := "phone_number"
-		if !has(m, name) && has(m, "phone") {
-			name = "phone"
-		}
-		p, err := req(name)
-		if err != nil {
-			return Subject{}, err
-		}
-		s.UserID = strings.TrimSpace(p)
-	case FormatOpaque:
-		id, err := req("id")
-		if err != nil {
-			return Subject{}, err
-		}
-		s.UserID = id
-	case FormatAccount:
-		u, err := req("uri")
-		if err != nil {
-			return Subject{}, err
-		}
-		if !strings.HasPrefix(strings.ToLower(u), "acct:") {
-			return Subject{}, subjErr("account subject uri is not an acct: URI")
-		}
-		s.UserID = u
-	case FormatURI:
-		u, err := req("uri")
-		if err != nil {
-			return Subject{}, err
-		}
-		s.UserID = u
-	case FormatDID:
-		u, err := req("url")
-		if err != nil {
-			return Subject{}, err
-		}
-		s.UserID = u
-	case FormatAliases:
+		s.Issuer, s.UserID, err = members.issSub(defaultIssuer)
+	case FormatAliases, FormatComplex:
 		if depth > 0 {
 			return Subject{}, subjErr("nested aliases or complex subject")
 		}
-		v, ok := m["identifiers"]
-		if !ok || kindOf(v) != kindArray {
-			return Subject{}, subjErr("aliases subject lacks an identifiers array")
+		var chosen Subject
+		if format == FormatAliases {
+			chosen, err = parseAliases(m, defaultIssuer, depth)
+		} else {
+			chosen, err = parseComplex(m, defaultIssuer, depth)
 		}
-		var ids []json.RawMessage
-		if err := json.Unmarshal(v, &ids); err != nil || len(ids) == 0 {
-			return Subject{}, subjErr("aliases subject has no identifiers")
-		}
-		parsed := make([]Subject, 0, len(ids))
-		for _, id := range ids {
-			p, err := parseSubject(id, defaultIssuer, depth+1)
-			if err != nil {
-				return Subject{}, err
-			}
-			parsed = append(parsed, p)
-		}
-		chosen := chooseAlias(parsed, defaultIssuer)
 		s.Format, s.Issuer, s.UserID = chosen.Format, chosen.Issuer, chosen.UserID
-	case FormatComplex:
-		if depth > 0 {
-			return Subject{}, subjErr("nested aliases or complex subject")
-		}
-		found := false
-		for _, name := range complexMembers {
-			v, ok := m[name]
-			if !ok {
-				continue
-			}
-			p, err := parseSubject(v, defaultIssuer, depth+1)
-			if err != nil {
-				return Subject{}, err
-			}
-			if !found {
-				// Members are validated, the first in preference order wins
-				// ("user" when present).
-				s.Format, s.Issuer, s.UserID = p.Format, p.Issuer, p.UserID
-				found = true
-			}
-		}
-		if !found {
-			return Subject{}, subjErr("complex subject has no known member")
-		}
 	default:
-		// Unknown format: accepted, identifier left empty, Raw kept.
+		s.UserID, err = members.identifier()
+	}
+	if err != nil {
+		return Subject{}, err
 	}
 	if s.Issuer == "" {
 		s.Issuer = defaultIssuer
 	}
 	return s, nil
+}
+
+// subjectFormat is the subject's normalized format: "format", else the
+// legacy "subject_type", else inferred from the only unambiguous shapes seen
+// in the wild (a complex subject's members, or a bare "sub").
+func subjectFormat(m map[string]json.RawMessage) (string, error) {
+	for _, name := range []string{"format", "subject_type"} {
+		v, ok := m[name]
+		if !ok {
+			continue
+		}
+		f, ok := rawString(v)
+		if !ok {
+			return "", subjErr("%s is not a string", name)
+		}
+		return normalizeFormat(f), nil
+	}
+	switch {
+	case has(m, "user") || has(m, "session") || has(m, "device") || has(m, "tenant"):
+		return FormatComplex, nil
+	case has(m, "sub"):
+		return FormatIssSub, nil
+	}
+	return "", subjErr("subject has no format")
+}
+
+// subjectMembers reads the members of one subject object of a known format.
+type subjectMembers struct {
+	m      map[string]json.RawMessage
+	format string
+}
+
+// require returns a member that must be a non-blank string.
+func (sm subjectMembers) require(name string) (string, error) {
+	v, ok := sm.m[name]
+	if !ok {
+		return "", subjErr("%s subject lacks %q", sm.format, name)
+	}
+	str, ok := rawString(v)
+	if !ok {
+		return "", subjErr("%s subject member %q is not a string", sm.format, name)
+	}
+	if strings.TrimSpace(str) == "" {
+		return "", subjErr("%s subject member %q is empty", sm.format, name)
+	}
+	return str, nil
+}
+
+// issSub reads an iss_sub subject: sub is required; iss, when a non-empty
+// string, replaces the default issuer.
+func (sm subjectMembers) issSub(defaultIssuer string) (issuer, sub string, err error) {
+	sub, err = sm.require("sub")
+	if err != nil {
+		return "", "", err
+	}
+	issuer = defaultIssuer
+	if v, ok := sm.m["iss"]; ok {
+		iss, ok := rawString(v)
+		if !ok {
+			return "", "", subjErr("iss_sub subject member \"iss\" is not a string")
+		}
+		if iss != "" {
+			issuer = iss
+		}
+	}
+	return issuer, sub, nil
+}
+
+// identifierFormats are the single-member formats: the member that holds the
+// identifier and how it is normalized (nil: kept as sent).
+var identifierFormats = map[string]struct {
+	member    string
+	normalize func(string) (string, error)
+}{
+	FormatEmail:       {"email", func(e string) (string, error) { return normalizeEmail(e), nil }},
+	FormatPhoneNumber: {"phone_number", func(p string) (string, error) { return strings.TrimSpace(p), nil }},
+	FormatOpaque:      {"id", nil},
+	FormatAccount:     {"uri", acctURI},
+	FormatURI:         {"uri", nil},
+	FormatDID:         {"url", nil},
+}
+
+// identifier reads the identifier of a single-member format. An unknown
+// format is accepted with an empty identifier (the set of formats is open;
+// Raw keeps the object).
+func (sm subjectMembers) identifier() (string, error) {
+	f, ok := identifierFormats[sm.format]
+	if !ok {
+		return "", nil
+	}
+	name := f.member
+	if sm.format == FormatPhoneNumber && !has(sm.m, name) && has(sm.m, "phone") {
+		name = "phone" // the legacy RISC member name
+	}
+	v, err := sm.require(name)
+	if err != nil || f.normalize == nil {
+		return v, err
+	}
+	return f.normalize(v)
+}
+
+// acctURI accepts an account subject's uri only as an acct: URI.
+func acctURI(u string) (string, error) {
+	if !strings.HasPrefix(strings.ToLower(u), "acct:") {
+		return "", subjErr("account subject uri is not an acct: URI")
+	}
+	return u, nil
+}
+
+// parseAliases parses every identifier of an aliases subject (each must be
+// valid) and returns the one chooseAlias prefers.
+func parseAliases(m map[string]json.RawMessage, defaultIssuer string, depth int) (Subject, error) {
+	v, ok := m["identifiers"]
+	if !ok || kindOf(v) != kindArray {
+		return Subject{}, subjErr("aliases subject lacks an identifiers array")
+	}
+	var ids []json.RawMessage
+	if err := json.Unmarshal(v, &ids); err != nil || len(ids) == 0 {
+		return Subject{}, subjErr("aliases subject has no identifiers")
+	}
+	parsed := make([]Subject, 0, len(ids))
+	for _, id := range ids {
+		p, err := parseSubject(id, defaultIssuer, depth+1)
+		if err != nil {
+			return Subject{}, err
+		}
+		parsed = append(parsed, p)
+	}
+	return chooseAlias(parsed, defaultIssuer), nil
+}
+
+// parseComplex parses every known member of an SSF complex subject (each
+// must be valid) and returns the first in preference order ("user" when
+// present).
+func parseComplex(m map[string]json.RawMessage, defaultIssuer string, depth int) (Subject, error) {
+	var chosen *Subject
+	for _, name := range complexMembers {
+		v, ok := m[name]
+		if !ok {
+			continue
+		}
+		p, err := parseSubject(v, defaultIssuer, depth+1)
+		if err != nil {
+			return Subject{}, err
+		}
+		if chosen == nil {
+			chosen = &p
+		}
+	}
+	if chosen == nil {
+		return Subject{}, subjErr("complex subject has no known member")
+	}
+	return *chosen, nil
 }
 
 // chooseAlias prefers an iss_sub identifier from the SET issuer, then any

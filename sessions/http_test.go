@@ -31,7 +31,7 @@ func TestHTTPCallbackSignsAndReportsCount(t *testing.T) {
 			return
 		}
 		keys = append(keys, r.Header.Get("Idempotency-Key"))
-		w.Write([]byte(`{"revoked": 3}`))
+		_, _ = w.Write([]byte(`{"revoked": 3}`))
 	}))
 	defer srv.Close()
 	h := &HTTPCallback{URL: srv.URL, Secret: secret}

@@ -25,7 +25,9 @@ func TestPostgresRevokeOnCustomSchema(t *testing.T) {
 		t.Fatalf("revoked %d %v, want 1", n, err)
 	}
 	var ended []string
-	db.Select(&ended, `SELECT sid FROM auth.logins WHERE ended IS NOT NULL`)
+	if err := db.Select(&ended, `SELECT sid FROM auth.logins WHERE ended IS NOT NULL`); err != nil {
+		t.Fatal(err)
+	}
 	if len(ended) != 1 || ended[0] != "a" {
 		t.Fatalf("ended %v, want [a]", ended)
 	}
@@ -93,7 +95,9 @@ func TestPostgresPurgeOnCustomSchema(t *testing.T) {
 		t.Fatalf("purged %d %v, want 1", n, err)
 	}
 	var left []string
-	db.Select(&left, `SELECT sid FROM auth.logins`)
+	if err := db.Select(&left, `SELECT sid FROM auth.logins`); err != nil {
+		t.Fatal(err)
+	}
 	if len(left) != 1 || left[0] != "b" {
 		t.Fatalf("left %v, want [b]", left)
 	}

@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+
+	"github.com/setflow/setflow/secevent"
 )
 
 // Key is a development RSA signing key.
@@ -124,24 +126,15 @@ func (k *Key) Sign(claims any) (string, error) {
 	return jws.CompactSerialize()
 }
 
-// Event type URI prefixes.
-const (
-	PrefixOAuth = "https://schemas.openid.net/secevent/oauth/event-type/"
-	PrefixRISC  = "https://schemas.openid.net/secevent/risc/event-type/"
-	PrefixCAEP  = "https://schemas.openid.net/secevent/caep/event-type/"
-	PrefixSSF   = "https://schemas.openid.net/secevent/ssf/event-type/"
-	PrefixKakao = "https://schemas.kakao.com/platevent/kakao/event-type/"
-)
-
 var names = map[string][]string{
-	PrefixOAuth: {"user-linked", "user-unlinked", "user-scope-consent", "user-scope-withdraw", "tokens-revoked", "token-issued", "token-revoked"},
-	PrefixRISC: {"account-disabled", "account-enabled", "account-purged", "account-credential-change-required",
+	secevent.PrefixOAuth: {"user-linked", "user-unlinked", "user-scope-consent", "user-scope-withdraw", "tokens-revoked", "token-issued", "token-revoked"},
+	secevent.PrefixRISC: {"account-disabled", "account-enabled", "account-purged", "account-credential-change-required",
 		"credential-compromise", "identifier-changed", "identifier-recycled", "sessions-revoked", "opt-in",
 		"opt-out-initiated", "opt-out-cancelled", "opt-out-effective", "recovery-activated", "recovery-information-changed"},
-	PrefixCAEP: {"credential-change", "assurance-level-change", "session-revoked", "token-claims-change",
+	secevent.PrefixCAEP: {"credential-change", "assurance-level-change", "session-revoked", "token-claims-change",
 		"device-compliance-change", "session-established", "session-presented", "risk-level-change"},
-	PrefixKakao: {"user-profile-changed"},
-	PrefixSSF:   {"verification", "stream-updated"},
+	secevent.PrefixKakao: {"user-profile-changed"},
+	secevent.PrefixSSF:   {"verification", "stream-updated"},
 }
 
 // EventTypeURI expands a short name ("account-disabled") to its full URI; a

@@ -20,6 +20,7 @@ import (
 	"github.com/setflow/setflow/codec"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/ingress"
+	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/metrics"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
@@ -295,7 +296,7 @@ func configureKakao(ctx context.Context, log *slog.Logger, srv *ingress.Server, 
 	}
 	al := &ingress.IPAllowlist{Static: static, Trusted: trusted, Log: log}
 	if k.IPAllowlistFromKakao {
-		al.Source = &ingress.KakaoIPs{BaseURL: k.APIURL, Key: k.AdminKeys[0]}
+		al.Source = &kakaoapi.InboundIPs{BaseURL: k.APIURL, Key: k.AdminKeys[0]}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		next := k.IPAllowlistRefresh
 		if err := al.Refresh(rctx); err != nil {
@@ -443,7 +444,7 @@ func runSend(ctx context.Context, args []string) error {
 	webhook := fs.String("webhook", "set", "webhook to call: set (a signed SET), unlink, talk-share or talk-channel")
 	appID := fs.String("app-id", devAppID, "app_id of an unlink webhook")
 	resourceID := fs.String("resource-id", "", "X-Kakao-Resource-ID of a Talk webhook (default: random); reuse one to see deduplication")
-	encoding := fs.String("encoding", ingress.EncodingJSON, "unlink and talk-share: query (GET), form or json (POST)")
+	encoding := fs.String("encoding", simulator.EncodingJSON, "unlink and talk-share: query (GET), form or json (POST)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow send [flags] <event-type>...\n       setflow send --webhook unlink|talk-share|talk-channel [flags]\n\nevent types: %s\n\nflags:\n", strings.Join(simulator.EventNames(), ", "))
 		fs.PrintDefaults()
@@ -503,7 +504,7 @@ func runSend(ctx context.Context, args []string) error {
 // Kakao does. The admin key comes from SETFLOW_SEND_ADMIN_KEY (default: the
 // dev key, config.Dev), never from a flag.
 func sendWebhook(ctx context.Context, kind, baseURL, adminKey, user, appID, resourceID, encoding string, extra fields, repeat int) error {
-	d := ingress.Delivery{Encoding: encoding, AdminKey: adminKey, ResourceID: resourceID}
+	d := simulator.Delivery{Encoding: encoding, AdminKey: adminKey, ResourceID: resourceID}
 	switch kind {
 	case "unlink":
 		d.Path = ingress.PathUnlink
@@ -512,7 +513,7 @@ func sendWebhook(ctx context.Context, kind, baseURL, adminKey, user, appID, reso
 		d.Path = ingress.PathTalkShare
 		d.Fields = map[string]any{"CHAT_TYPE": "MemoChat", "HASH_CHAT_ID": "dev-" + simulator.NewID()[:8]}
 	case "talk-channel":
-		d.Path, d.Encoding = ingress.PathTalkChannel, ingress.EncodingJSON
+		d.Path, d.Encoding = ingress.PathTalkChannel, simulator.EncodingJSON
 		d.Fields = map[string]any{"event": "added", "id": user, "id_type": "app_user_id",
 			"channel_public_id": "_setflowdev", "channel_uuid": "@setflow-dev", "updated_at": time.Now().UTC().Format(time.RFC3339)}
 	default:

@@ -19,8 +19,8 @@ import (
 
 	"github.com/setflow/setflow/codec"
 	"github.com/setflow/setflow/config"
-	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/temporalsetup"
+	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/secevent"
@@ -218,7 +218,7 @@ func (d *doctorRun) kakaoAdminKeys(ctx context.Context) {
 	}
 	var networks int
 	for i, key := range k.AdminKeys {
-		nets, err := (&ingress.KakaoIPs{BaseURL: k.APIURL, Key: key, Client: d.http}).Fetch(ctx)
+		nets, err := (&kakaoapi.InboundIPs{BaseURL: k.APIURL, Key: key, Client: d.http}).Fetch(ctx)
 		if err != nil {
 			d.report("kakao admin key", checkFail, fmt.Sprintf("key %d of %d: %v (a 401 means Kakao does not accept it)", i+1, len(k.AdminKeys), err))
 			return

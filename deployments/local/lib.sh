@@ -9,6 +9,8 @@ MAILPIT_VERSION="v1.27.11"
 # The production-shaped Temporal server (SQL persistence) and its schema tool
 # for the smoke test; the version the CLI's dev server embeds.
 TEMPORAL_SERVER_VERSION="v1.29.1"
+# The linter test.sh runs with the repository's .golangci.yml.
+GOLANGCI_LINT_VERSION="v2.15.0"
 export PATH="$BIN:$PATH"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -59,14 +61,14 @@ ensure_redis() {
   die "Redis did not come up on 127.0.0.1:6379"
 }
 
-# The Temporal CLI (dev server + UI) and Mailpit, built from source at pinned
+# The Temporal CLI (dev server + UI), Mailpit and golangci-lint, built from source at pinned
 # versions into .bin: prebuilt downloads are not assumed to be reachable.
 # built_at BINARY MODULE VERSION: was BINARY built from MODULE at VERSION?
 built_at() {
   [ -x "$1" ] && go version -m "$1" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+$2[[:space:]]+$3[[:space:]]"
 }
 
-# ensure_tools [--with-temporal-server]: the CLI and Mailpit, built now; with
+# ensure_tools [--with-temporal-server]: the CLI, Mailpit and golangci-lint, built now; with
 # the flag also the Temporal server and temporal-sql-tool, built in the
 # background (several minutes on a busy machine) while the caller goes on:
 # call wait_temporal_server before anything needs them.
@@ -83,6 +85,10 @@ ensure_tools() {
   if ! built_at "$BIN/mailpit" github.com/axllent/mailpit "$MAILPIT_VERSION"; then
     log "building Mailpit $MAILPIT_VERSION from source"
     GOBIN="$BIN" go install "github.com/axllent/mailpit@$MAILPIT_VERSION"
+  fi
+  if ! built_at "$BIN/golangci-lint" github.com/golangci/golangci-lint/v2 "$GOLANGCI_LINT_VERSION"; then
+    log "building golangci-lint $GOLANGCI_LINT_VERSION from source"
+    GOBIN="$BIN" go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$GOLANGCI_LINT_VERSION"
   fi
 }
 

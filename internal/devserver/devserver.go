@@ -114,10 +114,6 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 // HostPort is the frontend's address.
 func (s *Server) HostPort() string { return s.opts.HostPort }
 
-// Options returns the options the server was started with (HostPort filled
-// in), to start it again in the same place.
-func (s *Server) Options() Options { return s.opts }
-
 // Output is what the process wrote so far.
 func (s *Server) Output() string { return s.out.String() }
 
@@ -160,22 +156,6 @@ func (s *Server) Kill() error {
 	}
 	<-s.exited
 	return nil
-}
-
-// Stop asks the process to shut down (SIGINT) and kills it after 10 s.
-func (s *Server) Stop() error {
-	select {
-	case <-s.exited:
-		return nil
-	default:
-	}
-	_ = s.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-s.exited:
-		return nil
-	case <-time.After(10 * time.Second):
-		return s.Kill()
-	}
 }
 
 func (s *Server) waitReady(ctx context.Context, timeout time.Duration) error {

@@ -249,12 +249,6 @@ func (s *MailpitServer) Raw(t testing.TB, id string) string {
 	return string(s.do(t, http.MethodGet, "/api/v1/message/"+url.PathEscape(id)+"/raw", nil))
 }
 
-// DeleteAll removes every stored message.
-func (s *MailpitServer) DeleteAll(t testing.TB) {
-	t.Helper()
-	s.do(t, http.MethodDelete, "/api/v1/messages", nil)
-}
-
 // SetChaos replaces the injected SMTP errors; MailpitChaos{} turns them off.
 func (s *MailpitServer) SetChaos(t testing.TB, c MailpitChaos) {
 	t.Helper()

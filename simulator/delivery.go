@@ -1,4 +1,4 @@
-package ingress
+package simulator
 
 import (
 	"bytes"
@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+
+	"github.com/setflow/setflow/ingress"
 )
 
 // Encodings a Delivery can use.
@@ -17,10 +19,10 @@ const (
 	EncodingJSON  = "json"  // POST application/json
 )
 
-// Delivery is one admin-key webhook call shaped the way Kakao sends it, for
-// `setflow send` and tests.
+// Delivery is one admin-key webhook call shaped the way Kakao sends it to
+// setflow's ingress, for `setflow send` and tests.
 type Delivery struct {
-	// Path is the route: PathUnlink, PathTalkShare or PathTalkChannel.
+	// Path is the route: ingress.PathUnlink, PathTalkShare or PathTalkChannel.
 	Path       string
 	Encoding   string
 	AdminKey   string
@@ -60,7 +62,7 @@ func (d Delivery) Request(ctx context.Context, baseURL string) (*http.Request, e
 		req.Header.Set("Authorization", "KakaoAK "+d.AdminKey)
 	}
 	if d.ResourceID != "" {
-		req.Header.Set(ResourceIDHeader, d.ResourceID)
+		req.Header.Set(ingress.ResourceIDHeader, d.ResourceID)
 	}
 	req.Header.Set("User-Agent", "KakaoOpenAPI/1.0")
 	return req, nil

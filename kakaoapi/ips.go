@@ -1,4 +1,4 @@
-package ingress
+package kakaoapi
 
 import (
 	"context"
@@ -13,10 +13,8 @@ import (
 	"time"
 )
 
-// DefaultKakaoAPIURL is the base URL of Kakao's REST API.
-const DefaultKakaoAPIURL = "https://kapi.kakao.com"
-
-// KakaoIPs fetches the addresses Kakao sends webhooks from, with
+// InboundIPs fetches the addresses Kakao sends webhooks from (the source of
+// ingress.IPAllowlist), with
 // GET <BaseURL>/v1/system/ips?rule_type=inbound and "Authorization: KakaoAK <Key>"
 // (any of the app's keys works; setflow uses an admin key).
 //
@@ -33,18 +31,18 @@ const DefaultKakaoAPIURL = "https://kapi.kakao.com"
 //     IP address or a CIDR; other strings (the type, descriptions) are skipped.
 //
 // A response without any callback address is an error, so a changed format
-// never empties the allowlist (IPAllowlist.Refresh keeps the previous list).
-type KakaoIPs struct {
+// never empties the allowlist (ingress.IPAllowlist.Refresh keeps the previous list).
+type InboundIPs struct {
 	BaseURL string
 	Key     string
 	Client  *http.Client
 }
 
 // Fetch returns the callback networks Kakao lists now.
-func (k *KakaoIPs) Fetch(ctx context.Context) ([]netip.Prefix, error) {
+func (k *InboundIPs) Fetch(ctx context.Context) ([]netip.Prefix, error) {
 	base := strings.TrimRight(k.BaseURL, "/")
 	if base == "" {
-		base = DefaultKakaoAPIURL
+		base = DefaultBaseURL
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/system/ips?rule_type=inbound", nil)
 	if err != nil {
@@ -69,12 +67,12 @@ func (k *KakaoIPs) Fetch(ctx context.Context) ([]netip.Prefix, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("kakao ip list: HTTP %d", resp.StatusCode)
 	}
-	return ParseKakaoIPs(body)
+	return ParseInboundIPs(body)
 }
 
-// ParseKakaoIPs extracts the inbound callback networks from a
-// /v1/system/ips response, as described on KakaoIPs.
-func ParseKakaoIPs(body []byte) ([]netip.Prefix, error) {
+// ParseInboundIPs extracts the inbound callback networks from a
+// /v1/system/ips response, as described on InboundIPs.
+func ParseInboundIPs(body []byte) ([]netip.Prefix, error) {
 	var doc struct {
 		Inbound json.RawMessage `json:"inbound"`
 	}
@@ -165,4 +163,25 @@ func collectPrefixes(v any, add func(netip.Prefix)) {
 			collectPrefixes(e, add)
 		}
 	}
+}
+
+// parsePrefix reads a CIDR, or a bare address standing for itself.
+func parsePrefix(s string) (netip.Prefix, bool) {
+	s = strings.TrimSpace(s)
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, false
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), true
+	}
+	addr, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, false
+	}
+	addr = addr.Unmap()
+	return netip.PrefixFrom(addr, addr.BitLen()), true
 }
