@@ -7,6 +7,7 @@ import (
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
+	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/userstate"
 )
 
@@ -25,6 +26,33 @@ func (a *Activities) accounts(ctx context.Context, what, issuer, userID string) 
 		return nil, classify(what, err, true, 0)
 	}
 	return ids, nil
+}
+
+// eachSessionAccount runs a session store call for every account of the
+// event's user and adds up the sessions it touched: counted is the detail's
+// name for that sum. Each call is idempotent, so a failure part-way is simply
+// retried; a service callback that rejects the call fails the step for good.
+func (a *Activities) eachSessionAccount(ctx context.Context, what, counted string, in reaction.StepInput,
+	call func(ctx context.Context, accountID string) (int64, error)) (reaction.StepResult, error) {
+	ids, err := a.accounts(ctx, what, in.Event.Subject.Issuer, in.Event.Subject.UserID)
+	if err != nil {
+		return reaction.StepResult{}, err
+	}
+	if len(ids) == 0 {
+		return noAccount(), nil
+	}
+	var total int64
+	for _, id := range ids {
+		n, err := call(ctx, id)
+		if errors.Is(err, sessions.ErrCallbackRejected) {
+			return reaction.StepResult{}, classify(what, err, false, 0)
+		}
+		if err != nil {
+			return reaction.StepResult{}, err
+		}
+		total += n
+	}
+	return done(map[string]any{counted: total, "accounts": len(ids)}), nil
 }
 
 func noAccount() reaction.StepResult {

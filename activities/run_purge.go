@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -62,23 +61,7 @@ func (a *Activities) PurgeSessions(ctx context.Context, in reaction.StepInput) (
 	if !ok {
 		return skipped("the session store cannot delete sessions"), nil
 	}
-	ids, err := a.accounts(ctx, "purge sessions", in.Event.Subject.Issuer, in.Event.Subject.UserID)
-	if err != nil {
-		return reaction.StepResult{}, err
-	}
-	if len(ids) == 0 {
-		return noAccount(), nil
-	}
-	var total int64
-	for _, id := range ids {
-		n, err := p.Purge(ctx, id, cutoff)
-		if errors.Is(err, sessions.ErrCallbackRejected) {
-			return reaction.StepResult{}, classify("purge sessions", err, false, 0)
-		}
-		if err != nil {
-			return reaction.StepResult{}, err
-		}
-		total += n
-	}
-	return done(map[string]any{"sessions_deleted": total, "accounts": len(ids)}), nil
+	return a.eachSessionAccount(ctx, "purge sessions", "sessions_deleted", in, func(ctx context.Context, id string) (int64, error) {
+		return p.Purge(ctx, id, cutoff)
+	})
 }
