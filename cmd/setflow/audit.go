@@ -73,7 +73,7 @@ func runAudit(ctx context.Context, args []string) error {
 		if *user != "" {
 			iss := *issuer
 			if iss == "" {
-				iss = kakaoIssuer
+				iss = config.KakaoIssuer
 			}
 			*subject = hasher().Hash(iss, *user)
 		}
