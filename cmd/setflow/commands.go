@@ -109,6 +109,24 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 	return log, nil
 }
 
+// openTool is the start of an operator command (events, holds): it parses
+// the flags, wherever they stand among the arguments, builds the logger and
+// opens the database. The caller closes db.
+func (c *common) openTool(ctx context.Context, args []string) (*slog.Logger, *sqlx.DB, error) {
+	if err := parseFlagsAnywhere(c.fs, args); err != nil {
+		return nil, nil, err
+	}
+	log, err := c.log.Logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := openDB(ctx, c.db.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, db, nil
+}
+
 func runMigrate(ctx context.Context, args []string) error {
 	c := newCommon("migrate")
 	wait := c.fs.Bool("wait", false, "apply nothing: wait until the schema is at this binary's version (an init container's job while the migrate Job runs)")
