@@ -378,11 +378,7 @@ func runDev(ctx context.Context, args []string) error {
 			log.Warn("could not record the dev state for setflow send", "error", err)
 		}
 	}
-	keys, err := secevent.NewStaticKeys(devIssuer, key.JWKS())
-	if err != nil {
-		return err
-	}
-	v, err := secevent.NewVerifier(secevent.Config{Issuer: devIssuer, Audiences: []string{devAudience}, Keys: keys})
+	v, err := devVerifier(key)
 	if err != nil {
 		return err
 	}
@@ -401,7 +397,28 @@ func runDev(ctx context.Context, args []string) error {
 		mux.Handle("/codec/", http.StripPrefix("/codec", codec.Handler(ring, codec.HandlerOptions{
 			CORSOrigins: []string{"http://localhost:8233", "http://127.0.0.1:8233"}})))
 	}
+	printDevBanner(c, topts)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, mux), srv.Drain, c.sd) })
+	g.Go(func() error {
+		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
+	})
+	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout) })
+	return g.Wait()
+}
 
+// devVerifier accepts what `setflow send` signs with the dev key.
+func devVerifier(key *simulator.Key) (*secevent.Verifier, error) {
+	keys, err := secevent.NewStaticKeys(devIssuer, key.JWKS())
+	if err != nil {
+		return nil, err
+	}
+	return secevent.NewVerifier(secevent.Config{Issuer: devIssuer, Audiences: []string{devAudience}, Keys: keys})
+}
+
+// printDevBanner tells the developer where everything of `setflow dev` is
+// and how to send it events.
+func printDevBanner(c *common, topts client.Options) {
 	fmt.Fprintf(os.Stderr, `
 setflow dev is starting
   ingress:     http://localhost%[1]s%[2]s   (issuer %[3]s, audience %[4]s)
@@ -417,14 +434,6 @@ setflow dev is starting
 
 `, listenPort(c.ing.Listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
 		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID, listenPort(c.adm.Listen), devStatusToken)
-
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, mux), srv.Drain, c.sd) })
-	g.Go(func() error {
-		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
-	})
-	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout) })
-	return g.Wait()
 }
 
 func listenPort(listen string) string {
