@@ -210,13 +210,9 @@ func runIngress(ctx context.Context, args []string) error {
 
 func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
-	c.tmp.Register(c.fs)
 	c.relayFlags()
 	c.sd.RegisterTimeout(c.fs)
-	c.serveMetrics("")
-	c.svc.RegisterHealth(c.fs)
-	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
-	log, topts, db, err := c.temporalService(ctx, args)
+	log, topts, db, err := c.backendService(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -228,6 +224,17 @@ func runRelay(ctx context.Context, args []string) error {
 	defer stopHealth()
 	reportBacklog(db)
 	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
+}
+
+// backendService is the start of the relay and the worker: it adds the
+// Temporal, metrics and probe flags and the keys both refuse to start
+// without, then runs temporalService. The caller closes db.
+func (c *common) backendService(ctx context.Context, args []string) (*slog.Logger, client.Options, *sqlx.DB, error) {
+	c.tmp.Register(c.fs)
+	c.serveMetrics("")
+	c.svc.RegisterHealth(c.fs)
+	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
+	return c.temporalService(ctx, args)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -253,14 +260,10 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 
 func runWorker(ctx context.Context, args []string) error {
 	c := newCommon("worker")
-	c.tmp.Register(c.fs)
 	c.wrk.Register(c.fs)
 	c.adm.Register(c.fs, "", config.KakaoIssuer)
 	c.sd.RegisterWorker(c.fs)
-	c.serveMetrics("")
-	c.svc.RegisterHealth(c.fs)
-	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
-	log, topts, db, err := c.temporalService(ctx, args)
+	log, topts, db, err := c.backendService(ctx, args)
 	if err != nil {
 		return err
 	}
