@@ -58,12 +58,12 @@ func (k *KeyPolicy) Register(fs *flag.FlagSet) { register(fs, k.settings()) }
 func (n KeyNeeds) Missing() []error {
 	var errs []error
 	if n.AuditKey {
-		switch v := os.Getenv(EnvAuditKey); {
-		case v == "":
+		switch os.Getenv(EnvAuditKey) {
+		case "":
 			errs = append(errs, errors.New(EnvAuditKey+" is not set: it keys the subject hashes of the audit trail and workflow ids "+
 				"and the unlink dedupe key; without it they use a public key and can be reversed. "+
 				"Set it to 32 random bytes, e.g. openssl rand -base64 32"))
-		case v == DevAuditKey:
+		case DevAuditKey:
 			errs = append(errs, errors.New(EnvAuditKey+" is the public development key: subject hashes made with it can be reversed. "+
 				"Set it to 32 random bytes, e.g. openssl rand -base64 32"))
 		}

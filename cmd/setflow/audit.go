@@ -27,85 +27,27 @@ func runAudit(ctx context.Context, args []string) error {
 	}
 	sub, rest := args[0], args[1:]
 	c := newCommon("audit " + sub)
-	// -issuer (SETFLOW_ISSUER) is the ingress's setting: the issuer of the
-	// user id. Left unset, user tries the running `setflow dev`'s, then
-	// Kakao's; verify -user takes Kakao's.
-	c.ing.RegisterIssuer(c.fs)
-	c.tmp.Register(c.fs)
-	registerUILinks(c.fs, &c.tmp)
-	issuer := new(string)
-	limit := c.fs.Int("limit", 200, "at most this many rows")
-	from := c.fs.String("from", "", "verify: a checkpoint ID:HASH whose sealed rows were archived; each chain is checked from the head it sealed")
-	expect := c.fs.String("expect", "", "verify: require this published checkpoint ID:HASH (detects rows and chains cut off, and rewritten checkpoints)")
-	user := c.fs.String("user", "", "verify: only this user's chain (by user id and -issuer; needs SETFLOW_AUDIT_KEY) and its checkpoint proof")
-	subject := c.fs.String("subject", "", "verify: only the chain of this subject hash (as audit rows show it; needs no key) and its checkpoint proof")
+	o := registerAuditFlags(c)
 	if err := config.Parse(c.fs, rest); err != nil {
 		return err
 	}
 	if config.IsSet(c.fs, "issuer") {
-		*issuer = c.ing.Issuer
+		o.issuer = c.ing.Issuer
 	}
 	if _, err := c.log.Logger(); err != nil {
 		return err
 	}
-	var err error
 	db, err := openDB(ctx, c.db.URL)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	pg := audit.NewPostgres(db)
-	hasher := func() audit.SubjectHasher {
-		return audit.SubjectHasher{Key: c.key.OrDev()}
-	}
 	switch sub {
 	case "verify":
-		var opts audit.VerifyOptions
-		if opts.From, err = audit.ParseAnchor(*from); err != nil {
-			return err
-		}
-		if opts.Expect, err = audit.ParseAnchor(*expect); err != nil {
-			return err
-		}
-		if *user != "" && *subject != "" {
-			return errors.New("give -user or -subject, not both")
-		}
-		if *user != "" {
-			iss := *issuer
-			if iss == "" {
-				iss = kakaoIssuer
-			}
-			*subject = hasher().Hash(iss, *user)
-		}
-		if *subject != "" {
-			if opts.From != nil {
-				return errors.New("-from checks every chain; it does not combine with -user or -subject")
-			}
-			return verifyChain(ctx, pg, *subject, opts)
-		}
-		res, err := pg.VerifyWith(ctx, opts)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("audit intact: %d rows in %d chains, %d written since the latest checkpoint\n", res.Rows, res.Chains, res.Unsealed)
-		if res.Checkpoint == nil {
-			fmt.Println("no checkpoint yet: run setflow audit checkpoint (or a relay) to seal the chains")
-			return nil
-		}
-		fmt.Printf("latest checkpoint (publish it; check later with -expect): %s\n", res.Checkpoint.Anchor())
-		return nil
+		return auditVerify(ctx, pg, o, c.key)
 	case "checkpoint":
-		cp, written, err := pg.Checkpoint(ctx)
-		if err != nil {
-			return err
-		}
-		state := "written"
-		if !written {
-			state = "unchanged (no chain moved since)"
-		}
-		fmt.Printf("checkpoint %s: %d chains, root %s\npublish it; check later with setflow audit verify -expect %s\n",
-			state, cp.Chains, cp.Root, cp.Anchor())
-		return nil
+		return auditCheckpoint(ctx, pg)
 	case "show":
 		if c.fs.NArg() != 1 {
 			return errors.New("usage: setflow audit show <event-key>")
@@ -119,9 +61,90 @@ func runAudit(ctx context.Context, args []string) error {
 		if c.fs.NArg() != 1 {
 			return errors.New(auditUsage)
 		}
-		return auditUser(ctx, pg, c.fs.Arg(0), *issuer, *limit)
+		return auditUser(ctx, pg, c.fs.Arg(0), o.issuer, o.limit)
 	}
 	return fmt.Errorf("unknown audit command %q (verify, checkpoint, show, user)", sub)
+}
+
+// auditOptions are the flags of `setflow audit`.
+type auditOptions struct {
+	// issuer is -issuer when given, else empty: each sub-command has its
+	// own fallback.
+	issuer                      string
+	limit                       int
+	from, expect, user, subject string
+}
+
+func registerAuditFlags(c *common) *auditOptions {
+	o := &auditOptions{}
+	// -issuer (SETFLOW_ISSUER) is the ingress's setting: the issuer of the
+	// user id. Left unset, user tries the running `setflow dev`'s, then
+	// Kakao's; verify -user takes Kakao's.
+	c.ing.RegisterIssuer(c.fs)
+	c.tmp.Register(c.fs)
+	registerUILinks(c.fs, &c.tmp)
+	c.fs.IntVar(&o.limit, "limit", 200, "at most this many rows")
+	c.fs.StringVar(&o.from, "from", "", "verify: a checkpoint ID:HASH whose sealed rows were archived; each chain is checked from the head it sealed")
+	c.fs.StringVar(&o.expect, "expect", "", "verify: require this published checkpoint ID:HASH (detects rows and chains cut off, and rewritten checkpoints)")
+	c.fs.StringVar(&o.user, "user", "", "verify: only this user's chain (by user id and -issuer; needs SETFLOW_AUDIT_KEY) and its checkpoint proof")
+	c.fs.StringVar(&o.subject, "subject", "", "verify: only the chain of this subject hash (as audit rows show it; needs no key) and its checkpoint proof")
+	return o
+}
+
+// auditVerify is `setflow audit verify`: every chain, or with -user or
+// -subject one chain and its checkpoint proof.
+func auditVerify(ctx context.Context, pg *audit.Postgres, o *auditOptions, key config.AuditKey) error {
+	var opts audit.VerifyOptions
+	var err error
+	if opts.From, err = audit.ParseAnchor(o.from); err != nil {
+		return err
+	}
+	if opts.Expect, err = audit.ParseAnchor(o.expect); err != nil {
+		return err
+	}
+	if o.user != "" && o.subject != "" {
+		return errors.New("give -user or -subject, not both")
+	}
+	subject := o.subject
+	if o.user != "" {
+		iss := o.issuer
+		if iss == "" {
+			iss = config.KakaoIssuer
+		}
+		subject = audit.SubjectHasher{Key: key.OrDev()}.Hash(iss, o.user)
+	}
+	if subject != "" {
+		if opts.From != nil {
+			return errors.New("-from checks every chain; it does not combine with -user or -subject")
+		}
+		return verifyChain(ctx, pg, subject, opts)
+	}
+	res, err := pg.VerifyWith(ctx, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("audit intact: %d rows in %d chains, %d written since the latest checkpoint\n", res.Rows, res.Chains, res.Unsealed)
+	if res.Checkpoint == nil {
+		fmt.Println("no checkpoint yet: run setflow audit checkpoint (or a relay) to seal the chains")
+		return nil
+	}
+	fmt.Printf("latest checkpoint (publish it; check later with -expect): %s\n", res.Checkpoint.Anchor())
+	return nil
+}
+
+// auditCheckpoint is `setflow audit checkpoint`: seal the chain heads now.
+func auditCheckpoint(ctx context.Context, pg *audit.Postgres) error {
+	cp, written, err := pg.Checkpoint(ctx)
+	if err != nil {
+		return err
+	}
+	state := "written"
+	if !written {
+		state = "unchanged (no chain moved since)"
+	}
+	fmt.Printf("checkpoint %s: %d chains, root %s\npublish it; check later with setflow audit verify -expect %s\n",
+		state, cp.Chains, cp.Root, cp.Anchor())
+	return nil
 }
 
 // verifyChain checks one user's chain and prints its checkpoint proof.

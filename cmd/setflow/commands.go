@@ -109,6 +109,24 @@ func (c *common) parse(args []string) (*slog.Logger, error) {
 	return log, nil
 }
 
+// openTool is the start of an operator command (events, holds): it parses
+// the flags, wherever they stand among the arguments, builds the logger and
+// opens the database. The caller closes db.
+func (c *common) openTool(ctx context.Context, args []string) (*slog.Logger, *sqlx.DB, error) {
+	if err := parseFlagsAnywhere(c.fs, args); err != nil {
+		return nil, nil, err
+	}
+	log, err := c.log.Logger()
+	if err != nil {
+		return nil, nil, err
+	}
+	db, err := openDB(ctx, c.db.URL)
+	if err != nil {
+		return nil, nil, err
+	}
+	return log, db, nil
+}
+
 func runMigrate(ctx context.Context, args []string) error {
 	c := newCommon("migrate")
 	wait := c.fs.Bool("wait", false, "apply nothing: wait until the schema is at this binary's version (an init container's job while the migrate Job runs)")
@@ -192,13 +210,9 @@ func runIngress(ctx context.Context, args []string) error {
 
 func runRelay(ctx context.Context, args []string) error {
 	c := newCommon("relay")
-	c.tmp.Register(c.fs)
 	c.relayFlags()
 	c.sd.RegisterTimeout(c.fs)
-	c.serveMetrics("")
-	c.svc.RegisterHealth(c.fs)
-	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
-	log, topts, db, err := c.temporalService(ctx, args)
+	log, topts, db, err := c.backendService(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -210,6 +224,17 @@ func runRelay(ctx context.Context, args []string) error {
 	defer stopHealth()
 	reportBacklog(db)
 	return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
+}
+
+// backendService is the start of the relay and the worker: it adds the
+// Temporal, metrics and probe flags and the keys both refuse to start
+// without, then runs temporalService. The caller closes db.
+func (c *common) backendService(ctx context.Context, args []string) (*slog.Logger, client.Options, *sqlx.DB, error) {
+	c.tmp.Register(c.fs)
+	c.serveMetrics("")
+	c.svc.RegisterHealth(c.fs)
+	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
+	return c.temporalService(ctx, args)
 }
 
 // temporalService parses the flags, serves metrics, and builds the Temporal
@@ -235,14 +260,10 @@ func (c *common) temporalService(ctx context.Context, args []string) (*slog.Logg
 
 func runWorker(ctx context.Context, args []string) error {
 	c := newCommon("worker")
-	c.tmp.Register(c.fs)
 	c.wrk.Register(c.fs)
 	c.adm.Register(c.fs, "", config.KakaoIssuer)
 	c.sd.RegisterWorker(c.fs)
-	c.serveMetrics("")
-	c.svc.RegisterHealth(c.fs)
-	c.requireKeys(config.KeyNeeds{AuditKey: true, CodecKeys: true})
-	log, topts, db, err := c.temporalService(ctx, args)
+	log, topts, db, err := c.backendService(ctx, args)
 	if err != nil {
 		return err
 	}
@@ -360,11 +381,7 @@ func runDev(ctx context.Context, args []string) error {
 			log.Warn("could not record the dev state for setflow send", "error", err)
 		}
 	}
-	keys, err := secevent.NewStaticKeys(devIssuer, key.JWKS())
-	if err != nil {
-		return err
-	}
-	v, err := secevent.NewVerifier(secevent.Config{Issuer: devIssuer, Audiences: []string{devAudience}, Keys: keys})
+	v, err := devVerifier(key)
 	if err != nil {
 		return err
 	}
@@ -383,7 +400,28 @@ func runDev(ctx context.Context, args []string) error {
 		mux.Handle("/codec/", http.StripPrefix("/codec", codec.Handler(ring, codec.HandlerOptions{
 			CORSOrigins: []string{"http://localhost:8233", "http://127.0.0.1:8233"}})))
 	}
+	printDevBanner(c, topts)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, mux), srv.Drain, c.sd) })
+	g.Go(func() error {
+		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
+	})
+	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout) })
+	return g.Wait()
+}
 
+// devVerifier accepts what `setflow send` signs with the dev key.
+func devVerifier(key *simulator.Key) (*secevent.Verifier, error) {
+	keys, err := secevent.NewStaticKeys(devIssuer, key.JWKS())
+	if err != nil {
+		return nil, err
+	}
+	return secevent.NewVerifier(secevent.Config{Issuer: devIssuer, Audiences: []string{devAudience}, Keys: keys})
+}
+
+// printDevBanner tells the developer where everything of `setflow dev` is
+// and how to send it events.
+func printDevBanner(c *common, topts client.Options) {
 	fmt.Fprintf(os.Stderr, `
 setflow dev is starting
   ingress:     http://localhost%[1]s%[2]s   (issuer %[3]s, audience %[4]s)
@@ -399,14 +437,6 @@ setflow dev is starting
 
 `, listenPort(c.ing.Listen), ingress.PathAccountStatus, devIssuer, devAudience, topts.HostPort,
 		ingress.PathUnlink, ingress.PathTalkShare, ingress.PathTalkChannel, devAdminKey, devAppID, listenPort(c.adm.Listen), devStatusToken)
-
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serveHTTP(ctx, log, ingress.HTTPServer(c.ing.Listen, mux), srv.Drain, c.sd) })
-	g.Go(func() error {
-		return runRelayLoop(ctx, log, db, c.db.URL, topts, c.rel.InboxRetention, c.sd.Timeout, c.aud, c.key)
-	})
-	g.Go(func() error { return runWorkerLoop(ctx, log, db, c.wrk, topts, c.sd.WorkerStopTimeout) })
-	return g.Wait()
 }
 
 func listenPort(listen string) string {

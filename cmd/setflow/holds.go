@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/user"
 	"strings"
@@ -36,86 +37,111 @@ func runHolds(ctx context.Context, args []string) error {
 		}
 		return errors.New("unknown holds command")
 	}
-	sub, rest := args[0], args[1:]
+	sub := args[0]
 	c := newCommon("holds " + sub)
-	c.tmp.Register(c.fs)
-	all := c.fs.Bool("all", false, "list: decided holds too; approve/reject: every pending hold the filters select")
-	name := c.fs.String("event", "", "only holds of this event name (e.g. account-disabled)")
-	since := c.fs.Duration("since", 0, "only holds made within this long (e.g. 1h)")
-	asJSON := c.fs.Bool("json", false, "list: print JSON lines")
-	dryRun := c.fs.Bool("dry-run", false, "approve/reject: list what would be decided, decide nothing")
-	var op config.Operator
-	op.RegisterName(c.fs)
-	note := c.fs.String("note", "", "why, for the audit trail")
-	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
-		return err
-	}
-	log, err := c.log.Logger()
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
+	o := registerHoldsFlags(c)
+	log, db, err := c.openTool(ctx, args[1:])
 	if err != nil {
 		return err
 	}
 	defer db.Close()
 	g := guard.NewPostgres(db, guard.Limit{})
-	f := guard.Filter{EventName: *name}
-	if *since > 0 {
-		f.Since = time.Now().Add(-*since)
-	}
 	switch sub {
 	case "list":
-		f.Pending = !*all
-		holds, err := g.List(ctx, f)
-		if err != nil {
-			return err
-		}
-		return printHolds(os.Stdout, holds, *asJSON)
+		return listHolds(ctx, g, o)
 	case "approve", "reject":
-		d := guard.Approved
-		if sub == "reject" {
-			d = guard.Rejected
-		}
-		keys := c.fs.Args()
-		if *all == (len(keys) > 0) {
-			return errors.New(holdsUsage)
-		}
-		if strings.TrimSpace(operatorName(op)) == "" {
-			return errors.New("say who decides: -by NAME or SETFLOW_OPERATOR")
-		}
-		if *dryRun {
-			f.Pending = true
-			holds, err := g.List(ctx, f)
-			if err != nil {
-				return err
-			}
-			holds = onlyKeys(holds, keys)
-			for _, h := range holds {
-				fmt.Printf("would %s %s\t%s\t%s\n", sub, h.EventKey, h.EventName, strings.Join(h.Steps, ","))
-			}
-			fmt.Printf("would %s %d hold(s)\n", sub, len(holds))
-			return nil
-		}
-		topts, err := temporalOptions(&c.tmp, log)
-		if err != nil {
-			return err
-		}
-		tc, err := client.DialContext(ctx, topts)
-		if err != nil {
-			return fmt.Errorf("temporal: %w", err)
-		}
-		defer tc.Close()
-		n, err := decideHolds(ctx, g, tc, f, keys, d, operatorName(op), *note, os.Stdout)
-		if err != nil {
-			return err
-		}
-		if n == 0 && len(keys) > 0 {
-			return fmt.Errorf("no pending hold for %s", strings.Join(keys, ", "))
-		}
-		return nil
+		return decideHoldsCommand(ctx, c, log, g, sub, o)
 	}
 	return fmt.Errorf("unknown holds command %q (list, approve, reject)", sub)
+}
+
+// holdsOptions are the flags of `setflow holds`.
+type holdsOptions struct {
+	all            bool
+	eventName      string
+	since          time.Duration
+	asJSON, dryRun bool
+	op             config.Operator
+	note           string
+}
+
+func registerHoldsFlags(c *common) *holdsOptions {
+	o := &holdsOptions{}
+	c.tmp.Register(c.fs)
+	c.fs.BoolVar(&o.all, "all", false, "list: decided holds too; approve/reject: every pending hold the filters select")
+	c.fs.StringVar(&o.eventName, "event", "", "only holds of this event name (e.g. account-disabled)")
+	c.fs.DurationVar(&o.since, "since", 0, "only holds made within this long (e.g. 1h)")
+	c.fs.BoolVar(&o.asJSON, "json", false, "list: print JSON lines")
+	c.fs.BoolVar(&o.dryRun, "dry-run", false, "approve/reject: list what would be decided, decide nothing")
+	o.op.RegisterName(c.fs)
+	c.fs.StringVar(&o.note, "note", "", "why, for the audit trail")
+	return o
+}
+
+// filter selects holds by -event and -since; pending: undecided ones only.
+func (o *holdsOptions) filter(pending bool) guard.Filter {
+	f := guard.Filter{EventName: o.eventName, Pending: pending}
+	if o.since > 0 {
+		f.Since = time.Now().Add(-o.since)
+	}
+	return f
+}
+
+// listHolds is `setflow holds list`.
+func listHolds(ctx context.Context, g guard.Guard, o *holdsOptions) error {
+	holds, err := g.List(ctx, o.filter(!o.all))
+	if err != nil {
+		return err
+	}
+	return printHolds(os.Stdout, holds, o.asJSON)
+}
+
+// decideHoldsCommand is `setflow holds approve|reject` (sub): the holds
+// named by key, or with -all every pending one the filters select.
+func decideHoldsCommand(ctx context.Context, c *common, log *slog.Logger, g guard.Guard, sub string, o *holdsOptions) error {
+	d := guard.Approved
+	if sub == "reject" {
+		d = guard.Rejected
+	}
+	keys := c.fs.Args()
+	if o.all == (len(keys) > 0) {
+		return errors.New(holdsUsage)
+	}
+	by := operatorName(o.op)
+	if strings.TrimSpace(by) == "" {
+		return errors.New("say who decides: -by NAME or SETFLOW_OPERATOR")
+	}
+	if o.dryRun {
+		return previewDecision(ctx, g, o.filter(true), keys, sub)
+	}
+	tc, _, err := openTemporal(ctx, &c.tmp, log)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	n, err := decideHolds(ctx, g, tc, o.filter(false), keys, d, by, o.note, os.Stdout)
+	if err != nil {
+		return err
+	}
+	if n == 0 && len(keys) > 0 {
+		return fmt.Errorf("no pending hold for %s", strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// previewDecision is -dry-run: it lists the pending holds a decision would
+// take (f, narrowed to keys when given) and decides nothing.
+func previewDecision(ctx context.Context, g guard.Guard, f guard.Filter, keys []string, sub string) error {
+	holds, err := g.List(ctx, f)
+	if err != nil {
+		return err
+	}
+	holds = onlyKeys(holds, keys)
+	for _, h := range holds {
+		fmt.Printf("would %s %s\t%s\t%s\n", sub, h.EventKey, h.EventName, strings.Join(h.Steps, ","))
+	}
+	fmt.Printf("would %s %d hold(s)\n", sub, len(holds))
+	return nil
 }
 
 // operatorName is who decides: -by (SETFLOW_OPERATOR), else the OS user.

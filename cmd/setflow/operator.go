@@ -6,16 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 
 	"github.com/setflow/setflow/audit"
-	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/workflows"
 )
@@ -39,139 +40,170 @@ func printAudit(recs []audit.Record) error {
 	return w.Flush()
 }
 
-// runEvents implements `setflow events list|show|retry`.
+const (
+	eventsUsage = "usage: setflow events list [-status parked] | show [--payload] <key> | retry <key> | unknowns"
+	retryUsage  = "usage: setflow events retry <key> | retry -all-parked [-step S] [-since 6h] [-dry-run]"
+)
+
+// runEvents implements `setflow events list|show|retry|unknowns`.
 func runEvents(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return errors.New("usage: setflow events list [-status parked] | show [--payload] <key> | retry <key> | unknowns")
+		return errors.New(eventsUsage)
 	}
-	sub, rest := args[0], args[1:]
+	sub := args[0]
 	c := newCommon("events " + sub)
-	var tmp config.Temporal
-	tmp.Register(c.fs)
-	registerUILinks(c.fs, &tmp)
-	status := c.fs.String("status", "", "list only events in this status (pending, dispatched, parked)")
-	var lf listFilter
-	c.fs.StringVar(&lf.eventType, "type", "", "list only events of this type (short name such as account-disabled, or the full URI)")
-	c.fs.StringVar(&lf.source, "source", "", "list only events from this webhook (set, unlink, talk-share, talk-channel)")
-	c.fs.DurationVar(&lf.since, "since", 0, "list / retry -all-parked: only events received within this long (e.g. 6h)")
-	c.fs.DurationVar(&lf.until, "until", 0, "list only events received at least this long ago")
-	limit := c.fs.Int("limit", 50, "list at most this many events, newest first")
-	var bulk parkedFilter
-	c.fs.BoolVar(&bulk.all, "all-parked", false, "retry: every parked event (narrow with -step and -since)")
-	c.fs.StringVar(&bulk.step, "step", "", "retry -all-parked: only events parked at this step (e.g. send_notice or account-disabled/send_notice)")
-	c.fs.BoolVar(&bulk.dryRun, "dry-run", false, "retry -all-parked: list what would be retried, retry nothing")
-	payload := c.fs.Bool("payload", false, "show: also print the delivery's verified claims or fields (personal data)")
-	if err := parseFlagsAnywhere(c.fs, rest); err != nil {
-		return err
-	}
-	bulk.since = lf.since
-	log, err := c.log.Logger()
-	if err != nil {
-		return err
-	}
-	db, err := openDB(ctx, c.db.URL)
+	o := registerEventsFlags(c)
+	log, db, err := c.openTool(ctx, args[1:])
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	o.bulk.since = o.list.since
 	store := inbox.NewPostgres(db)
-	get := func(key string) (inbox.Entry, error) {
-		e, err := store.Get(ctx, key)
-		if err != nil {
-			return e, fmt.Errorf("event %q: %w", key, err)
-		}
-		return e, nil
-	}
 	switch sub {
 	case "list":
-		lf.status, lf.limit = *status, *limit
-		entries, err := listEvents(ctx, store, lf)
-		if err != nil {
-			return err
-		}
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(w, "KEY\tSOURCE\tSTATUS\tATTEMPTS\tRECEIVED\tLAST ERROR")
-		for _, e := range entries {
-			fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), e.LastError)
-		}
-		return w.Flush()
+		return printEventList(ctx, store, o.list)
 	case "show":
 		if c.fs.NArg() != 1 {
 			return errors.New("usage: setflow events show <key>")
 		}
-		e, err := get(c.fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		key := e.Envelope.Key
-		// The relay records where it handed the event: the user's stream, or a
-		// reaction workflow for events that name no user.
-		wf := workflows.EventWorkflowID(key)
-		if e.WorkflowID != "" {
-			wf = e.WorkflowID
-		}
-		fmt.Printf("key:        %s\nsource:     %s\nstatus:     %s\nattempts:   %d\nreceived:   %s\nworkflow:   %s\n",
-			key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), wf)
-		if e.LastError != "" {
-			fmt.Printf("last error: %s\n", e.LastError)
-		}
-		recs, err := audit.NewPostgres(db).ForEvent(ctx, key)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("temporal ui: %s\n", uiWorkflowLink(strings.Fields(wf)[0]))
-		for _, rec := range recs {
-			if rec.SubjectHash != "" {
-				fmt.Printf("user's work: %s\n", uiQueryLink(subjectQuery(rec.SubjectHash)))
-				break
-			}
-		}
-		fmt.Println()
-		if err := printAudit(recs); err != nil || !*payload {
-			return err
-		}
-		return printPayload(ctx, store, key, os.Stdout, os.Stderr)
+		return showEvent(ctx, db, store, c.fs.Arg(0), o.payload)
 	case "unknowns":
 		return printUnknowns(ctx, db, os.Stdout)
 	case "retry":
-		if bulk.all == (c.fs.NArg() == 1) || c.fs.NArg() > 1 {
-			return errors.New("usage: setflow events retry <key> | retry -all-parked [-step S] [-since 6h] [-dry-run]")
-		}
-		topts, err := temporalOptions(&tmp, log)
-		if err != nil {
-			return err
-		}
-		if bulk.all {
-			var tc client.Client
-			if !bulk.dryRun {
-				if tc, err = client.DialContext(ctx, topts); err != nil {
-					return fmt.Errorf("temporal: %w", err)
-				}
-				defer tc.Close()
-			}
-			_, err := retryParked(ctx, store, tc, bulk, os.Stdout)
-			return err
-		}
-		if strings.HasPrefix(c.fs.Arg(0), workflows.CRMSyncKeyPrefix) {
-			tc, err := client.DialContext(ctx, topts)
-			if err != nil {
-				return fmt.Errorf("temporal: %w", err)
-			}
-			defer tc.Close()
-			return retryCRMSync(ctx, tc, c.fs.Arg(0))
-		}
-		e, err := get(c.fs.Arg(0))
-		if err != nil {
-			return err
-		}
-		tc, err := client.DialContext(ctx, topts)
-		if err != nil {
-			return fmt.Errorf("temporal: %w", err)
-		}
-		defer tc.Close()
-		return retryEvent(ctx, store, tc, e)
+		return retryCommand(ctx, c, log, store, o.bulk)
 	}
 	return fmt.Errorf("unknown events command %q (list, show, retry, unknowns)", sub)
+}
+
+// eventsOptions are the flags of `setflow events`.
+type eventsOptions struct {
+	list    listFilter
+	bulk    parkedFilter
+	payload bool
+}
+
+func registerEventsFlags(c *common) *eventsOptions {
+	o := &eventsOptions{}
+	c.tmp.Register(c.fs)
+	registerUILinks(c.fs, &c.tmp)
+	c.fs.StringVar(&o.list.status, "status", "", "list only events in this status (pending, dispatched, parked)")
+	c.fs.StringVar(&o.list.eventType, "type", "", "list only events of this type (short name such as account-disabled, or the full URI)")
+	c.fs.StringVar(&o.list.source, "source", "", "list only events from this webhook (set, unlink, talk-share, talk-channel)")
+	c.fs.DurationVar(&o.list.since, "since", 0, "list / retry -all-parked: only events received within this long (e.g. 6h)")
+	c.fs.DurationVar(&o.list.until, "until", 0, "list only events received at least this long ago")
+	c.fs.IntVar(&o.list.limit, "limit", 50, "list at most this many events, newest first")
+	c.fs.BoolVar(&o.bulk.all, "all-parked", false, "retry: every parked event (narrow with -step and -since)")
+	c.fs.StringVar(&o.bulk.step, "step", "", "retry -all-parked: only events parked at this step (e.g. send_notice or account-disabled/send_notice)")
+	c.fs.BoolVar(&o.bulk.dryRun, "dry-run", false, "retry -all-parked: list what would be retried, retry nothing")
+	c.fs.BoolVar(&o.payload, "payload", false, "show: also print the delivery's verified claims or fields (personal data)")
+	return o
+}
+
+// getEvent is the inbox entry under key; its error names the key.
+func getEvent(ctx context.Context, store inbox.Store, key string) (inbox.Entry, error) {
+	e, err := store.Get(ctx, key)
+	if err != nil {
+		return e, fmt.Errorf("event %q: %w", key, err)
+	}
+	return e, nil
+}
+
+// printEventList is `setflow events list`.
+func printEventList(ctx context.Context, store inbox.Store, lf listFilter) error {
+	entries, err := listEvents(ctx, store, lf)
+	if err != nil {
+		return err
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KEY\tSOURCE\tSTATUS\tATTEMPTS\tRECEIVED\tLAST ERROR")
+	for _, e := range entries {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), e.LastError)
+	}
+	return w.Flush()
+}
+
+// showEvent is `setflow events show [--payload] <key>`: the entry, links to
+// its work in the Temporal UI, its audit rows, and with payload the delivery.
+func showEvent(ctx context.Context, db *sqlx.DB, store inbox.Store, key string, payload bool) error {
+	e, err := getEvent(ctx, store, key)
+	if err != nil {
+		return err
+	}
+	key = e.Envelope.Key
+	// The relay records where it handed the event: the user's stream, or a
+	// reaction workflow for events that name no user.
+	wf := workflows.EventWorkflowID(key)
+	if e.WorkflowID != "" {
+		wf = e.WorkflowID
+	}
+	fmt.Printf("key:        %s\nsource:     %s\nstatus:     %s\nattempts:   %d\nreceived:   %s\nworkflow:   %s\n",
+		key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), wf)
+	if e.LastError != "" {
+		fmt.Printf("last error: %s\n", e.LastError)
+	}
+	recs, err := audit.NewPostgres(db).ForEvent(ctx, key)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("temporal ui: %s\n", uiWorkflowLink(strings.Fields(wf)[0]))
+	for _, rec := range recs {
+		if rec.SubjectHash != "" {
+			fmt.Printf("user's work: %s\n", uiQueryLink(subjectQuery(rec.SubjectHash)))
+			break
+		}
+	}
+	fmt.Println()
+	if err := printAudit(recs); err != nil || !payload {
+		return err
+	}
+	return printPayload(ctx, store, key, os.Stdout, os.Stderr)
+}
+
+// retryCommand is `setflow events retry <key>` (an inbox event, or a user's
+// parked CRM sync) and `retry -all-parked`.
+func retryCommand(ctx context.Context, c *common, log *slog.Logger, store inbox.Store, bulk parkedFilter) error {
+	if bulk.all == (c.fs.NArg() == 1) || c.fs.NArg() > 1 {
+		return errors.New(retryUsage)
+	}
+	topts, err := temporalOptions(&c.tmp, log)
+	if err != nil {
+		return err
+	}
+	if bulk.all {
+		return retryAllParked(ctx, store, topts, bulk)
+	}
+	key := c.fs.Arg(0)
+	crmSync := strings.HasPrefix(key, workflows.CRMSyncKeyPrefix)
+	var e inbox.Entry
+	if !crmSync {
+		if e, err = getEvent(ctx, store, key); err != nil {
+			return err
+		}
+	}
+	tc, err := dialOnce(ctx, topts)
+	if err != nil {
+		return err
+	}
+	defer tc.Close()
+	if crmSync {
+		return retryCRMSync(ctx, tc, key)
+	}
+	return retryEvent(ctx, store, tc, e)
+}
+
+// retryAllParked is `retry -all-parked`; a dry run does not dial Temporal.
+func retryAllParked(ctx context.Context, store inbox.Store, topts client.Options, bulk parkedFilter) error {
+	var tc client.Client
+	if !bulk.dryRun {
+		var err error
+		if tc, err = dialOnce(ctx, topts); err != nil {
+			return err
+		}
+		defer tc.Close()
+	}
+	_, err := retryParked(ctx, store, tc, bulk, os.Stdout)
+	return err
 }
 
 // parkedFilter selects parked events for a bulk retry.

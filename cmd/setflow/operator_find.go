@@ -11,10 +11,6 @@ import (
 	"github.com/setflow/setflow/inbox"
 )
 
-// kakaoIssuer is the issuer of Kakao's tokens: the default of a real
-// deployment (SETFLOW_ISSUER).
-const kakaoIssuer = "https://kauth.kakao.com"
-
 // auditUser prints everything that happened to one user. The audit trail
 // knows users only by keyed subject hash, and the hash covers the issuer:
 // without -issuer it tries the issuer of the `setflow dev` running on this
@@ -50,7 +46,7 @@ func findSubject(ctx context.Context, log *audit.Postgres, userID, issuer string
 		if s, ok := loadDevState(); ok && s.Issuer != "" {
 			candidates = append(candidates, s.Issuer)
 		}
-		candidates = append(candidates, kakaoIssuer)
+		candidates = append(candidates, config.KakaoIssuer)
 	}
 	var m subjectMatch
 	for _, iss := range candidates {

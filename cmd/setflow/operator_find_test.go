@@ -139,7 +139,7 @@ func TestAuditUserFindsTheDevIssuer(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, err := findSubject(context.Background(), log, "777", "", 100)
-	if err != nil || m.issuer != "" || len(m.tried) != 1 || m.tried[0] != kakaoIssuer {
+	if err != nil || m.issuer != "" || len(m.tried) != 1 || m.tried[0] != config.KakaoIssuer {
 		t.Fatalf("without a running setflow dev: %+v %v", m, err)
 	}
 	if err := saveDevState(devState{KeyPath: "/nowhere", Issuer: devIssuer}); err != nil {
@@ -149,7 +149,7 @@ func TestAuditUserFindsTheDevIssuer(t *testing.T) {
 	if err != nil || m.issuer != devIssuer || m.hash != hash || len(m.recs) != 1 {
 		t.Fatalf("with setflow dev's issuer recorded: %+v %v", m, err)
 	}
-	if m, _ := findSubject(context.Background(), log, "777", kakaoIssuer, 100); m.issuer != "" {
+	if m, _ := findSubject(context.Background(), log, "777", config.KakaoIssuer, 100); m.issuer != "" {
 		t.Fatalf("an explicit issuer is the only one tried: %+v", m)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"go.temporal.io/sdk/client"
 
+	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/internal/temporalsetup"
 )
 
@@ -31,13 +32,9 @@ func runTemporal(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	topts, err := temporalOptions(&c.tmp, log)
+	tc, topts, err := openTemporal(ctx, &c.tmp, log)
 	if err != nil {
 		return err
-	}
-	tc, err := client.DialContext(ctx, topts)
-	if err != nil {
-		return fmt.Errorf("temporal: %w", err)
 	}
 	defer tc.Close()
 	added, err := temporalsetup.Register(ctx, tc, topts.Namespace)
@@ -50,6 +47,27 @@ func runTemporal(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("namespace %s: registered %s\n", topts.Namespace, strings.Join(added, ", "))
 	return nil
+}
+
+// openTemporal connects an operator command to Temporal with the options
+// every command uses (see temporalOptions).
+func openTemporal(ctx context.Context, t *config.Temporal, log *slog.Logger) (client.Client, client.Options, error) {
+	topts, err := temporalOptions(t, log)
+	if err != nil {
+		return nil, topts, err
+	}
+	tc, err := dialOnce(ctx, topts)
+	return tc, topts, err
+}
+
+// dialOnce connects to Temporal without waiting for it (unlike dialTemporal,
+// for the long-running commands): an operator command fails at once.
+func dialOnce(ctx context.Context, topts client.Options) (client.Client, error) {
+	tc, err := client.DialContext(ctx, topts)
+	if err != nil {
+		return nil, fmt.Errorf("temporal: %w", err)
+	}
+	return tc, nil
 }
 
 // ensureSearchAttributes makes sure the namespace has setflow's search
