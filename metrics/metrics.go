@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -121,9 +122,15 @@ func Serve(ctx context.Context, log *slog.Logger, addr string) {
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	}()
+	// Bind before saying so: "listening" means a scraper can connect.
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		log.Warn("metrics server stopped", "error", err)
+		return
+	}
+	log.Info("metrics listening", "addr", addr)
 	go func() {
-		log.Info("metrics listening", "addr", addr)
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Warn("metrics server stopped", "error", err)
 		}
 	}()

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -122,8 +123,14 @@ func serveHealth(ctx context.Context, log *slog.Logger, addr string, r *readines
 		r.stopping.Store(true)
 	}()
 	go func() {
+		// Bind before saying so: "listening" means a probe can connect.
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			log.Error("health server stopped", "error", err)
+			return
+		}
 		log.Info("health listening", "addr", addr)
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("health server stopped", "error", err)
 		}
 	}()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"time"
 
@@ -70,8 +71,14 @@ func serve(ctx context.Context, name string, srv *http.Server, started func()) e
 // while srv still serves) and shuts srv down, waiting up to timeout for
 // in-flight requests.
 func serveGraceful(ctx context.Context, log *slog.Logger, name string, srv *http.Server, started, stopping func(), timeout time.Duration) error {
+	// Bind before saying so: "listening" in the log means a client can
+	// connect now (probes, tests and operators rely on it).
+	l, err := net.Listen("tcp", srv.Addr)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	go func() { errc <- srv.Serve(l) }()
 	started()
 	select {
 	case err := <-errc:
