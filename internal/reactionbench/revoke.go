@@ -105,15 +105,7 @@ func (s *Setflow) prepareRevokes(ctx context.Context, prefix string, n int) (use
 		if set.EventType == "account-disabled" {
 			set.Fields = map[string]any{"reason": "hijacking"}
 		}
-		claims, err := set.Claims()
-		if err != nil {
-			return nil, nil, err
-		}
-		if tokens[i], err = s.key.Sign(claims); err != nil {
-			return nil, nil, err
-		}
-		if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)`,
-			users[i]+"-s", users[i], now.Add(-time.Hour)); err != nil {
+		if tokens[i], err = s.signWithSession(ctx, set); err != nil {
 			return nil, nil, err
 		}
 	}
