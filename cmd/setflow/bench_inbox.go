@@ -104,16 +104,11 @@ func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tok
 	if err := resetBenchRows(ctx, db, prefix); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "setflow-bench-temporal-")
+	srv, _, stopServer, err := startBenchServer(ctx, cfg.bin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := reactionbench.StartServer(ctx, cfg.bin, dir)
-	if err != nil {
-		return err
-	}
-	defer srv.Kill() //nolint:errcheck // a throw-away server
+	defer stopServer()
 	c, err := srv.Dial(ctx, devserver.Quiet{})
 	if err != nil {
 		return err

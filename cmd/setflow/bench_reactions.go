@@ -34,17 +34,12 @@ func runBenchReactions(ctx context.Context, args []string) error {
 	defer cleanup()
 	pgVersion, _ := benchPostgresSettings(ctx, db)
 
-	dir, err := os.MkdirTemp("", "setflow-bench-temporal-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	start := time.Now()
-	srv, err := reactionbench.StartServer(ctx, o.temporalBin, dir, o.dynConfig...)
+	srv, dir, stopServer, err := startBenchServer(ctx, o.temporalBin, o.dynConfig...)
 	if err != nil {
 		return err
 	}
-	defer srv.Kill() //nolint:errcheck // a throw-away server
+	defer stopServer()
 	out := os.Stdout
 	fmt.Fprintf(out, "setflow bench reactions: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s, database %s\n",
 		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, dbName)
@@ -240,6 +235,21 @@ func (b *reactionsBench) timeToRevoke(ctx context.Context) error {
 		o.revokeRate, o.revokeDur, rv.Sent, strings.Join(reactionbench.RevokeEventTypes, " and "))
 	reactionbench.ReportRevoke(b.out, rv)
 	return nil
+}
+
+// startBenchServer starts a throw-away Temporal dev server with its SQLite
+// file in a fresh directory dir; stop kills it and removes dir.
+func startBenchServer(ctx context.Context, bin string, dynamicConfig ...string) (srv *devserver.Server, dir string, stop func(), err error) {
+	dir, err = os.MkdirTemp("", "setflow-bench-temporal-")
+	if err != nil {
+		return nil, "", nil, err
+	}
+	srv, err = reactionbench.StartServer(ctx, bin, dir, dynamicConfig...)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, "", nil, err
+	}
+	return srv, dir, func() { _ = srv.Kill(); os.RemoveAll(dir) }, nil
 }
 
 // benchServerURL is the maintenance database on the server of
