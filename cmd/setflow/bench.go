@@ -52,36 +52,113 @@ var benchEventTypes = []string{"account-disabled", event.NameUserUnlinked, "sess
 // runBench measures SET verification and the ingress's accept rate against a
 // real Postgres inbox, and prints the figures next to the product targets.
 func runBench(ctx context.Context, args []string) error {
-	if len(args) > 0 && args[0] == "reactions" {
-		return runBenchReactions(ctx, args[1:])
+	if len(args) > 0 {
+		switch args[0] {
+		case "reactions":
+			return runBenchReactions(ctx, args[1:])
+		case "status":
+			return runBenchStatus(ctx, args[1:])
+		case "audit":
+			return runBenchAudit(ctx, args[1:])
+		}
 	}
-	if len(args) > 0 && args[0] == "status" {
-		return runBenchStatus(ctx, args[1:])
+	o, err := parseBenchOptions(args)
+	if err != nil {
+		return err
 	}
-	if len(args) > 0 && args[0] == "audit" {
-		return runBenchAudit(ctx, args[1:])
+	db, dbName, cleanup, err := benchDatabase(ctx, o.dbURL, o.dbPool)
+	if err != nil {
+		return err
 	}
+	defer cleanup()
+	pgVersion, syncCommit := benchPostgresSettings(ctx, db)
+	out := os.Stdout
+	fmt.Fprintf(out, "setflow bench: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s (synchronous_commit=%s), database %s\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, syncCommit, dbName)
+
+	key, v, err := newBenchVerifier()
+	if err != nil {
+		return err
+	}
+	b := &ingressBench{opts: o, out: out, db: db, v: v, prefix: "bench-" + randomHex(4) + "-"}
+	if o.dbURL != "" {
+		// Leave an explicitly given database as it was.
+		defer func() { _ = resetBenchRows(context.WithoutCancel(ctx), db, b.prefix) }()
+	}
+	start := time.Now()
+	if b.tokens, err = signTokens(ctx, key, b.prefix, o.tokens); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "pre-signed %d RS256 SETs with distinct jti in %s\n", len(b.tokens), time.Since(start).Round(10*time.Millisecond))
+
+	verifyOne, verifyAll, err := b.verifyOnly(ctx)
+	if err != nil {
+		return err
+	}
+	stop, err := b.startIngress(ctx)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	bare, err := b.bareInserts(ctx, verifyOne)
+	if err != nil {
+		return err
+	}
+	acc, err := b.acceptRate(ctx, verifyAll, bare)
+	if err != nil {
+		return err
+	}
+	if err := b.fixedRate(ctx, acc.perSec()); err != nil {
+		return err
+	}
+	if err := b.relay(ctx, acc.perSec()); err != nil {
+		return err
+	}
+	fmt.Fprintln(out)
+	return nil
+}
+
+// benchOptions are setflow bench's flags, parsed and checked once.
+type benchOptions struct {
+	dbURL       string
+	duration    time.Duration // of the accept-rate and the fixed-rate run
+	concurrency int
+	rate        float64
+	verifyDur   time.Duration
+	tokens      int
+	dbPool      int
+	insertDur   time.Duration
+	inFlight    int
+	maxBatch    int
+	relayBurst  time.Duration
+	relayRate   float64
+	relayConc   int
+	relayDrain  time.Duration
+	temporalBin string
+}
+
+func parseBenchOptions(args []string) (benchOptions, error) {
+	var o benchOptions
 	fs := flag.NewFlagSet("setflow bench", flag.ContinueOnError)
-	dbURL := fs.String("database-url", "", "use this database as is (migrated; the bench's rows are deleted at the end).\n"+
+	fs.StringVar(&o.dbURL, "database-url", "", "use this database as is (migrated; the bench's rows are deleted at the end).\n"+
 		"Default: a throw-away database on the server of SETFLOW_DATABASE_URL, dropped at the end.\n"+
 		"Never point it at a database a relay is serving: it would deliver the bench's events")
-	duration := fs.Duration("duration", 10*time.Second, "length of the accept-rate run and of the fixed-rate run")
-	concurrency := fs.Int("concurrency", 32, "concurrent HTTP clients (keep-alive) of the accept-rate run")
-	rate := fs.Float64("rate", 1000, "SETs/s of the fixed-rate run (open loop); 0 skips it")
-	verifyDur := fs.Duration("verify-duration", 2*time.Second, "length of each verify-only run; 0 skips them")
-	nTokens := fs.Int("tokens", 0, "pre-signed tokens with distinct jti (default: 4,000 per second of -duration, at least -rate × -duration)")
-	dbPool := fs.Int("db-pool", 32, "maximum open Postgres connections of the in-process ingress")
-	insertDur := fs.Duration("insert-duration", 3*time.Second, "length of the bare single-row insert-and-commit run (at -concurrency clients) and of the\n"+
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "length of the accept-rate run and of the fixed-rate run")
+	fs.IntVar(&o.concurrency, "concurrency", 32, "concurrent HTTP clients (keep-alive) of the accept-rate run")
+	fs.Float64Var(&o.rate, "rate", 1000, "SETs/s of the fixed-rate run (open loop); 0 skips it")
+	fs.DurationVar(&o.verifyDur, "verify-duration", 2*time.Second, "length of each verify-only run; 0 skips them")
+	fs.IntVar(&o.tokens, "tokens", 0, "pre-signed tokens with distinct jti (default: 4,000 per second of -duration, at least -rate × -duration)")
+	fs.IntVar(&o.dbPool, "db-pool", 32, "maximum open Postgres connections of the in-process ingress")
+	fs.DurationVar(&o.insertDur, "insert-duration", 3*time.Second, "length of the bare single-row insert-and-commit run (at -concurrency clients) and of the\n"+
 		"lone-request runs (1 client); 0 skips them")
-	inFlight := fs.Int("inbox-in-flight", 0, "group commit: inbox inserts in flight at once (0: inbox.DefaultMaxInFlight)")
-	maxBatch := fs.Int("inbox-max-batch", 0, "group commit: most deliveries one inbox insert holds (0: inbox.DefaultMaxBatch)")
-	relayBurst := fs.Duration("relay-burst", 10*time.Second, "length of the relay phase's burst into the ingress; 0 skips the phase")
-	relayRate := fs.Float64("relay-rate", 0, "SETs/s of the relay phase's burst (open loop); 0: closed loop at -concurrency clients")
-	relayConc := fs.Int("relay-concurrency", 0, "concurrent workflow starts of one relay batch (0: the inbox's default, 8)")
-	relayDrain := fs.Duration("relay-drain-limit", 10*time.Minute, "how long the relay phase waits for the backlog to drain")
+	fs.IntVar(&o.inFlight, "inbox-in-flight", 0, "group commit: inbox inserts in flight at once (0: inbox.DefaultMaxInFlight)")
+	fs.IntVar(&o.maxBatch, "inbox-max-batch", 0, "group commit: most deliveries one inbox insert holds (0: inbox.DefaultMaxBatch)")
+	fs.DurationVar(&o.relayBurst, "relay-burst", 10*time.Second, "length of the relay phase's burst into the ingress; 0 skips the phase")
+	fs.Float64Var(&o.relayRate, "relay-rate", 0, "SETs/s of the relay phase's burst (open loop); 0: closed loop at -concurrency clients")
+	fs.IntVar(&o.relayConc, "relay-concurrency", 0, "concurrent workflow starts of one relay batch (0: the inbox's default, 8)")
+	fs.DurationVar(&o.relayDrain, "relay-drain-limit", 10*time.Minute, "how long the relay phase waits for the backlog to drain")
 	var bc config.Bench
 	bc.Register(fs)
-	temporalBin := &bc.TemporalBin
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow bench [flags]\n\n"+
 			"Measures RS256 SET verification (verify-only) and the ingress (HTTP on 127.0.0.1, real\n"+
@@ -94,152 +171,168 @@ func runBench(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	if err := config.Parse(fs, args); err != nil {
-		return err
+		return o, err
 	}
+	o.temporalBin = bc.TemporalBin
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	if *duration <= 0 || *concurrency <= 0 || *rate < 0 || *dbPool <= 0 || *verifyDur < 0 || *nTokens < 0 ||
-		*insertDur < 0 || *inFlight < 0 || *maxBatch < 0 || *relayBurst < 0 || *relayRate < 0 || *relayConc < 0 {
-		return errors.New("-duration, -concurrency and -db-pool must be positive; -rate, -verify-duration, -tokens, " +
+	if o.duration <= 0 || o.concurrency <= 0 || o.rate < 0 || o.dbPool <= 0 || o.verifyDur < 0 || o.tokens < 0 ||
+		o.insertDur < 0 || o.inFlight < 0 || o.maxBatch < 0 || o.relayBurst < 0 || o.relayRate < 0 || o.relayConc < 0 {
+		return o, errors.New("-duration, -concurrency and -db-pool must be positive; -rate, -verify-duration, -tokens, " +
 			"-insert-duration, the -inbox and the -relay flags not negative")
 	}
-	secs := duration.Seconds()
-	if *nTokens == 0 {
-		*nTokens = max(int(4000*secs), int(*rate*secs), 1000)
+	if o.tokens == 0 {
+		secs := o.duration.Seconds()
+		o.tokens = max(int(4000*secs), int(o.rate*secs), 1000)
 	}
+	return o, nil
+}
 
-	// Database.
-	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL, *dbPool)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	var pgVersion string
-	_ = db.GetContext(ctx, &pgVersion, `SHOW server_version`)
-	var syncCommit string
+// benchPostgresSettings reads the server's version and synchronous_commit,
+// printed with every bench's figures ("" if unreadable: they only label).
+func benchPostgresSettings(ctx context.Context, db *sqlx.DB) (version, syncCommit string) {
+	_ = db.GetContext(ctx, &version, `SHOW server_version`)
 	_ = db.GetContext(ctx, &syncCommit, `SHOW synchronous_commit`)
+	return version, syncCommit
+}
 
-	out := os.Stdout
-	fmt.Fprintf(out, "setflow bench: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s (synchronous_commit=%s), database %s\n",
-		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, syncCommit, dbName)
-
-	// Key, verifier and token pool.
+// newBenchVerifier makes a fresh signing key and the verifier that trusts it.
+func newBenchVerifier() (*simulator.Key, *secevent.Verifier, error) {
 	key, err := simulator.NewKey()
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	keys, err := secevent.NewStaticKeys(benchIssuer, key.JWKS())
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	v, err := secevent.NewVerifier(secevent.Config{Issuer: benchIssuer, Audiences: []string{benchAudience}, Keys: keys})
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	run := randomHex(4)
-	prefix := "bench-" + run + "-"
-	if *dbURL != "" {
-		// Leave an explicitly given database as it was.
-		defer func() { _ = resetBenchRows(context.WithoutCancel(ctx), db, prefix) }()
+	return key, v, nil
+}
+
+// ingressBench is one setflow bench run: its database, token pool and, once
+// started, the in-process ingress its phases load.
+type ingressBench struct {
+	opts   benchOptions
+	out    io.Writer
+	db     *sqlx.DB
+	v      *secevent.Verifier
+	tokens [][]byte
+	prefix string // of the tokens' jti, so of the bench's inbox keys
+	store  *inbox.Postgres
+	url    string // the ingress's account-status endpoint
+}
+
+// verifyOnly measures verification alone on one goroutine and on all cores
+// (0, 0 when -verify-duration is 0).
+func (b *ingressBench) verifyOnly(ctx context.Context) (one, all float64, err error) {
+	d := b.opts.verifyDur
+	if d <= 0 {
+		return 0, 0, nil
 	}
-	start := time.Now()
-	tokens, err := signTokens(ctx, key, prefix, *nTokens)
+	out := b.out
+	fmt.Fprintf(out, "\nverify-only (secevent.Verifier, go-jose RS256, 2048-bit key, %d distinct tokens, %s each)\n", len(b.tokens), d)
+	m0 := mallocs()
+	one, n1, err := benchVerify(ctx, b.v, b.tokens, 1, d)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	fmt.Fprintf(out, "pre-signed %d RS256 SETs with distinct jti in %s\n", len(tokens), time.Since(start).Round(10*time.Millisecond))
-
-	// 1. Verify-only.
-	var verifyAll, verifyOne float64
-	if *verifyDur > 0 {
-		fmt.Fprintf(out, "\nverify-only (secevent.Verifier, go-jose RS256, 2048-bit key, %d distinct tokens, %s each)\n", len(tokens), *verifyDur)
-		m0 := mallocs()
-		one, n1, err := benchVerify(ctx, v, tokens, 1, *verifyDur)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%.1f µs/SET)   target ≈ %s/s per core\n", "1 goroutine (per core)",
-			thousands(one), 1e6/one, thousands(benchTargetVerifyPerCore))
-		fmt.Fprintf(out, "  %-24s %9.0f allocs/SET\n", "allocations", float64(mallocs()-m0)/float64(max(n1, 1)))
-		verifyOne = one
-		n := runtime.GOMAXPROCS(0)
-		all, _, err := benchVerify(ctx, v, tokens, n, *verifyDur)
-		if err != nil {
-			return err
-		}
-		verifyAll = all
-		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%s/s per core)\n", fmt.Sprintf("%d goroutines", n), thousands(all), thousands(all/float64(n)))
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%.1f µs/SET)   target ≈ %s/s per core\n", "1 goroutine (per core)",
+		thousands(one), 1e6/one, thousands(benchTargetVerifyPerCore))
+	fmt.Fprintf(out, "  %-24s %9.0f allocs/SET\n", "allocations", float64(mallocs()-m0)/float64(max(n1, 1)))
+	n := runtime.GOMAXPROCS(0)
+	all, _, err = benchVerify(ctx, b.v, b.tokens, n, d)
+	if err != nil {
+		return 0, 0, err
 	}
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%s/s per core)\n", fmt.Sprintf("%d goroutines", n), thousands(all), thousands(all/float64(n)))
+	return one, all, nil
+}
 
-	// The in-process ingress.
-	store := inbox.NewPostgres(db)
-	store.MaxInFlight, store.MaxBatch = *inFlight, *maxBatch
+// startIngress serves the ingress on 127.0.0.1 over the bench's inbox and
+// opens the pool's connections; stop closes the server.
+func (b *ingressBench) startIngress(ctx context.Context) (stop func(), err error) {
+	b.store = inbox.NewPostgres(b.db)
+	b.store.MaxInFlight, b.store.MaxBatch = b.opts.inFlight, b.opts.maxBatch
 	srv := &ingress.Server{
-		Inbox: store,
-		SETs:  v,
+		Inbox: b.store,
+		SETs:  b.v,
 		Log:   slog.New(slog.DiscardHandler),
-		Ready: db.PingContext,
+		Ready: b.db.PingContext,
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hs := ingress.HTTPServer(l.Addr().String(), srv.Handler())
 	go func() { _ = hs.Serve(l) }()
-	defer hs.Close()
-	url := "http://" + l.Addr().String() + ingress.PathAccountStatus
-	if err := warmDB(ctx, db, *dbPool); err != nil {
-		return err
+	b.url = "http://" + l.Addr().String() + ingress.PathAccountStatus
+	if err := warmDB(ctx, b.db, b.opts.dbPool); err != nil {
+		hs.Close()
+		return nil, err
 	}
+	return func() { hs.Close() }, nil
+}
 
-	// What the database does with one commit per row, at the same client count.
-	var bare *benchResult
-	if *insertDur > 0 {
-		set, err := v.Verify(ctx, tokens[0])
-		if err != nil {
-			return err
-		}
-		env := ingress.EnvelopeFromSET(set, time.Now()).Storable()
-		fmt.Fprintf(out, "\nbare single-row insert-and-commit (the inbox statement without group commit, one transaction per row, %s)\n", *insertDur)
-		if bare, err = benchBareInsert(ctx, db, env, tokens, prefix, *concurrency, *insertDur); err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9s rows/s  (%s)\n", fmt.Sprintf("%d clients", *concurrency), thousands(bare.perSec()), bare.latencies())
-		lone, err := benchBareInsert(ctx, db, env, tokens, prefix, 1, *insertDur/3)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9s rows/s  (%s)\n", "1 client", thousands(lone.perSec()), lone.latencies())
-		// A lone request on an idle server: nothing to batch with, and no wait.
-		fmt.Fprintf(out, "\nlone requests (1 client, one request at a time, through the ingress, %s)\n", *insertDur/3)
-		lr, err := benchAccept(ctx, url, tokens, 1, *insertDur/3)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%s)   vs bare insert p50 %s + verify %.0f µs\n", "accepted (202)", thousands(lr.perSec()),
-			lr.latencies(), ms(lone.percentile(0.5)), 1e6/max(verifyOne, 1))
-		if err := resetBenchRows(ctx, db, prefix); err != nil {
-			return err
-		}
+// bareInserts measures what the database does with one commit per row, at
+// the same client count, and a lone request through the ingress; nil when
+// -insert-duration is 0.
+func (b *ingressBench) bareInserts(ctx context.Context, verifyOne float64) (*benchResult, error) {
+	d, clients, out := b.opts.insertDur, b.opts.concurrency, b.out
+	if d <= 0 {
+		return nil, nil
 	}
-
-	// 2. Accept rate, closed loop.
-	fmt.Fprintf(out, "\ningress accept rate (HTTP keep-alive on 127.0.0.1, Postgres inbox with group commit: %d inserts in flight,\n"+
-		"≤ %d rows each; %d clients, db pool %d, %s)\n", cmp.Or(*inFlight, inbox.DefaultMaxInFlight), cmp.Or(*maxBatch, inbox.DefaultMaxBatch),
-		*concurrency, *dbPool, *duration)
-	m0, s0 := mallocs(), store.PutStats()
-	acc, err := benchAccept(ctx, url, tokens, *concurrency, *duration)
+	set, err := b.v.Verify(ctx, b.tokens[0])
 	if err != nil {
-		return err
+		return nil, err
+	}
+	env := ingress.EnvelopeFromSET(set, time.Now()).Storable()
+	fmt.Fprintf(out, "\nbare single-row insert-and-commit (the inbox statement without group commit, one transaction per row, %s)\n", d)
+	bare, err := benchBareInsert(ctx, b.db, env, b.tokens, b.prefix, clients, d)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "  %-24s %9s rows/s  (%s)\n", fmt.Sprintf("%d clients", clients), thousands(bare.perSec()), bare.latencies())
+	lone, err := benchBareInsert(ctx, b.db, env, b.tokens, b.prefix, 1, d/3)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "  %-24s %9s rows/s  (%s)\n", "1 client", thousands(lone.perSec()), lone.latencies())
+	// A lone request on an idle server: nothing to batch with, and no wait.
+	fmt.Fprintf(out, "\nlone requests (1 client, one request at a time, through the ingress, %s)\n", d/3)
+	lr, err := benchAccept(ctx, b.url, b.tokens, 1, d/3)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%s)   vs bare insert p50 %s + verify %.0f µs\n", "accepted (202)", thousands(lr.perSec()),
+		lr.latencies(), ms(lone.percentile(0.5)), 1e6/max(verifyOne, 1))
+	return bare, resetBenchRows(ctx, b.db, b.prefix)
+}
+
+// acceptRate loads the ingress closed loop and prints its rate next to
+// verify-only on all cores (verifyAll, 0 if not measured) and the bare
+// inserts (nil if not measured).
+func (b *ingressBench) acceptRate(ctx context.Context, verifyAll float64, bare *benchResult) (*benchResult, error) {
+	o, out := b.opts, b.out
+	fmt.Fprintf(out, "\ningress accept rate (HTTP keep-alive on 127.0.0.1, Postgres inbox with group commit: %d inserts in flight,\n"+
+		"≤ %d rows each; %d clients, db pool %d, %s)\n", cmp.Or(o.inFlight, inbox.DefaultMaxInFlight), cmp.Or(o.maxBatch, inbox.DefaultMaxBatch),
+		o.concurrency, o.dbPool, o.duration)
+	m0, s0 := mallocs(), b.store.PutStats()
+	acc, err := benchAccept(ctx, b.url, b.tokens, o.concurrency, o.duration)
+	if err != nil {
+		return nil, err
 	}
 	accAllocs := float64(mallocs()-m0) / float64(max(acc.accepted+acc.errors, 1))
-	s1 := store.PutStats()
+	s1 := b.store.PutStats()
 	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d in %s)   target ≥ %s/s\n", "accepted (202)", thousands(acc.perSec()),
 		acc.accepted, acc.elapsed.Round(time.Millisecond), thousands(benchTargetAccept))
 	if acc.exhausted {
 		fmt.Fprintf(out, "  %-24s all %d pre-signed tokens used after %s: the rate is over that time (raise -tokens for the full %s)\n",
-			"note", len(tokens), acc.elapsed.Round(time.Millisecond), *duration)
+			"note", len(b.tokens), acc.elapsed.Round(time.Millisecond), o.duration)
 	}
 	if verifyAll > 0 {
 		fmt.Fprintf(out, "  %-24s %8.1f%%   of verify-only on %d goroutines (%s/s)   target ≥ %.0f%%\n", "share of verify-only",
@@ -247,66 +340,71 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	if bare != nil {
 		fmt.Fprintf(out, "  %-24s %8.2f×   the bare single-row insert-and-commit rate at %d clients (%s/s)\n", "vs bare inserts",
-			acc.perSec()/max(bare.perSec(), 1), *concurrency, thousands(bare.perSec()))
+			acc.perSec()/max(bare.perSec(), 1), o.concurrency, thousands(bare.perSec()))
 	}
-	if b := s1.Batches - s0.Batches; b > 0 {
-		fmt.Fprintf(out, "  %-24s %9d commits for %d Puts (%.1f per commit), %d failed\n", "group commits", b,
-			s1.Entries-s0.Entries, float64(s1.Entries-s0.Entries)/float64(b), s1.Failed-s0.Failed)
+	if n := s1.Batches - s0.Batches; n > 0 {
+		fmt.Fprintf(out, "  %-24s %9d commits for %d Puts (%.1f per commit), %d failed\n", "group commits", n,
+			s1.Entries-s0.Entries, float64(s1.Entries-s0.Entries)/float64(n), s1.Failed-s0.Failed)
 	}
 	fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", acc.errors, acc.errorDetail())
 	fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", acc.latencies(), benchTargetP99Clients)
 	fmt.Fprintf(out, "  %-24s %9.0f allocs/request (whole process: HTTP client and server, verification, inbox)\n", "allocations", accAllocs)
-	committed, err := countBenchRows(ctx, db, prefix)
+	return acc, b.printRowsCommitted(ctx, acc)
+}
+
+// printRowsCommitted checks that every 202 of r has its inbox row.
+func (b *ingressBench) printRowsCommitted(ctx context.Context, r *benchResult) error {
+	committed, err := countBenchRows(ctx, b.db, b.prefix)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  %-24s %9d (every 202 must have its row: %s)\n", "rows committed", committed, okIf(committed >= acc.accepted))
-
-	// 3. Fixed rate, open loop. The pool is reused: its rows are deleted first,
-	// so that every request is a first delivery again.
-	if *rate > 0 {
-		if err := resetBenchRows(ctx, db, prefix); err != nil {
-			return err
-		}
-		n := int(*rate * secs)
-		if n > len(tokens) {
-			n = len(tokens)
-		}
-		fmt.Fprintf(out, "\nfixed rate %s SETs/s (open loop: latency from the scheduled send time, so it includes queueing; %d requests)\n",
-			thousands(*rate), n)
-		fix, err := benchFixedRate(ctx, url, tokens[:n], *rate)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d of %d in %s)\n", "accepted (202)", thousands(fix.perSec()), fix.accepted, n, fix.elapsed.Round(time.Millisecond))
-		fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", fix.errors, fix.errorDetail())
-		fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", fix.latencies(), benchTargetP99)
-		fmt.Fprintf(out, "  %-24s %9d   (Kakao's budget; target 0)\n", "answers over 3 s", fix.over(benchKakaoBudget))
-		if *rate > acc.perSec() {
-			fmt.Fprintf(out, "  %-24s the fixed rate is above this run's closed-loop accept rate (%s/s): the machine is\n"+
-				"  %-24s overloaded at it, so these latencies measure the overload, not the inbox\n", "note", thousands(acc.perSec()), "")
-		}
-		fixRows, err := countBenchRows(ctx, db, prefix)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(out, "  %-24s %9d (every 202 must have its row: %s)\n", "rows committed", fixRows, okIf(fixRows >= fix.accepted))
-	}
-
-	// 4. Relay throughput against the accept rate, and the drain of a burst.
-	if *relayBurst > 0 {
-		listenURL, err := benchListenURL(ctx, db, *dbURL)
-		if err != nil {
-			return err
-		}
-		if err := benchRelay(ctx, out, db, url, tokens, prefix, relayBenchConfig{bin: *temporalBin, listenURL: listenURL,
-			burst: *relayBurst, rate: *relayRate, clients: *concurrency, concurrency: *relayConc, drainLimit: *relayDrain,
-			acceptRate: acc.perSec()}); err != nil {
-			return err
-		}
-	}
-	fmt.Fprintln(out)
+	fmt.Fprintf(b.out, "  %-24s %9d (every 202 must have its row: %s)\n", "rows committed", committed, okIf(committed >= r.accepted))
 	return nil
+}
+
+// fixedRate loads the ingress open loop at -rate (skipped at 0). The pool is
+// reused: its rows are deleted first, so that every request is a first
+// delivery again.
+func (b *ingressBench) fixedRate(ctx context.Context, acceptRate float64) error {
+	rate, out := b.opts.rate, b.out
+	if rate <= 0 {
+		return nil
+	}
+	if err := resetBenchRows(ctx, b.db, b.prefix); err != nil {
+		return err
+	}
+	n := min(int(rate*b.opts.duration.Seconds()), len(b.tokens))
+	fmt.Fprintf(out, "\nfixed rate %s SETs/s (open loop: latency from the scheduled send time, so it includes queueing; %d requests)\n",
+		thousands(rate), n)
+	fix, err := benchFixedRate(ctx, b.url, b.tokens[:n], rate)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d of %d in %s)\n", "accepted (202)", thousands(fix.perSec()), fix.accepted, n, fix.elapsed.Round(time.Millisecond))
+	fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", fix.errors, fix.errorDetail())
+	fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", fix.latencies(), benchTargetP99)
+	fmt.Fprintf(out, "  %-24s %9d   (Kakao's budget; target 0)\n", "answers over 3 s", fix.over(benchKakaoBudget))
+	if rate > acceptRate {
+		fmt.Fprintf(out, "  %-24s the fixed rate is above this run's closed-loop accept rate (%s/s): the machine is\n"+
+			"  %-24s overloaded at it, so these latencies measure the overload, not the inbox\n", "note", thousands(acceptRate), "")
+	}
+	return b.printRowsCommitted(ctx, fix)
+}
+
+// relay measures relay throughput against the accept rate, and the drain of
+// a burst (skipped when -relay-burst is 0).
+func (b *ingressBench) relay(ctx context.Context, acceptRate float64) error {
+	o := b.opts
+	if o.relayBurst <= 0 {
+		return nil
+	}
+	listenURL, err := benchListenURL(ctx, b.db, o.dbURL)
+	if err != nil {
+		return err
+	}
+	return benchRelay(ctx, b.out, b.db, b.url, b.tokens, b.prefix, relayBenchConfig{bin: o.temporalBin, listenURL: listenURL,
+		burst: o.relayBurst, rate: o.relayRate, clients: o.concurrency, concurrency: o.relayConc, drainLimit: o.relayDrain,
+		acceptRate: acceptRate})
 }
 
 // benchDatabase opens url as is, or creates a throw-away database on the
@@ -494,9 +592,11 @@ func (r *benchResult) merge(o *benchResult) {
 	}
 }
 
-func (r *benchResult) record(status int, err error, lat time.Duration) {
+// record counts one request: a success when it was answered want (202 from
+// the ingress, 200 from the status API), an error of its kind otherwise.
+func (r *benchResult) record(want, status int, err error, lat time.Duration) {
 	r.lat = append(r.lat, lat)
-	if err == nil && status == http.StatusAccepted {
+	if err == nil && status == want {
 		r.accepted++
 		return
 	}
@@ -602,6 +702,12 @@ func postSET(ctx context.Context, c *http.Client, url string, token []byte) (int
 	}
 	req.Header.Set("Content-Type", ingress.SETContentType)
 	req.Header.Set("Accept", "application/json")
+	return doDrained(c, req)
+}
+
+// doDrained sends req and drains the answer so that the connection is
+// reused, returning its status.
+func doDrained(c *http.Client, req *http.Request) (int, error) {
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
@@ -648,7 +754,7 @@ func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, 
 					return
 				}
 				status, err := postSET(ctx, c, url, tokens[i])
-				r.record(status, err, time.Since(t0))
+				r.record(http.StatusAccepted, status, err, time.Since(t0))
 			}
 		})
 	}
@@ -671,7 +777,7 @@ func benchFixedRate(ctx context.Context, url string, tokens [][]byte, rate float
 		status, err := postSET(ctx, c, url, tokens[i])
 		lat := time.Since(at)
 		mu.Lock()
-		total.record(status, err, lat)
+		total.record(http.StatusAccepted, status, err, lat)
 		mu.Unlock()
 	})
 	total.elapsed = time.Since(start)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
 )
@@ -28,12 +31,69 @@ const (
 // the same server, a bare single-row INSERT that commits alone at the
 // largest writer count: the ceiling any audit append could reach.
 func runBenchAudit(ctx context.Context, args []string) error {
+	o, err := parseBenchAuditOptions(args)
+	if err != nil {
+		return err
+	}
+	db, dbName, cleanup, err := benchDatabase(ctx, o.dbURL, o.top+4)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	b := &auditBench{opts: o, db: db, run: "bench-audit-" + randomHex(4),
+		log: audit.NewPostgres(db), hasher: audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = b.log.DeleteEvents(dctx, b.run)
+		_, _ = db.ExecContext(dctx, `DROP TABLE IF EXISTS setflow_bench_bare_insert`)
+	}()
+	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS setflow_bench_bare_insert (
+		id bigserial PRIMARY KEY, event_key text NOT NULL, step text NOT NULL, detail jsonb NOT NULL, hash text NOT NULL)`); err != nil {
+		return err
+	}
+	pgVersion, syncCommit := benchPostgresSettings(ctx, db)
+	out := os.Stdout
+	fmt.Fprintf(out, "setflow bench audit: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s (synchronous_commit=%s), database %s, %s per phase, %d round(s)\n\n",
+		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, syncCommit, dbName, o.duration, o.rounds)
+	if err := warmDB(ctx, db, o.top+4); err != nil {
+		return err
+	}
+	bare, appends, err := b.measure(ctx)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	cp, _, err := b.log.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	cpTime := time.Since(start)
+	if _, err := b.log.VerifyChain(ctx, audit.UserChain(b.hasher.Hash(b.run, fmt.Sprintf("w%d-0", o.top))), audit.VerifyOptions{}); err != nil {
+		return fmt.Errorf("verify a bench chain: %w", err)
+	}
+	b.report(out, bare, appends)
+	fmt.Fprintf(out, "  %-34s %9s   (%d chains, after the run)\n\n", "checkpoint", ms(cpTime), cp.Chains)
+	return nil
+}
+
+// benchAuditOptions are setflow bench audit's flags, parsed and checked once.
+type benchAuditOptions struct {
+	dbURL    string
+	duration time.Duration // of each measured phase
+	writers  []int
+	top      int // the largest writer count, where the bare inserts run
+	rounds   int
+}
+
+func parseBenchAuditOptions(args []string) (benchAuditOptions, error) {
+	var o benchAuditOptions
 	fs := flag.NewFlagSet("setflow bench audit", flag.ContinueOnError)
-	dbURL := fs.String("database-url", "", "use this database as is (migrated; the bench's audit rows, keys prefixed bench-audit-, are deleted at the end).\n"+
+	fs.StringVar(&o.dbURL, "database-url", "", "use this database as is (migrated; the bench's audit rows, keys prefixed bench-audit-, are deleted at the end).\n"+
 		"Default: a throw-away database on the server of SETFLOW_DATABASE_URL, dropped at the end")
-	duration := fs.Duration("duration", 5*time.Second, "length of each measured phase")
+	fs.DurationVar(&o.duration, "duration", 5*time.Second, "length of each measured phase")
 	writersFlag := fs.String("writers", "1,8,32", "comma-separated concurrent writer counts; the bare-insert baseline runs at the largest")
-	rounds := fs.Int("rounds", 1, "measured rounds (each runs every phase; figures are over all rounds)")
+	fs.IntVar(&o.rounds, "rounds", 1, "measured rounds (each runs every phase; figures are over all rounds)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow bench audit [flags]\n\n"+
 			"Measures audit appends per second at each writer count (distinct users: one chain each)\n"+
@@ -43,97 +103,77 @@ func runBenchAudit(ctx context.Context, args []string) error {
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
-		return err
+		return o, err
 	}
-	var writers []int
 	for _, s := range strings.Split(*writersFlag, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
 		if err != nil || n <= 0 {
-			return fmt.Errorf("-writers %q: want positive counts like 1,8,32", *writersFlag)
+			return o, fmt.Errorf("-writers %q: want positive counts like 1,8,32", *writersFlag)
 		}
-		writers = append(writers, n)
+		o.writers = append(o.writers, n)
+		o.top = max(o.top, n)
 	}
-	if *duration <= 0 || *rounds <= 0 || fs.NArg() > 0 {
-		return errors.New("-duration and -rounds must be positive; no arguments")
+	if o.duration <= 0 || o.rounds <= 0 || fs.NArg() > 0 {
+		return o, errors.New("-duration and -rounds must be positive; no arguments")
 	}
-	top := 0
-	for _, w := range writers {
-		top = max(top, w)
-	}
-	db, dbName, cleanup, err := benchDatabase(ctx, *dbURL, top+4)
-	if err != nil {
-		return err
-	}
-	defer cleanup()
-	run := "bench-audit-" + randomHex(4)
-	defer func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = audit.NewPostgres(db).DeleteEvents(dctx, run)
-		_, _ = db.ExecContext(dctx, `DROP TABLE IF EXISTS setflow_bench_bare_insert`)
-	}()
-	if _, err := db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS setflow_bench_bare_insert (
-		id bigserial PRIMARY KEY, event_key text NOT NULL, step text NOT NULL, detail jsonb NOT NULL, hash text NOT NULL)`); err != nil {
-		return err
-	}
-	var pgVersion, syncCommit string
-	_ = db.GetContext(ctx, &pgVersion, `SHOW server_version`)
-	_ = db.GetContext(ctx, &syncCommit, `SHOW synchronous_commit`)
-	out := os.Stdout
-	fmt.Fprintf(out, "setflow bench audit: %s, GOMAXPROCS=%d, %d CPUs, PostgreSQL %s (synchronous_commit=%s), database %s, %s per phase, %d round(s)\n\n",
-		runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), pgVersion, syncCommit, dbName, *duration, *rounds)
-	if err := warmDB(ctx, db, top+4); err != nil {
-		return err
-	}
+	return o, nil
+}
 
-	log := audit.NewPostgres(db)
-	hasher := audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}
-	appends := map[int]*benchCount{}
-	for _, w := range writers {
+// auditBench is one setflow bench audit run.
+type auditBench struct {
+	opts   benchAuditOptions
+	db     *sqlx.DB
+	run    string // the event keys' prefix, and the bare rows' hash
+	log    *audit.Postgres
+	hasher audit.SubjectHasher
+}
+
+// measure runs every round: the bare inserts at the largest writer count,
+// then the appends at each writer count.
+func (b *auditBench) measure(ctx context.Context) (bare *benchCount, appends map[int]*benchCount, err error) {
+	o := b.opts
+	appends = map[int]*benchCount{}
+	for _, w := range o.writers {
 		appends[w] = &benchCount{}
 	}
-	bare := &benchCount{}
+	bare = &benchCount{}
 	// Prepared like the audit's own insert, so that both pay the same
 	// round trips and only the chaining differs.
-	bareInsert, err := db.PrepareContext(ctx, `INSERT INTO setflow_bench_bare_insert (event_key, step, detail, hash) VALUES ($1, $2, $3, $4)`)
+	bareInsert, err := b.db.PrepareContext(ctx, `INSERT INTO setflow_bench_bare_insert (event_key, step, detail, hash) VALUES ($1, $2, $3, $4)`)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer bareInsert.Close()
 	var seq atomic.Int64
-	for round := 0; round < *rounds; round++ {
-		n, err := benchWriters(ctx, top, *duration, func(ctx context.Context, g int) error {
-			_, err := bareInsert.ExecContext(ctx, fmt.Sprintf("%s-bare-%d", run, seq.Add(1)), "bench/received", `{"n":1}`, run)
+	for range o.rounds {
+		n, err := benchWriters(ctx, o.top, o.duration, func(ctx context.Context, g int) error {
+			_, err := bareInsert.ExecContext(ctx, fmt.Sprintf("%s-bare-%d", b.run, seq.Add(1)), "bench/received", `{"n":1}`, b.run)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("bare insert: %w", err)
+			return nil, nil, fmt.Errorf("bare insert: %w", err)
 		}
-		bare.add(n, *duration)
-		for _, w := range writers {
-			n, err := benchWriters(ctx, w, *duration, func(ctx context.Context, g int) error {
+		bare.add(n, o.duration)
+		for _, w := range o.writers {
+			n, err := benchWriters(ctx, w, o.duration, func(ctx context.Context, g int) error {
 				i := seq.Add(1)
-				_, err := log.Append(ctx, audit.Record{EventKey: fmt.Sprintf("%s-%d", run, i), EventType: "bench",
-					SubjectHash: hasher.Hash(run, fmt.Sprintf("w%d-%d", w, g)), Step: "bench/received", Outcome: "done",
+				_, err := b.log.Append(ctx, audit.Record{EventKey: fmt.Sprintf("%s-%d", b.run, i), EventType: "bench",
+					SubjectHash: b.hasher.Hash(b.run, fmt.Sprintf("w%d-%d", w, g)), Step: "bench/received", Outcome: "done",
 					Detail: map[string]any{"n": 1}})
 				return err
 			})
 			if err != nil {
-				return fmt.Errorf("append with %d writers: %w", w, err)
+				return nil, nil, fmt.Errorf("append with %d writers: %w", w, err)
 			}
-			appends[w].add(n, *duration)
+			appends[w].add(n, o.duration)
 		}
 	}
-	start := time.Now()
-	cp, _, err := log.Checkpoint(ctx)
-	if err != nil {
-		return fmt.Errorf("checkpoint: %w", err)
-	}
-	cpTime := time.Since(start)
-	if _, err := log.VerifyChain(ctx, audit.UserChain(hasher.Hash(run, fmt.Sprintf("w%d-0", top))), audit.VerifyOptions{}); err != nil {
-		return fmt.Errorf("verify a bench chain: %w", err)
-	}
+	return bare, appends, nil
+}
 
+// report prints each phase's rate and the two targets.
+func (b *auditBench) report(out io.Writer, bare *benchCount, appends map[int]*benchCount) {
+	writers, top := b.opts.writers, b.opts.top
 	fmt.Fprintf(out, "  %-34s %9s\n", "phase", "rows/s")
 	fmt.Fprintf(out, "  %-34s %9s\n", fmt.Sprintf("bare insert+commit, %d clients", top), thousands(bare.rate()))
 	for _, w := range writers {
@@ -147,8 +187,6 @@ func runBenchAudit(ctx context.Context, args []string) error {
 	}
 	share := most / bare.rate()
 	fmt.Fprintf(out, "  %-34s %8.0f%%   target ≥ %.0f%% %s\n", fmt.Sprintf("%d writers / bare insert", top), share*100, benchAuditTargetBare*100, meets(share >= benchAuditTargetBare))
-	fmt.Fprintf(out, "  %-34s %9s   (%d chains, after the run)\n\n", "checkpoint", ms(cpTime), cp.Chains)
-	return nil
 }
 
 // benchCount sums operations and time over rounds.

@@ -104,37 +104,21 @@ func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tok
 	if err := resetBenchRows(ctx, db, prefix); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "setflow-bench-temporal-")
+	srv, _, stopServer, err := startBenchServer(ctx, cfg.bin)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	srv, err := reactionbench.StartServer(ctx, cfg.bin, dir)
-	if err != nil {
-		return err
-	}
-	defer srv.Kill() //nolint:errcheck // a throw-away server
+	defer stopServer()
 	c, err := srv.Dial(ctx, devserver.Quiet{})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	wake, stopWake, err := inbox.Listen(cfg.listenURL)
+	starts, in, stop, err := startBenchRelay(ctx, db, c, cfg)
 	if err != nil {
 		return err
 	}
-	defer stopWake()
-	in := inbox.NewPostgres(db)
-	if cfg.concurrency > 0 {
-		in.Concurrency = cfg.concurrency
-	}
-	starts := &countingStarter{Starter: c}
-	r := &relay.Relay{Inbox: in, Temporal: starts, Subjects: reactionbench.Subjects, Log: slog.New(slog.DiscardHandler),
-		Poll: 200 * time.Millisecond, Wake: wake}
-	rctx, stopRelay := context.WithCancel(ctx)
-	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); _ = r.Run(rctx) }()
-	defer func() { stopRelay(); <-relayDone }()
+	defer stop()
 
 	load := fmt.Sprintf("%d clients, closed loop", cfg.clients)
 	if cfg.rate > 0 {
@@ -143,64 +127,107 @@ func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tok
 	fmt.Fprintf(out, "\nrelay (Temporal dev server %s, SQLite WAL; relay batch 100, %d concurrent starts; workflows started, no worker):\n"+
 		"burst of %s into the ingress (%s) with the relay running, then the backlog drains\n",
 		srv.HostPort(), in.Concurrency, cfg.burst, load)
+	var r relayRun
 	start := time.Now()
-	var burst *benchResult
 	if cfg.rate > 0 {
 		n := min(int(cfg.rate*cfg.burst.Seconds()), len(tokens))
-		burst, err = benchFixedRate(ctx, url, tokens[:n], cfg.rate)
+		r.burst, err = benchFixedRate(ctx, url, tokens[:n], cfg.rate)
 	} else {
-		burst, err = benchAccept(ctx, url, tokens, cfg.clients, cfg.burst)
+		r.burst, err = benchAccept(ctx, url, tokens, cfg.clients, cfg.burst)
 	}
 	if err != nil {
 		return err
 	}
-	burstEnd := time.Since(start)
+	r.burstEnd = time.Since(start)
 	// Started by the end of the burst (the relay records a claimed batch as
 	// dispatched only once all of it is started).
-	atEnd := int(starts.n.Load())
-	rows, err := countBenchRows(ctx, db, prefix)
-	if err != nil {
+	r.atEnd = int(starts.n.Load())
+	if r.rows, err = countBenchRows(ctx, db, prefix); err != nil {
 		return err
 	}
-	// Drain.
+	if r.dispatched, err = waitDispatched(ctx, db, prefix, r.rows, cfg.drainLimit); err != nil {
+		return err
+	}
+	r.total = time.Since(start)
+	return r.report(ctx, out, c, cfg)
+}
+
+// startBenchRelay runs a relay from the bench's inbox rows to c until stop;
+// starts counts the user streams it started.
+func startBenchRelay(ctx context.Context, db *sqlx.DB, c client.Client, cfg relayBenchConfig) (starts *countingStarter, in *inbox.Postgres, stop func(), err error) {
+	wake, stopWake, err := inbox.Listen(cfg.listenURL)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	in = inbox.NewPostgres(db)
+	if cfg.concurrency > 0 {
+		in.Concurrency = cfg.concurrency
+	}
+	starts = &countingStarter{Starter: c}
+	r := &relay.Relay{Inbox: in, Temporal: starts, Subjects: reactionbench.Subjects, Log: slog.New(slog.DiscardHandler),
+		Poll: 200 * time.Millisecond, Wake: wake}
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); _ = r.Run(rctx) }()
+	return starts, in, func() { stopRelay(); <-relayDone; stopWake() }, nil
+}
+
+// waitDispatched polls until the bench's rows are all dispatched or limit
+// has passed, and returns how many are.
+func waitDispatched(ctx context.Context, db *sqlx.DB, prefix string, rows int, limit time.Duration) (int, error) {
 	dispatched, err := countDispatched(ctx, db, prefix)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	limit := time.Now().Add(cfg.drainLimit)
-	for dispatched < rows && time.Now().Before(limit) {
+	deadline := time.Now().Add(limit)
+	for dispatched < rows && time.Now().Before(deadline) {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
 		if dispatched, err = countDispatched(ctx, db, prefix); err != nil {
-			return err
+			return 0, err
 		}
 	}
-	total := time.Since(start)
-	relayRate := float64(dispatched) / total.Seconds()
+	return dispatched, nil
+}
+
+// relayRun is what the relay phase measured.
+type relayRun struct {
+	burst           *benchResult
+	burstEnd, total time.Duration // from the burst's start to its end, and to the drain's
+	atEnd           int           // user streams started by the end of the burst
+	rows            int           // inbox rows committed by the burst
+	dispatched      int           // of those rows, after the drain
+}
+
+// report prints the phase's figures and fails unless the backlog drained
+// and no accepted SET was lost.
+func (r relayRun) report(ctx context.Context, out io.Writer, c client.Client, cfg relayBenchConfig) error {
+	burst := r.burst
+	relayRate := float64(r.dispatched) / r.total.Seconds()
 	fmt.Fprintf(out, "  %-24s %9s SETs/s  (%d in %s; errors %d %s)\n", "accepted (202)", thousands(burst.perSec()),
 		burst.accepted, burst.elapsed.Round(time.Millisecond), burst.errors, burst.errorDetail())
 	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d started by the end of the burst) = %.1f%% of the burst's accept rate\n", "relayed during burst",
-		thousands(float64(atEnd)/burstEnd.Seconds()), atEnd, 100*float64(atEnd)/burstEnd.Seconds()/max(burst.perSec(), 1))
-	fmt.Fprintf(out, "  %-24s %9d rows\n", "backlog at burst end", max(rows-atEnd, 0))
-	if dispatched < rows {
-		fmt.Fprintf(out, "  %-24s NOT DRAINED: %d of %d rows dispatched after %s\n", "drain", dispatched, rows, total.Round(time.Millisecond))
+		thousands(float64(r.atEnd)/r.burstEnd.Seconds()), r.atEnd, 100*float64(r.atEnd)/r.burstEnd.Seconds()/max(burst.perSec(), 1))
+	fmt.Fprintf(out, "  %-24s %9d rows\n", "backlog at burst end", max(r.rows-r.atEnd, 0))
+	if r.dispatched < r.rows {
+		fmt.Fprintf(out, "  %-24s NOT DRAINED: %d of %d rows dispatched after %s\n", "drain", r.dispatched, r.rows, r.total.Round(time.Millisecond))
 		return fmt.Errorf("relay phase: backlog not drained within %s", cfg.drainLimit)
 	}
-	fmt.Fprintf(out, "  %-24s %9s       (burst end to last row dispatched)\n", "drained in", (total - burstEnd).Round(time.Millisecond))
+	fmt.Fprintf(out, "  %-24s %9s       (burst end to last row dispatched)\n", "drained in", (r.total - r.burstEnd).Round(time.Millisecond))
 	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d rows in %s) = %.1f%% of the closed-loop accept rate (%s/s)\n", "relay throughput",
-		thousands(relayRate), dispatched, total.Round(time.Millisecond), 100*relayRate/max(cfg.acceptRate, 1), thousands(cfg.acceptRate))
+		thousands(relayRate), r.dispatched, r.total.Round(time.Millisecond), 100*relayRate/max(cfg.acceptRate, 1), thousands(cfg.acceptRate))
 	// No loss: every 202 has its row, every row was dispatched, and every
 	// dispatched row is a workflow on the server (each SET names its own user).
-	started, err := countUserStreams(ctx, c, int64(rows))
+	started, err := countUserStreams(ctx, c, int64(r.rows))
 	if err != nil {
 		return err
 	}
-	ok := rows >= burst.accepted && dispatched == rows && started == int64(rows)
+	ok := r.rows >= burst.accepted && r.dispatched == r.rows && started == int64(r.rows)
 	fmt.Fprintf(out, "  %-24s %d accepted, %d rows, %d dispatched, %d user streams started on the server: %s\n", "loss check",
-		burst.accepted, rows, dispatched, started, map[bool]string{true: "ok, none lost", false: "LOST"}[ok])
+		burst.accepted, r.rows, r.dispatched, started, map[bool]string{true: "ok, none lost", false: "LOST"}[ok])
 	if !ok {
 		return fmt.Errorf("relay phase: accepted events lost")
 	}

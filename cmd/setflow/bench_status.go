@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 
@@ -53,40 +52,9 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	hasher := audit.SubjectHasher{Key: []byte(randomHex(16))}
 	run := randomHex(4)
 	start := time.Now()
-	yes := true
-	seeded := make([]string, *users)
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
-	next := make(chan int)
-	for range 8 {
-		wg.Go(func() {
-			for i := range next {
-				id := fmt.Sprintf("bench-%s-%d", run, i)
-				seeded[i] = id
-				at := time.Now().Add(-time.Hour)
-				_, err := store.Apply(ctx, userstate.Subject{Hash: hasher.Hash(benchIssuer, id), Issuer: benchIssuer, UserID: id}, "seed",
-					func(s userstate.State) (userstate.State, userstate.Decision) {
-						return userstate.Apply(s, userstate.Change{Time: at, Now: at, Link: &yes, Lock: &yes, Reauth: i%2 == 0,
-							Consents: map[string]bool{"account_email": true, "profile": i%3 != 0}})
-					})
-				if err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-				}
-			}
-		})
-	}
-	for i := range *users {
-		next <- i
-	}
-	close(next)
-	wg.Wait()
-	select {
-	case err := <-errc:
+	seeded, err := seedUserStates(ctx, store, hasher, "bench-"+run+"-", *users)
+	if err != nil {
 		return fmt.Errorf("seed: %w", err)
-	default:
 	}
 	if *dbURL != "" {
 		defer func() { _ = store.DeleteUsers(context.WithoutCancel(ctx), "bench-"+run+"-") }()
@@ -99,21 +67,11 @@ func runBenchStatus(ctx context.Context, args []string) error {
 		return err
 	}
 	defer reader.Close()
-	api := &statusapi.Server{States: reader, Subjects: hasher, Issuer: benchIssuer, Tokens: []string{token}}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/", api.Handler())
-	mux.HandleFunc("/noop", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write([]byte(`{}`))
-	})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	base, stop, err := startStatusServer(&statusapi.Server{States: reader, Subjects: hasher, Issuer: benchIssuer, Tokens: []string{token}})
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = hs.Serve(l) }()
-	defer hs.Close()
-	base := "http://" + l.Addr().String()
+	defer stop()
 	if err := warmDB(ctx, db, *dbPool); err != nil {
 		return err
 	}
@@ -134,21 +92,86 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "\nfixed rate %s requests/s for %s (open loop: latency from the scheduled send time; %d requests; HTTP keep-alive on 127.0.0.1)\n",
 		thousands(*rate), *duration, n)
-	noop := make([]string, n)
+	return statusRuns(ctx, out, c, base, token, paths, *rate)
+}
+
+// seedUserStates gives n users (ids prefix0…) a linked, locked state, on 8
+// connections, and returns their ids.
+func seedUserStates(ctx context.Context, store *userstate.Store, hasher audit.SubjectHasher, prefix string, n int) ([]string, error) {
+	yes := true
+	seeded := make([]string, n)
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	next := make(chan int)
+	for range 8 {
+		wg.Go(func() {
+			for i := range next {
+				id := fmt.Sprintf("%s%d", prefix, i)
+				seeded[i] = id
+				at := time.Now().Add(-time.Hour)
+				_, err := store.Apply(ctx, userstate.Subject{Hash: hasher.Hash(benchIssuer, id), Issuer: benchIssuer, UserID: id}, "seed",
+					func(s userstate.State) (userstate.State, userstate.Decision) {
+						return userstate.Apply(s, userstate.Change{Time: at, Now: at, Link: &yes, Lock: &yes, Reauth: i%2 == 0,
+							Consents: map[string]bool{"account_email": true, "profile": i%3 != 0}})
+					})
+				if err != nil {
+					select {
+					case errc <- err:
+					default:
+					}
+				}
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return nil, err
+	default:
+	}
+	return seeded, nil
+}
+
+// startStatusServer serves api under /v1/ and a no-op handler at /noop (the
+// baseline) on 127.0.0.1; stop closes the server.
+func startStatusServer(api *statusapi.Server) (base string, stop func(), err error) {
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", api.Handler())
+	mux.HandleFunc("/noop", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{}`))
+	})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = hs.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { hs.Close() }, nil
+}
+
+// statusRuns measures the no-op baseline, then the status API on paths, and
+// prints both next to the target.
+func statusRuns(ctx context.Context, out io.Writer, c *http.Client, base, token string, paths []string, rate float64) error {
+	noop := make([]string, len(paths))
 	for i := range noop {
 		noop[i] = "/noop"
 	}
-	baseline, err := statusRun(ctx, c, base, token, noop, *rate)
+	baseline, err := statusRun(ctx, c, base, token, noop, rate)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  %-26s %s  errors %d\n", "no-op handler (baseline)", baseline.latencies(), baseline.errors)
-	res, err := statusRun(ctx, c, base, token, paths, *rate)
+	res, err := statusRun(ctx, c, base, token, paths, rate)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "  %-26s %s  errors %d %s  target p99 < %s\n", "GET /v1/subjects/{id}", res.latencies(), res.errors, res.errorDetail(), ms(benchTargetStatusP99))
-	p99, b99 := res.quantile(0.99), baseline.quantile(0.99)
+	p99, b99 := res.percentile(0.99), baseline.percentile(0.99)
 	verdict := "MET"
 	if p99 >= benchTargetStatusP99 {
 		verdict = "MISSED"
@@ -157,32 +180,17 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	return nil
 }
 
-type statusResult struct {
-	benchResult
-}
-
-func (r *statusResult) quantile(q float64) time.Duration {
-	if len(r.lat) == 0 {
-		return 0
-	}
-	slices.Sort(r.lat)
-	return r.lat[min(len(r.lat)-1, int(q*float64(len(r.lat))))]
-}
-
-func statusRun(ctx context.Context, c *http.Client, base, token string, paths []string, rate float64) (*statusResult, error) {
+// statusRun sends GETs of paths at a fixed rate (open loop); a request counts
+// as answered when it got 200.
+func statusRun(ctx context.Context, c *http.Client, base, token string, paths []string, rate float64) (*benchResult, error) {
 	var mu sync.Mutex
-	res := &statusResult{benchResult{lat: make([]time.Duration, 0, len(paths))}}
+	res := &benchResult{lat: make([]time.Duration, 0, len(paths))}
 	start := pace.OpenLoop(ctx, len(paths), rate, func(i int, at time.Time) {
 		status, err := getStatus(ctx, c, base+paths[i], token)
 		lat := time.Since(at)
 		mu.Lock()
 		defer mu.Unlock()
-		if err == nil && status == http.StatusOK {
-			res.accepted++
-			res.lat = append(res.lat, lat)
-			return
-		}
-		res.record(status, err, lat)
+		res.record(http.StatusOK, status, err, lat)
 	})
 	res.elapsed = time.Since(start)
 	return res, ctx.Err()
@@ -194,11 +202,5 @@ func getStatus(ctx context.Context, c *http.Client, url, token string) (int, err
 		return 0, err
 	}
 	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return doDrained(c, req)
 }

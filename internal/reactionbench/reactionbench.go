@@ -166,23 +166,41 @@ func (b *Baseline) Close() {
 // Run starts n workflows (ids prefix0 … prefix<n-1>) and measures from the
 // first start to the last completion.
 func (b *Baseline) Run(ctx context.Context, n int, prefix string) (Result, error) {
+	start := time.Now()
+	err := forEach(ctx, max(1, b.Starters), n, func(i int) error {
+		_, err := b.starter.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+			ID: fmt.Sprintf("%s%d", prefix, i), TaskQueue: NoopTaskQueue,
+		}, NoopWorkflow, NoopActivities)
+		if err != nil {
+			return fmt.Errorf("start no-op workflow: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if err := WaitCompleted(ctx, b.starter, "NoopWorkflow", prefix, n); err != nil {
+		return Result{}, err
+	}
+	return Result{Workflows: n, Elapsed: time.Since(start)}, nil
+}
+
+// forEach runs do for 0 … n-1 on g goroutines and returns the first error;
+// a goroutine stops at its own error, the others finish their work.
+func forEach(ctx context.Context, g, n int, do func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
-	start := time.Now()
-	for range max(1, b.Starters) {
+	for range g {
 		wg.Go(func() {
 			for ctx.Err() == nil {
 				i := int(next.Add(1) - 1)
 				if i >= n {
 					return
 				}
-				_, err := b.starter.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-					ID: fmt.Sprintf("%s%d", prefix, i), TaskQueue: NoopTaskQueue,
-				}, NoopWorkflow, NoopActivities)
-				if err != nil {
+				if err := do(i); err != nil {
 					select {
-					case errc <- fmt.Errorf("start no-op workflow: %w", err):
+					case errc <- err:
 					default:
 					}
 					return
@@ -193,13 +211,28 @@ func (b *Baseline) Run(ctx context.Context, n int, prefix string) (Result, error
 	wg.Wait()
 	select {
 	case err := <-errc:
-		return Result{}, err
+		return err
 	default:
+		return nil
 	}
-	if err := WaitCompleted(ctx, b.starter, "NoopWorkflow", prefix, n); err != nil {
-		return Result{}, err
+}
+
+// signWithSession signs set and gives its user a session created an hour
+// before it was issued, for the event to revoke.
+func (s *Setflow) signWithSession(ctx context.Context, set simulator.SET) (string, error) {
+	claims, err := set.Claims()
+	if err != nil {
+		return "", err
 	}
-	return Result{Workflows: n, Elapsed: time.Since(start)}, nil
+	token, err := s.key.Sign(claims)
+	if err != nil {
+		return "", err
+	}
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)`,
+		set.UserID+"-s", set.UserID, set.IssuedAt.Add(-time.Hour)); err != nil {
+		return "", err
+	}
+	return token, nil
 }
 
 // WaitCompleted polls the server's visibility store until n workflows of the
@@ -472,49 +505,22 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 		if i%2 == 0 {
 			set.EventType, set.Fields = "account-disabled", map[string]any{"reason": "hijacking"}
 		}
-		claims, err := set.Claims()
-		if err != nil {
-			return Result{}, err
-		}
-		if tokens[i], err = s.key.Sign(claims); err != nil {
-			return Result{}, err
-		}
-		if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)`,
-			set.UserID+"-s", set.UserID, now.Add(-time.Hour)); err != nil {
+		var err error
+		if tokens[i], err = s.signWithSession(ctx, set); err != nil {
 			return Result{}, err
 		}
 	}
 
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errc := make(chan error, 1)
 	start := time.Now()
-	for range 8 {
-		wg.Go(func() {
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				status, body, err := simulator.Post(ctx, s.http, s.url, tokens[i])
-				if err == nil && status != http.StatusAccepted {
-					err = fmt.Errorf("ingress answered %d %s", status, body)
-				}
-				if err != nil {
-					select {
-					case errc <- err:
-					default:
-					}
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case err := <-errc:
+	err := forEach(ctx, 8, n, func(i int) error {
+		status, body, err := simulator.Post(ctx, s.http, s.url, tokens[i])
+		if err == nil && status != http.StatusAccepted {
+			err = fmt.Errorf("ingress answered %d %s", status, body)
+		}
+		return err
+	})
+	if err != nil {
 		return Result{}, err
-	default:
 	}
 	if err := s.waitAudited(ctx, ingress.SETKey(prefix), n); err != nil {
 		return Result{}, err

@@ -55,8 +55,48 @@ func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duratio
 	if rate <= 0 || d <= 0 {
 		return res, fmt.Errorf("rate %g/s and duration %s must be positive", rate, d)
 	}
-	users := make([]string, n)
-	tokens := make([]string, n)
+	users, tokens, err := s.prepareRevokes(ctx, prefix, n)
+	if err != nil {
+		return res, err
+	}
+	off0, rtt0, err := s.clockOffset(ctx)
+	if err != nil {
+		return res, err
+	}
+	accepted, err := s.sendRevokes(ctx, rate, users, tokens, &res)
+	if err != nil {
+		return res, err
+	}
+	if err := s.waitRevoked(ctx, prefix, n); err != nil {
+		return res, err
+	}
+	off1, rtt1, err := s.clockOffset(ctx)
+	if err != nil {
+		return res, err
+	}
+	// The phase's reactions finish before anything else runs on the server.
+	if err := s.waitAudited(ctx, ingress.SETKey(prefix), n); err != nil {
+		return res, err
+	}
+	res.ClockOffset = (off0 + off1) / 2
+	res.ClockError = max(rtt0, rtt1)/2 + (off1-off0).Abs()/2
+	if err := s.collectRevoked(ctx, prefix, users, accepted, &res); err != nil {
+		return res, err
+	}
+	if res.Revoked != n {
+		return res, fmt.Errorf("%d of %d sessions revoked", res.Revoked, n)
+	}
+	slices.Sort(res.ToRevoke)
+	slices.Sort(res.Accept)
+	return res, nil
+}
+
+// prepareRevokes signs n revoking SETs (RevokeEventTypes in turn) for
+// distinct users prefix-u0…, and gives each user a session created an hour
+// before the event.
+func (s *Setflow) prepareRevokes(ctx context.Context, prefix string, n int) (users, tokens []string, err error) {
+	users = make([]string, n)
+	tokens = make([]string, n)
 	now := time.Now()
 	for i := range n {
 		users[i] = fmt.Sprintf("%s-u%d", prefix, i)
@@ -65,26 +105,18 @@ func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duratio
 		if set.EventType == "account-disabled" {
 			set.Fields = map[string]any{"reason": "hijacking"}
 		}
-		claims, err := set.Claims()
-		if err != nil {
-			return res, err
-		}
-		if tokens[i], err = s.key.Sign(claims); err != nil {
-			return res, err
-		}
-		if _, err := s.db.ExecContext(ctx, `INSERT INTO sessions (id, user_id, created_at) VALUES ($1, $2, $3)`,
-			users[i]+"-s", users[i], now.Add(-time.Hour)); err != nil {
-			return res, err
+		if tokens[i], err = s.signWithSession(ctx, set); err != nil {
+			return nil, nil, err
 		}
 	}
+	return users, tokens, nil
+}
 
-	off0, rtt0, err := s.clockOffset(ctx)
-	if err != nil {
-		return res, err
-	}
-
-	// Open loop: each SET leaves at its scheduled time, whatever the answers
-	// to the earlier ones.
+// sendRevokes posts tokens at rate, open loop: each SET leaves at its
+// scheduled time, whatever the answers to the earlier ones. It returns when
+// each 202 arrived (this process's clock) and sets res.Accept.
+func (s *Setflow) sendRevokes(ctx context.Context, rate float64, users, tokens []string, res *RevokeResult) ([]time.Time, error) {
+	n := len(tokens)
 	accepted := make([]time.Time, n)
 	res.Accept = make([]time.Duration, n)
 	var mu sync.Mutex
@@ -107,34 +139,24 @@ func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duratio
 		accepted[i], res.Accept[i] = got, got.Sub(sent)
 	})
 	if sendErr != nil {
-		return res, sendErr
+		return nil, sendErr
 	}
-	if err := ctx.Err(); err != nil {
-		return res, err
-	}
-	if err := s.waitRevoked(ctx, prefix, n); err != nil {
-		return res, err
-	}
-	off1, rtt1, err := s.clockOffset(ctx)
-	if err != nil {
-		return res, err
-	}
-	// The phase's reactions finish before anything else runs on the server.
-	if err := s.waitAudited(ctx, ingress.SETKey(prefix), n); err != nil {
-		return res, err
-	}
-	res.ClockOffset = (off0 + off1) / 2
-	res.ClockError = max(rtt0, rtt1)/2 + (off1-off0).Abs()/2
+	return accepted, ctx.Err()
+}
 
+// collectRevoked reads the users' revoked sessions and sets res.ToRevoke
+// (each revoked_at minus its 202 moved to Postgres's clock by
+// res.ClockOffset) and res.Revoked.
+func (s *Setflow) collectRevoked(ctx context.Context, prefix string, users []string, accepted []time.Time, res *RevokeResult) error {
 	var rows []struct {
 		UserID    string    `db:"user_id"`
 		RevokedAt time.Time `db:"revoked_at"`
 	}
 	if err := s.db.SelectContext(ctx, &rows, `SELECT user_id, revoked_at FROM sessions
 		WHERE starts_with(user_id, $1) AND revoked_at IS NOT NULL`, prefix+"-u"); err != nil {
-		return res, err
+		return err
 	}
-	index := make(map[string]int, n)
+	index := make(map[string]int, len(users))
 	for i, u := range users {
 		index[u] = i
 	}
@@ -148,12 +170,7 @@ func (s *Setflow) TimeToRevoke(ctx context.Context, rate float64, d time.Duratio
 		res.ToRevoke = append(res.ToRevoke, r.RevokedAt.Sub(at))
 		res.Revoked++
 	}
-	if res.Revoked != n {
-		return res, fmt.Errorf("%d of %d sessions revoked", res.Revoked, n)
-	}
-	slices.Sort(res.ToRevoke)
-	slices.Sort(res.Accept)
-	return res, nil
+	return nil
 }
 
 // clockOffset reads Postgres's clock_timestamp() a few times and returns
