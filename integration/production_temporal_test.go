@@ -79,8 +79,6 @@ func TestProductionShapedTemporal(t *testing.T) {
 	common := map[string]string{
 		"TEMPORAL_ADDRESS":           ts.hostPort,
 		"TEMPORAL_NAMESPACE":         "default",
-		"SETFLOW_KAKAO_ADMIN_KEYS":   webhookAdminKey,
-		"SETFLOW_KAKAO_APP_ID":       webhookAppID,
 		"SETFLOW_CRM":                "webhook",
 		"SETFLOW_CRM_WEBHOOK_URL":    standIn.ts.URL,
 		"SETFLOW_CRM_WEBHOOK_SECRET": "production-smoke-secret",
@@ -113,8 +111,12 @@ func TestProductionShapedTemporal(t *testing.T) {
 	worker := startNoTemporal(t, env, with(map[string]string{"SETFLOW_HEALTH_LISTEN": ports["worker-health"],
 		"SETFLOW_METRICS_LISTEN": ports["worker-metrics"]}), "worker")
 	ingressAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	// Only the ingress gets the admin keys (to check the unlink webhook's
+	// Authorization): a worker with them would call Kakao's user API, which
+	// this test cannot reach.
 	ing := startNoTemporal(t, env, with(map[string]string{"SETFLOW_LISTEN": ingressAddr,
-		"SETFLOW_METRICS_LISTEN": ports["ingress-metrics"]}), "ingress")
+		"SETFLOW_METRICS_LISTEN": ports["ingress-metrics"], "SETFLOW_KAKAO_ADMIN_KEYS": webhookAdminKey,
+		"SETFLOW_KAKAO_APP_ID": webhookAppID}), "ingress")
 	base := "http://" + ingressAddr
 	for name, u := range map[string]string{"relay": "http://" + ports["relay-health"] + "/readyz",
 		"worker": "http://" + ports["worker-health"] + "/readyz", "ingress": base + "/readyz"} {
