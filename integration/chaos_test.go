@@ -496,7 +496,7 @@ func startChaosWorker(t *testing.T, hostPort string, acts *activities.Activities
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws := worker.New(c, acts, sdkworker.Options{})
+	ws := worker.New(c, acts, workerOptions(sdkworker.Options{}))
 	ws.CRMRate = 200 // the stand-in has no rate limit; keep the test short
 	if err := ws.Start(); err != nil {
 		c.Close()

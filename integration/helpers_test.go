@@ -32,11 +32,21 @@ func startTemporalAt(t *testing.T, hostPort string) *testsuite.DevServer {
 	return testenv.Temporal(t, hostPort)
 }
 
+// workerOptions are the test workers' options. The SDK fails a workflow
+// task whose code runs over a second without yielding (a deadlock guard for
+// development); under the race detector on a loaded 2-core machine plain
+// workflow code can take that long, and the abandoned coroutine then races
+// with the next task (a data race report inside the SDK). Tests allow 10 s.
+func workerOptions(o sdkworker.Options) sdkworker.Options {
+	o.DeadlockDetectionTimeout = 10 * time.Second
+	return o
+}
+
 // startWorkerWith runs a worker with the given activities on c (startWorker
 // with dependencies a test chooses, e.g. the Talk store and a share hook).
 func (s *stack) startWorkerWith(c client.Client, acts *activities.Activities) {
 	s.t.Helper()
-	w := worker.New(c, acts, sdkworker.Options{})
+	w := worker.New(c, acts, workerOptions(sdkworker.Options{}))
 	if err := w.Start(); err != nil {
 		s.t.Fatal(err)
 	}

@@ -67,8 +67,8 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	for i := range workers {
 		// Bounded like a deployment's worker, so that its activities do not
 		// take every database connection from the ingress sharing the pool.
-		workers[i] = worker.New(dev.Client(), acts, sdkworker.Options{
-			MaxConcurrentActivityExecutionSize: 8, MaxConcurrentLocalActivityExecutionSize: 8})
+		workers[i] = worker.New(dev.Client(), acts, workerOptions(sdkworker.Options{
+			MaxConcurrentActivityExecutionSize: 8, MaxConcurrentLocalActivityExecutionSize: 8}))
 		if err := workers[i].Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -521,7 +521,7 @@ func (s *stack) temporalStack() client.Client {
 // process going away mid-reaction).
 func (s *stack) runWorker(c client.Client, acts *activities.Activities) (stop func()) {
 	s.t.Helper()
-	w := worker.New(c, acts, sdkworker.Options{})
+	w := worker.New(c, acts, workerOptions(sdkworker.Options{}))
 	if err := w.Start(); err != nil {
 		s.t.Fatal(err)
 	}
