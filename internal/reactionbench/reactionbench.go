@@ -405,28 +405,9 @@ func NewSetflow(ctx context.Context, srv *devserver.Server, cfg Config) (_ *Setf
 		return nil, fmt.Errorf("worker: %w", err)
 	}
 
-	// Ingress with a real verifier (the key is served in-process).
-	if s.key, err = simulator.NewKey(); err != nil {
+	if err := s.startIngress(cfg, log); err != nil {
 		return nil, err
 	}
-	keys, err := secevent.NewStaticKeys(benchIssuer, s.key.JWKS())
-	if err != nil {
-		return nil, err
-	}
-	v, err := secevent.NewVerifier(secevent.Config{Issuer: benchIssuer, Audiences: []string{benchAudience}, Keys: keys})
-	if err != nil {
-		return nil, err
-	}
-	in := inbox.NewPostgres(cfg.DB)
-	isrv := &ingress.Server{Inbox: in, SETs: v, Log: log, Ready: cfg.DB.PingContext}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	s.httpSrv = ingress.HTTPServer(l.Addr().String(), isrv.Handler())
-	go func() { _ = s.httpSrv.Serve(l) }()
-	s.url = "http://" + l.Addr().String() + ingress.PathAccountStatus
-	s.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}
 
 	// Relay.
 	rin := inbox.NewPostgres(cfg.DB)
@@ -447,6 +428,34 @@ func NewSetflow(ctx context.Context, srv *devserver.Server, cfg Config) (_ *Setf
 	s.cancel = cancel
 	go func() { defer close(s.relayed); _ = r.Run(rctx) }()
 	return s, nil
+}
+
+// startIngress serves the Account Status Change webhook with a real verifier
+// (the key is served in-process) on a loopback port.
+func (s *Setflow) startIngress(cfg Config, log *slog.Logger) error {
+	var err error
+	if s.key, err = simulator.NewKey(); err != nil {
+		return err
+	}
+	keys, err := secevent.NewStaticKeys(benchIssuer, s.key.JWKS())
+	if err != nil {
+		return err
+	}
+	v, err := secevent.NewVerifier(secevent.Config{Issuer: benchIssuer, Audiences: []string{benchAudience}, Keys: keys})
+	if err != nil {
+		return err
+	}
+	in := inbox.NewPostgres(cfg.DB)
+	isrv := &ingress.Server{Inbox: in, SETs: v, Log: log, Ready: cfg.DB.PingContext}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.httpSrv = ingress.HTTPServer(l.Addr().String(), isrv.Handler())
+	go func() { _ = s.httpSrv.Serve(l) }()
+	s.url = "http://" + l.Addr().String() + ingress.PathAccountStatus
+	s.http = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}
+	return nil
 }
 
 // Subjects keys the subject hashes of the bench's worker and relay (they must
