@@ -41,11 +41,9 @@ type Setting struct {
 // default and then from the environment. A variable that does not parse is
 // kept as an error on the flag, reported by EnvError unless the flag is given.
 func register(fs *flag.FlagSet, table []Setting) {
+	setDefaults(table)
 	for i := range table {
 		s := &table[i]
-		if err := s.set(s.Default); err != nil {
-			panic(fmt.Sprintf("config: default of %s: %v", s.Env, err)) // a typo in a table; config's tests catch it
-		}
 		v := &value{s: s}
 		if env := strings.TrimSpace(os.Getenv(s.Env)); env != "" {
 			if err := s.set(env); err != nil {
@@ -103,7 +101,7 @@ func pick(table []Setting, envs ...string) []Setting {
 func setDefaults(table []Setting) {
 	for i := range table {
 		if err := table[i].set(table[i].Default); err != nil {
-			panic(fmt.Sprintf("config: default of %s: %v", table[i].Env, err))
+			panic(fmt.Sprintf("config: default of %s: %v", table[i].Env, err)) // a typo in a table; config's tests catch it
 		}
 	}
 }

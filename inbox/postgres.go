@@ -106,11 +106,9 @@ func (r row) entry() (Entry, error) {
 	if err := json.Unmarshal(r.Envelope, &e.Envelope); err != nil {
 		return Entry{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, err)
 	}
-	if e.Envelope.Key == "" {
-		// The row's key column is the entry's identity, whatever the
-		// envelope (a hand-written or very old row) says.
-		e.Envelope.Key = r.DedupeKey
-	}
+	// The key column is the entry's identity (Put stores the envelope's key
+	// there; a hand-written or placeholder row may have none in its envelope).
+	e.Envelope.Key = r.DedupeKey
 	return e, nil
 }
 

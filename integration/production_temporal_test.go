@@ -480,30 +480,9 @@ func (quietSDKLogger) Error(string, ...any) {}
 // dev server: TEMPORAL_ADDRESS comes from vars).
 func startNoTemporal(t *testing.T, env *sdEnv, vars map[string]string, args ...string) *sdProc {
 	t.Helper()
-	name := strings.Join(args, " ")
 	cmd := exec.Command(env.bin, args...)
-	var environ []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SETFLOW_") && !strings.HasPrefix(kv, "TEMPORAL_") {
-			environ = append(environ, kv)
-		}
-	}
-	all := map[string]string{
-		"SETFLOW_DATABASE_URL": env.dbURL,
-		"SETFLOW_AUDIT_KEY":    env.auditKey,
-		"SETFLOW_CODEC_KEYS":   env.codec,
-		"SETFLOW_ISSUER":       testIssuer,
-		"SETFLOW_AUDIENCES":    testAudience,
-		"SETFLOW_JWKS_URL":     env.jwks.url,
-	}
-	for k, v := range vars {
-		all[k] = v
-	}
-	for k, v := range all {
-		environ = append(environ, k+"="+v)
-	}
-	cmd.Env = environ
-	return startProc(t, name, cmd, 60)
+	cmd.Env = env.environ(vars)
+	return startProc(t, strings.Join(args, " "), cmd, 60)
 }
 
 // waitCompleted waits for an event's "<name>/completed" audit row.

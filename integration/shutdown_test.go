@@ -108,12 +108,15 @@ func (e *sdEnv) environ(vars map[string]string) []string {
 	}
 	base := map[string]string{
 		"SETFLOW_DATABASE_URL": e.dbURL,
-		"TEMPORAL_ADDRESS":     e.temporal.FrontendHostPort(),
 		"SETFLOW_AUDIT_KEY":    e.auditKey,
 		"SETFLOW_CODEC_KEYS":   e.codec,
 		"SETFLOW_ISSUER":       testIssuer,
 		"SETFLOW_AUDIENCES":    testAudience,
 		"SETFLOW_JWKS_URL":     e.jwks.url,
+	}
+	if e.temporal != nil {
+		// Without a dev server (a production-shaped Temporal), vars name it.
+		base["TEMPORAL_ADDRESS"] = e.temporal.FrontendHostPort()
 	}
 	for k, v := range vars {
 		base[k] = v

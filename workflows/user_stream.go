@@ -290,10 +290,9 @@ func (s *stream) carry() UserStreamInput {
 func (s *stream) status() StreamStatus {
 	st := StreamStatus{SubjectHash: s.hash, Queued: len(s.queue), Running: s.running,
 		SyncPending: s.syncPending, SyncRunning: s.syncRunning, Purge: s.purge, Seen: len(s.seen)}
-	for k := range s.parked {
-		st.Parked = append(st.Parked, k)
+	if len(s.parked) > 0 {
+		st.Parked = slices.Sorted(maps.Keys(s.parked))
 	}
-	slices.Sort(st.Parked)
 	if len(s.held) > 0 {
 		st.Held = slices.Sorted(maps.Keys(s.held))
 	}
