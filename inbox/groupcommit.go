@@ -61,6 +61,7 @@ type groupCommit struct {
 	inFlight int
 
 	batches, failed, entries atomic.Int64
+	busy                     atomic.Int64 // nanoseconds in insert statements
 
 	stmtMu sync.Mutex
 	stmt   *sql.Stmt
@@ -87,8 +88,13 @@ type PutStats struct {
 	// Batches is how many insert statements (each its own transaction) ran,
 	// Failed how many of them failed, and Entries how many Puts they held.
 	Batches, Failed, Entries int64
+	// Busy is the time spent in insert statements, summed over the slots
+	// (from sending a statement to reading its commit).
+	Busy time.Duration
 	// Queued is how many Puts wait for a free slot right now.
 	Queued int
+	// Notifies is how many wake-up NOTIFYs were sent (see wake).
+	Notifies int64
 }
 
 // PutStats reports how Put's commits were shared.
@@ -97,7 +103,8 @@ func (p *Postgres) PutStats() PutStats {
 	g.mu.Lock()
 	queued := len(g.queue)
 	g.mu.Unlock()
-	return PutStats{Batches: g.batches.Load(), Failed: g.failed.Load(), Entries: g.entries.Load(), Queued: queued}
+	return PutStats{Batches: g.batches.Load(), Failed: g.failed.Load(), Entries: g.entries.Load(),
+		Busy: time.Duration(g.busy.Load()), Queued: queued, Notifies: p.notifies.Load()}
 }
 
 // Put stores the entry in the next group commit (see above) and returns once
@@ -203,7 +210,9 @@ func (p *Postgres) commitBatch(batch []*pendingPut) {
 	slices.SortFunc(rows, func(a, b *pendingPut) int { return strings.Compare(a.key, b.key) })
 
 	ctx, cancel := batchContext(live)
+	t0 := time.Now()
 	inserted, err := p.insertRows(ctx, rows)
+	p.commits.busy.Add(int64(time.Since(t0)))
 	cancel()
 	p.commits.batches.Add(1)
 	p.commits.entries.Add(int64(len(live)))

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/internal/testenv"
 )
@@ -274,5 +275,49 @@ func TestPostgresEveryAcknowledgedPutIsStored(t *testing.T) {
 	t.Logf("%d Puts, %d acknowledged keys, %d timed out; %+v", workers*each, len(acked), failures, st)
 	if st.Batches >= workers*each {
 		t.Fatalf("%d commits for %d concurrent Puts: none shared", st.Batches, workers*each)
+	}
+}
+
+// Wake-up NOTIFYs: the first commit after a quiet spell is notified at once,
+// and the commits that follow within NotifyGap share one more NOTIFY, sent
+// when the gap ends, instead of one each.
+func TestPostgresCommitsInAGapShareOneNotify(t *testing.T) {
+	db, url := testenv.Database(t)
+	wake, stop, err := inbox.Listen(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	s := inbox.NewPostgres(db)
+	s.NotifyGap = 2 * time.Second
+	put := func(key string) {
+		t.Helper()
+		if _, err := s.Put(context.Background(), inbox.Entry{Envelope: event.Envelope{Key: key, Source: event.SourceSET}, Raw: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitWake := func(what string) {
+		t.Helper()
+		select {
+		case <-wake:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("no NOTIFY %s", what)
+		}
+	}
+	put("first")
+	waitWake("for the first commit")
+	if n := s.PutStats().Notifies; n != 1 {
+		t.Fatalf("%d NOTIFYs after the first commit, want 1", n)
+	}
+	for i := range 3 {
+		put(fmt.Sprint("within-the-gap-", i))
+	}
+	if st := s.PutStats(); st.Batches != 4 || st.Notifies != 1 {
+		t.Fatalf("stats %+v: want 4 commits and still 1 NOTIFY inside the gap", st)
+	}
+	waitWake("for the commits inside the gap")
+	time.Sleep(s.NotifyGap + time.Second)
+	if n := s.PutStats().Notifies; n != 2 {
+		t.Fatalf("%d NOTIFYs for 4 commits (1, then 3 inside one gap), want 2", n)
 	}
 }
