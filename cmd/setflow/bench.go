@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -41,6 +42,7 @@ const (
 	benchTargetAcceptShare   = 0.25   // accepted SETs/s ≥ this share of the all-core verify-only rate
 	benchTargetP99Clients    = 25 * time.Millisecond
 	benchTargetP99           = 10 * time.Millisecond // at the fixed rate, from the scheduled send time
+	benchTargetRelayShare    = 0.8                   // the relay's drain rate ≥ this share of the server's direct start rate
 	benchKakaoBudget         = 3 * time.Second
 	benchIssuer              = "https://kauth.kakao.com"
 	benchAudience            = "setflow-bench-app"
@@ -95,6 +97,7 @@ func runBench(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	b.verifyOne = verifyOne
 	stop, err := b.startIngress(ctx)
 	if err != nil {
 		return err
@@ -134,7 +137,9 @@ type benchOptions struct {
 	relayRate   float64
 	relayConc   int
 	relayDrain  time.Duration
+	relayDirect time.Duration
 	temporalBin string
+	cpuProfile  string // of the accept-rate run
 }
 
 func parseBenchOptions(args []string) (benchOptions, error) {
@@ -154,8 +159,13 @@ func parseBenchOptions(args []string) (benchOptions, error) {
 	fs.IntVar(&o.inFlight, "inbox-in-flight", 0, "group commit: inbox inserts in flight at once (0: inbox.DefaultMaxInFlight)")
 	fs.IntVar(&o.maxBatch, "inbox-max-batch", 0, "group commit: most deliveries one inbox insert holds (0: inbox.DefaultMaxBatch)")
 	fs.DurationVar(&o.relayBurst, "relay-burst", 10*time.Second, "length of the relay phase's burst into the ingress; 0 skips the phase")
-	fs.Float64Var(&o.relayRate, "relay-rate", 0, "SETs/s of the relay phase's burst (open loop); 0: closed loop at -concurrency clients")
+	fs.Float64Var(&o.relayRate, "relay-rate", 1000, "SETs/s of the relay phase's burst (open loop; the default makes a 10,000-row backlog that\n"+
+		"drains in a few minutes on the dev server); 0: closed loop at -concurrency clients, as fast as the ingress accepts")
 	fs.IntVar(&o.relayConc, "relay-concurrency", 0, "concurrent workflow starts of one relay batch (0: the inbox's default, 8)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole process during the accept-rate run to this file\n"+
+		"(go tool pprof; the load generator is in it too)")
+	fs.DurationVar(&o.relayDirect, "relay-direct", 3*time.Second, "length of the relay phase's direct-start run (the relay's Deliver straight to the\n"+
+		"server, no inbox: what the server takes), before the burst; 0 skips it")
 	fs.DurationVar(&o.relayDrain, "relay-drain-limit", 10*time.Minute, "how long the relay phase waits for the backlog to drain")
 	var bc config.Bench
 	bc.Register(fs)
@@ -178,7 +188,7 @@ func parseBenchOptions(args []string) (benchOptions, error) {
 		return o, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	if o.duration <= 0 || o.concurrency <= 0 || o.rate < 0 || o.dbPool <= 0 || o.verifyDur < 0 || o.tokens < 0 ||
-		o.insertDur < 0 || o.inFlight < 0 || o.maxBatch < 0 || o.relayBurst < 0 || o.relayRate < 0 || o.relayConc < 0 {
+		o.insertDur < 0 || o.inFlight < 0 || o.maxBatch < 0 || o.relayBurst < 0 || o.relayRate < 0 || o.relayConc < 0 || o.relayDirect < 0 {
 		return o, errors.New("-duration, -concurrency and -db-pool must be positive; -rate, -verify-duration, -tokens, " +
 			"-insert-duration, the -inbox and the -relay flags not negative")
 	}
@@ -217,14 +227,15 @@ func newBenchVerifier() (*simulator.Key, *secevent.Verifier, error) {
 // ingressBench is one setflow bench run: its database, token pool and, once
 // started, the in-process ingress its phases load.
 type ingressBench struct {
-	opts   benchOptions
-	out    io.Writer
-	db     *sqlx.DB
-	v      *secevent.Verifier
-	tokens [][]byte
-	prefix string // of the tokens' jti, so of the bench's inbox keys
-	store  *inbox.Postgres
-	url    string // the ingress's account-status endpoint
+	opts      benchOptions
+	out       io.Writer
+	db        *sqlx.DB
+	v         *secevent.Verifier
+	tokens    [][]byte
+	prefix    string // of the tokens' jti, so of the bench's inbox keys
+	store     *inbox.Postgres
+	url       string  // the ingress's account-status endpoint
+	verifyOne float64 // verify-only SETs/s on one goroutine (0 if not measured)
 }
 
 // verifyOnly measures verification alone on one goroutine and on all cores
@@ -321,8 +332,16 @@ func (b *ingressBench) acceptRate(ctx context.Context, verifyAll float64, bare *
 	fmt.Fprintf(out, "\ningress accept rate (HTTP keep-alive on 127.0.0.1, Postgres inbox with group commit: %d inserts in flight,\n"+
 		"≤ %d rows each; %d clients, db pool %d, %s)\n", cmp.Or(o.inFlight, inbox.DefaultMaxInFlight), cmp.Or(o.maxBatch, inbox.DefaultMaxBatch),
 		o.concurrency, o.dbPool, o.duration)
-	m0, s0 := mallocs(), b.store.PutStats()
+	stopProfile, err := startCPUProfile(o.cpuProfile)
+	if err != nil {
+		return nil, err
+	}
+	m0, s0, cpu0 := mallocs(), b.store.PutStats(), sampleCPU(ctx, b.db)
 	acc, err := benchAccept(ctx, b.url, b.tokens, o.concurrency, o.duration)
+	cpu1 := sampleCPU(ctx, b.db)
+	if perr := stopProfile(); err == nil {
+		err = perr
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -343,13 +362,34 @@ func (b *ingressBench) acceptRate(ctx context.Context, verifyAll float64, bare *
 			acc.perSec()/max(bare.perSec(), 1), o.concurrency, thousands(bare.perSec()))
 	}
 	if n := s1.Batches - s0.Batches; n > 0 {
-		fmt.Fprintf(out, "  %-24s %9d commits for %d Puts (%.1f per commit), %d failed\n", "group commits", n,
-			s1.Entries-s0.Entries, float64(s1.Entries-s0.Entries)/float64(n), s1.Failed-s0.Failed)
+		fmt.Fprintf(out, "  %-24s %9d commits for %d Puts (%.1f per commit, %s per statement), %d failed\n", "group commits", n,
+			s1.Entries-s0.Entries, float64(s1.Entries-s0.Entries)/float64(n), ms((s1.Busy-s0.Busy)/time.Duration(n)), s1.Failed-s0.Failed)
 	}
 	fmt.Fprintf(out, "  %-24s %9d %s\n", "errors", acc.errors, acc.errorDetail())
 	fmt.Fprintf(out, "  %-24s %s   target p99 < %s\n", "latency", acc.latencies(), benchTargetP99Clients)
 	fmt.Fprintf(out, "  %-24s %9.0f allocs/request (whole process: HTTP client and server, verification, inbox)\n", "allocations", accAllocs)
+	printCPUPerSET(out, cpu0, cpu1, acc.accepted, acc.elapsed, b.verifyOne, verifyAll)
 	return acc, b.printRowsCommitted(ctx, acc)
+}
+
+// startCPUProfile starts a CPU profile into path; stop ends it and closes
+// the file. No path, no profile.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // printRowsCommitted checks that every 202 of r has its inbox row.
@@ -402,9 +442,13 @@ func (b *ingressBench) relay(ctx context.Context, acceptRate float64) error {
 	if err != nil {
 		return err
 	}
+	set, err := b.v.Verify(ctx, b.tokens[0])
+	if err != nil {
+		return err
+	}
 	return benchRelay(ctx, b.out, b.db, b.url, b.tokens, b.prefix, relayBenchConfig{bin: o.temporalBin, listenURL: listenURL,
 		burst: o.relayBurst, rate: o.relayRate, clients: o.concurrency, concurrency: o.relayConc, drainLimit: o.relayDrain,
-		acceptRate: acceptRate})
+		acceptRate: acceptRate, baseline: o.relayDirect, sample: ingress.EnvelopeFromSET(set, time.Now())})
 }
 
 // benchDatabase opens url as is, or creates a throw-away database on the
@@ -693,18 +737,6 @@ func benchClient(conns int) *http.Client {
 	}
 }
 
-// postSET sends one token the way Kakao does and drains the answer so that
-// the connection is reused.
-func postSET(ctx context.Context, c *http.Client, url string, token []byte) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(string(token)))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Content-Type", ingress.SETContentType)
-	req.Header.Set("Accept", "application/json")
-	return doDrained(c, req)
-}
-
 // doDrained sends req and drains the answer so that the connection is
 // reused, returning its status.
 func doDrained(c *http.Client, req *http.Request) (int, error) {
@@ -720,20 +752,16 @@ func doDrained(c *http.Client, req *http.Request) (int, error) {
 // benchAccept loads the ingress with `workers` closed-loop clients for d (or
 // until the tokens run out).
 func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, d time.Duration) (*benchResult, error) {
-	c := benchClient(workers)
-	defer c.CloseIdleConnections()
-	// Open the keep-alive connections before the clock starts.
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			if resp, err := c.Get(strings.TrimSuffix(url, ingress.PathAccountStatus) + "/healthz"); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		})
+	p, err := newSETPoster(url, workers)
+	if err != nil {
+		return nil, err
 	}
-	wg.Wait()
-
+	defer p.close()
+	// Open the keep-alive connections before the clock starts.
+	if err := p.warm(ctx, workers); err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
 	var next atomic.Int64
 	var exhausted atomic.Bool
 	results := make([]benchResult, workers)
@@ -753,7 +781,7 @@ func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, 
 					exhausted.Store(true)
 					return
 				}
-				status, err := postSET(ctx, c, url, tokens[i])
+				status, err := p.post(ctx, tokens[i])
 				r.record(http.StatusAccepted, status, err, time.Since(t0))
 			}
 		})
@@ -769,12 +797,15 @@ func benchAccept(ctx context.Context, url string, tokens [][]byte, workers int, 
 // benchFixedRate sends tokens at a fixed rate regardless of how fast answers
 // come (open loop); each latency runs from the request's scheduled time.
 func benchFixedRate(ctx context.Context, url string, tokens [][]byte, rate float64) (*benchResult, error) {
-	c := benchClient(1024)
-	defer c.CloseIdleConnections()
+	p, err := newSETPoster(url, 1024)
+	if err != nil {
+		return nil, err
+	}
+	defer p.close()
 	var mu sync.Mutex
 	total := &benchResult{lat: make([]time.Duration, 0, len(tokens))}
 	start := pace.OpenLoop(ctx, len(tokens), rate, func(i int, at time.Time) {
-		status, err := postSET(ctx, c, url, tokens[i])
+		status, err := p.post(ctx, tokens[i])
 		lat := time.Since(at)
 		mu.Lock()
 		total.record(http.StatusAccepted, status, err, lat)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -91,7 +92,9 @@ type relayBenchConfig struct {
 	clients     int
 	concurrency int // relay's concurrent starts; 0: the inbox's default
 	drainLimit  time.Duration
-	acceptRate  float64 // of the closed-loop accept run, for the ratio
+	acceptRate  float64        // of the closed-loop accept run, for the ratio
+	baseline    time.Duration  // of the direct-start run; 0 skips it
+	sample      event.Envelope // a verified SET's envelope, for the direct starts
 }
 
 // benchRelay runs a relay against a fresh Temporal dev server while the
@@ -120,14 +123,19 @@ func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tok
 	}
 	defer stop()
 
+	// The direct starts run as many at once as the relay does.
+	cfg.concurrency = in.Concurrency
+	var r relayRun
+	if r.direct, err = directStartRate(ctx, c, cfg.sample, cfg.concurrency, cfg.baseline); err != nil {
+		return err
+	}
 	load := fmt.Sprintf("%d clients, closed loop", cfg.clients)
 	if cfg.rate > 0 {
 		load = fmt.Sprintf("fixed %s SETs/s, open loop", thousands(cfg.rate))
 	}
-	fmt.Fprintf(out, "\nrelay (Temporal dev server %s, SQLite WAL; relay batch 100, %d concurrent starts; workflows started, no worker):\n"+
-		"burst of %s into the ingress (%s) with the relay running, then the backlog drains\n",
+	fmt.Fprintf(out, "\nrelay (Temporal dev server %s, SQLite WAL; relay batch 100, %d concurrent starts;\n"+
+		"workflows started, no worker): burst of %s into the ingress (%s) with the relay running, then the backlog drains\n",
 		srv.HostPort(), in.Concurrency, cfg.burst, load)
-	var r relayRun
 	start := time.Now()
 	if cfg.rate > 0 {
 		n := min(int(cfg.rate*cfg.burst.Seconds()), len(tokens))
@@ -149,7 +157,67 @@ func benchRelay(ctx context.Context, out io.Writer, db *sqlx.DB, url string, tok
 		return err
 	}
 	r.total = time.Since(start)
+	r.drainedStarts = int(starts.n.Load()) - r.atEnd
+	r.failedStarts = int(starts.failed.Load())
+	// Again on the fuller server, which the drain ended on.
+	if r.directAfter, err = directStartRate(ctx, c, cfg.sample, cfg.concurrency, cfg.baseline); err != nil {
+		return err
+	}
 	return r.report(ctx, out, c, cfg)
+}
+
+// directStartRate measures what the Temporal server takes without the inbox
+// in front: the relay's own Deliver on fresh users' events, `concurrency` at
+// a time, for d. The relay keeps up when it drains its backlog at about this
+// rate: what it cannot pass on is then the server's limit, not its own.
+func directStartRate(ctx context.Context, c client.Client, sample event.Envelope, concurrency int, d time.Duration) (*benchResult, error) {
+	if d <= 0 {
+		return nil, nil
+	}
+	r := &relay.Relay{Temporal: c, Subjects: reactionbench.Subjects, Log: slog.New(slog.DiscardHandler)}
+	prefix := "direct-" + randomHex(4) + "-"
+	var next atomic.Int64
+	var failed atomic.Value
+	results := make([]benchResult, concurrency)
+	start := time.Now()
+	deadline := start.Add(d)
+	var wg sync.WaitGroup
+	for w := range concurrency {
+		wg.Go(func() {
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				t0 := time.Now()
+				env := withUser(sample, fmt.Sprint(prefix, next.Add(1)))
+				if _, err := r.Deliver(ctx, inbox.Entry{Envelope: env}); err != nil {
+					failed.Store(err)
+					return
+				}
+				results[w].record(0, 0, nil, time.Since(t0))
+			}
+		})
+	}
+	wg.Wait()
+	if err, ok := failed.Load().(error); ok {
+		return nil, fmt.Errorf("direct starts: %w", err)
+	}
+	total := &benchResult{elapsed: time.Since(start)}
+	for i := range results {
+		total.merge(&results[i])
+	}
+	return total, ctx.Err()
+}
+
+// withUser is env as an event about user (its key too), so that each direct
+// start is a new user's stream.
+func withUser(env event.Envelope, user string) event.Envelope {
+	env.Key = user
+	env.Subject.UserID = user
+	env.Events = slices.Clone(env.Events)
+	for i := range env.Events {
+		if env.Events[i].Subject.UserID != "" {
+			env.Events[i].Subject.UserID = user
+		}
+	}
+	return env
 }
 
 // startBenchRelay runs a relay from the bench's inbox rows to c until stop;
@@ -200,6 +268,10 @@ type relayRun struct {
 	atEnd           int           // user streams started by the end of the burst
 	rows            int           // inbox rows committed by the burst
 	dispatched      int           // of those rows, after the drain
+	drainedStarts   int           // user streams started after the burst's end
+	failedStarts    int           // start calls that failed (the entry waited for its backoff)
+	direct          *benchResult  // the direct-start runs before the burst and after the drain (nil if skipped)
+	directAfter     *benchResult
 }
 
 // report prints the phase's figures and fails unless the backlog drained
@@ -212,19 +284,38 @@ func (r relayRun) report(ctx context.Context, out io.Writer, c client.Client, cf
 	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d started by the end of the burst) = %.1f%% of the burst's accept rate\n", "relayed during burst",
 		thousands(float64(r.atEnd)/r.burstEnd.Seconds()), r.atEnd, 100*float64(r.atEnd)/r.burstEnd.Seconds()/max(burst.perSec(), 1))
 	fmt.Fprintf(out, "  %-24s %9d rows\n", "backlog at burst end", max(r.rows-r.atEnd, 0))
+	fmt.Fprintf(out, "  %-24s %9d (each failure holds the rest of its batch back for the backoff)\n", "failed starts", r.failedStarts)
 	if r.dispatched < r.rows {
 		fmt.Fprintf(out, "  %-24s NOT DRAINED: %d of %d rows dispatched after %s\n", "drain", r.dispatched, r.rows, r.total.Round(time.Millisecond))
 		return fmt.Errorf("relay phase: backlog not drained within %s", cfg.drainLimit)
 	}
-	fmt.Fprintf(out, "  %-24s %9s       (burst end to last row dispatched)\n", "drained in", (r.total - r.burstEnd).Round(time.Millisecond))
+	drain := r.total - r.burstEnd
+	fmt.Fprintf(out, "  %-24s %9s       (burst end to last row dispatched)\n", "drained in", drain.Round(time.Millisecond))
 	fmt.Fprintf(out, "  %-24s %9s rows/s  (%d rows in %s) = %.1f%% of the closed-loop accept rate (%s/s)\n", "relay throughput",
 		thousands(relayRate), r.dispatched, r.total.Round(time.Millisecond), 100*relayRate/max(cfg.acceptRate, 1), thousands(cfg.acceptRate))
+	if r.direct != nil {
+		// After the burst the ingress is idle: the drain is the relay alone
+		// against the server, as the direct starts were.
+		drainRate := float64(r.drainedStarts) / max(drain.Seconds(), 1e-3)
+		directRate := (r.direct.perSec() + r.directAfter.perSec()) / 2
+		fmt.Fprintf(out, "  %-24s %9s starts/s  (mean of %s/s before the burst and %s/s after the drain: the relay's Deliver\n"+
+			"  %-24s                    without the inbox, %d at a time, %s each; after: %s)\n", "server's direct rate",
+			thousands(directRate), thousands(r.direct.perSec()), thousands(r.directAfter.perSec()), "", cfg.concurrency,
+			r.direct.elapsed.Round(time.Millisecond), r.directAfter.latencies())
+		fmt.Fprintf(out, "  %-24s %9s starts/s  (%d after the burst) = %.2f× the direct rate   target ≥ %.1f×\n", "relay drain rate",
+			thousands(drainRate), r.drainedStarts, drainRate/max(directRate, 1e-3), benchTargetRelayShare)
+	}
 	// No loss: every 202 has its row, every row was dispatched, and every
 	// dispatched row is a workflow on the server (each SET names its own user).
-	started, err := countUserStreams(ctx, c, int64(r.rows))
+	direct := 0
+	if r.direct != nil {
+		direct = r.direct.accepted + r.directAfter.accepted
+	}
+	started, err := countUserStreams(ctx, c, int64(r.rows+direct))
 	if err != nil {
 		return err
 	}
+	started -= int64(direct)
 	ok := r.rows >= burst.accepted && r.dispatched == r.rows && started == int64(r.rows)
 	fmt.Fprintf(out, "  %-24s %d accepted, %d rows, %d dispatched, %d user streams started on the server: %s\n", "loss check",
 		burst.accepted, r.rows, r.dispatched, started, map[bool]string{true: "ok, none lost", false: "LOST"}[ok])
@@ -237,7 +328,7 @@ func (r relayRun) report(ctx context.Context, out io.Writer, c client.Client, cf
 // countingStarter counts the user streams the relay signalled (and started).
 type countingStarter struct {
 	relay.Starter
-	n atomic.Int64
+	n, failed atomic.Int64
 }
 
 func (c *countingStarter) SignalWithStartWorkflow(ctx context.Context, workflowID, signalName string, signalArg any,
@@ -245,6 +336,8 @@ func (c *countingStarter) SignalWithStartWorkflow(ctx context.Context, workflowI
 	run, err := c.Starter.SignalWithStartWorkflow(ctx, workflowID, signalName, signalArg, options, workflow, workflowArgs...)
 	if err == nil {
 		c.n.Add(1)
+	} else {
+		c.failed.Add(1)
 	}
 	return run, err
 }
