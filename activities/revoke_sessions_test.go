@@ -70,29 +70,6 @@ func TestRevokeSessionsEndsOnlySessionsFromBeforeTheEvent(t *testing.T) {
 	}
 }
 
-// An event time in whole seconds covers its whole second: a session created
-// 300 ms after it may predate the event and is ended; one from the next
-// second survives. A time with sub-second precision is taken as it is.
-func TestRevokeSessionsCoversTheEventsWholeSecond(t *testing.T) {
-	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	s := &memSessions{live: map[string][]time.Time{"k1": {at.Add(300 * time.Millisecond), at.Add(time.Second)}}}
-	a := &Activities{Sessions: s}
-	in := stepFor("k1")
-	in.Event.Time = at
-	if res, err := a.RevokeSessions(context.Background(), in); err != nil || res.Detail["revoked"] != int64(1) {
-		t.Fatalf("revoke: %+v %v, want the session from within the event's second ended", res, err)
-	}
-	if len(s.live["k1"]) != 1 || !s.live["k1"][0].Equal(at.Add(time.Second)) {
-		t.Fatalf("left %v, want only the session from the next second", s.live["k1"])
-	}
-	precise := at.Add(100 * time.Millisecond)
-	s.live["k1"] = []time.Time{precise.Add(time.Millisecond)}
-	in.Event.Time = precise
-	if res, err := a.RevokeSessions(context.Background(), in); err != nil || res.Detail["revoked"] != int64(0) {
-		t.Fatalf("revoke at %s: %+v %v, want the later session kept", precise, res, err)
-	}
-}
-
 // A callback that rejects the request will reject its retry too: the step
 // fails for good; any other failure is retried.
 func TestRevokeSessionsClassifiesFailures(t *testing.T) {
