@@ -4,14 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/internal/proccpu"
 )
 
 // cpuSample is the CPU time used so far by this process (the ingress, its
@@ -22,22 +20,15 @@ type cpuSample struct {
 	db   map[int]time.Duration // by backend pid; nil when not readable
 }
 
-// userHZ is the unit of the CPU times in /proc/<pid>/stat (USER_HZ, 100 on
-// every Linux architecture Go supports).
-const userHZ = 100
-
 func sampleCPU(ctx context.Context, db *sqlx.DB) cpuSample {
 	var s cpuSample
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		s.self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-	}
+	s.self = proccpu.Self()
 	var pids []int
 	if db.SelectContext(ctx, &pids, `SELECT pid FROM pg_stat_activity WHERE datname = current_database()`) != nil {
 		return s
 	}
 	for _, pid := range pids {
-		if t, ok := procCPU(pid); ok {
+		if t, ok := proccpu.Of(pid); ok {
 			if s.db == nil {
 				s.db = map[int]time.Duration{}
 			}
@@ -45,29 +36,6 @@ func sampleCPU(ctx context.Context, db *sqlx.DB) cpuSample {
 		}
 	}
 	return s
-}
-
-// procCPU reads a process's user and system time from /proc.
-func procCPU(pid int) (time.Duration, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 13 {
-		return 0, false
-	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(utime+stime) * time.Second / userHZ, true
 }
 
 // dbSince is the backends' CPU time between a and s (backends in both).

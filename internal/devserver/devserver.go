@@ -14,8 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/log"
 
+	"github.com/setflow/setflow/internal/proccpu"
 	"github.com/setflow/setflow/internal/temporalsetup"
 )
 
@@ -125,23 +124,8 @@ func (s *Server) Dial(ctx context.Context, logger log.Logger) (client.Client, er
 // CPUTime is the user + system CPU time the process has used so far (Linux;
 // zero elsewhere).
 func (s *Server) CPUTime() time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name, which is in parentheses and may hold spaces.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0
-	}
-	utime, _ := strconv.ParseInt(f[11], 10, 64)
-	stime, _ := strconv.ParseInt(f[12], 10, 64)
-	const ticksPerSecond = 100 // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / ticksPerSecond
+	d, _ := proccpu.Of(s.cmd.Process.Pid)
+	return d
 }
 
 // Kill ends the process at once (SIGKILL), as a crash would, and waits for it.

@@ -31,6 +31,7 @@ import (
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/devserver"
+	"github.com/setflow/setflow/internal/proccpu"
 	"github.com/setflow/setflow/relay"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
@@ -103,9 +104,9 @@ func (r Result) ServerCPUPerWorkflow() time.Duration {
 
 // Measure runs one batch and records the CPU time it cost.
 func Measure(srv *devserver.Server, run func() (Result, error)) (Result, error) {
-	s0, p0 := srv.CPUTime(), processCPU()
+	s0, p0 := srv.CPUTime(), proccpu.Self()
 	r, err := run()
-	r.ServerCPU, r.ProcessCPU = srv.CPUTime()-s0, processCPU()-p0
+	r.ServerCPU, r.ProcessCPU = srv.CPUTime()-s0, proccpu.Self()-p0
 	return r, err
 }
 

@@ -1,14 +1,14 @@
 //go:build unix
 
-package reactionbench
+package proccpu
 
 import (
 	"syscall"
 	"time"
 )
 
-// processCPU is the CPU time this process has used so far.
-func processCPU() time.Duration {
+// Self is the CPU time (user + system) this process has used so far.
+func Self() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
