@@ -42,39 +42,51 @@ func benchBareInsert(ctx context.Context, db *sqlx.DB, env event.Envelope, token
 	}
 	defer func() { _, _ = db.ExecContext(context.WithoutCancel(ctx), `DROP TABLE IF EXISTS `+table) }()
 	var next atomic.Int64
-	results := make([]benchResult, clients)
-	var failed atomic.Value
+	total, err := closedLoop(ctx, clients, d, func() error {
+		i := next.Add(1) - 1
+		var id int64
+		return db.QueryRowContext(ctx, `
+			INSERT INTO `+table+` (dedupe_key, source, raw, envelope)
+			VALUES ($1, $2, $3, $4)
+			ON CONFLICT (dedupe_key) DO NOTHING
+			RETURNING id`,
+			fmt.Sprint(keyPrefix, i), string(env.Source), tokens[int(i)%len(tokens)], envJSON).Scan(&id)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bare insert: %w", err)
+	}
+	return total, nil
+}
+
+// closedLoop runs op on `workers` goroutines, each calling it again as soon
+// as it returns, until d has passed; an op that starts before then runs to
+// its end (it is never cut off, so what it did is counted). It records each
+// op's latency; the first error ends its worker and is returned.
+func closedLoop(ctx context.Context, workers int, d time.Duration, op func() error) (*benchResult, error) {
+	results := make([]benchResult, workers)
+	var firstErr error
+	var once sync.Once
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
-	for w := range clients {
+	for w := range workers {
 		wg.Go(func() {
-			r := &results[w]
 			for ctx.Err() == nil {
 				t0 := time.Now()
 				if t0.After(deadline) {
 					return
 				}
-				i := next.Add(1) - 1
-				var id int64
-				err := db.QueryRowContext(ctx, `
-					INSERT INTO `+table+` (dedupe_key, source, raw, envelope)
-					VALUES ($1, $2, $3, $4)
-					ON CONFLICT (dedupe_key) DO NOTHING
-					RETURNING id`,
-					fmt.Sprint(keyPrefix, i), string(env.Source), tokens[int(i)%len(tokens)], envJSON).Scan(&id)
-				if err != nil {
-					failed.Store(err)
+				if err := op(); err != nil {
+					once.Do(func() { firstErr = err })
 					return
 				}
-				r.lat = append(r.lat, time.Since(t0))
-				r.accepted++
+				results[w].record(0, 0, nil, time.Since(t0))
 			}
 		})
 	}
 	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
-		return nil, fmt.Errorf("bare insert: %w", err)
+	if firstErr != nil {
+		return nil, firstErr
 	}
 	total := &benchResult{elapsed: time.Since(start)}
 	for i := range results {
@@ -177,33 +189,14 @@ func directStartRate(ctx context.Context, c client.Client, sample event.Envelope
 	r := &relay.Relay{Temporal: c, Subjects: reactionbench.Subjects, Log: slog.New(slog.DiscardHandler)}
 	prefix := "direct-" + randomHex(4) + "-"
 	var next atomic.Int64
-	var failed atomic.Value
-	results := make([]benchResult, concurrency)
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for w := range concurrency {
-		wg.Go(func() {
-			for ctx.Err() == nil && time.Now().Before(deadline) {
-				t0 := time.Now()
-				env := withUser(sample, fmt.Sprint(prefix, next.Add(1)))
-				if _, err := r.Deliver(ctx, inbox.Entry{Envelope: env}); err != nil {
-					failed.Store(err)
-					return
-				}
-				results[w].record(0, 0, nil, time.Since(t0))
-			}
-		})
-	}
-	wg.Wait()
-	if err, ok := failed.Load().(error); ok {
+	total, err := closedLoop(ctx, concurrency, d, func() error {
+		_, err := r.Deliver(ctx, inbox.Entry{Envelope: withUser(sample, fmt.Sprint(prefix, next.Add(1)))})
+		return err
+	})
+	if err != nil {
 		return nil, fmt.Errorf("direct starts: %w", err)
 	}
-	total := &benchResult{elapsed: time.Since(start)}
-	for i := range results {
-		total.merge(&results[i])
-	}
-	return total, ctx.Err()
+	return total, nil
 }
 
 // withUser is env as an event about user (its key too), so that each direct
