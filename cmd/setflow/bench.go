@@ -289,6 +289,16 @@ func (b *ingressBench) startIngress(ctx context.Context) (stop func(), err error
 	return func() { hs.Close() }, nil
 }
 
+// sampleEnvelope is the stored envelope of the pool's first token, the shape
+// of the rows and events the phases that bypass the ingress write.
+func (b *ingressBench) sampleEnvelope(ctx context.Context) (event.Envelope, error) {
+	set, err := b.v.Verify(ctx, b.tokens[0])
+	if err != nil {
+		return event.Envelope{}, err
+	}
+	return ingress.EnvelopeFromSET(set, time.Now()).Storable(), nil
+}
+
 // bareInserts measures what the database does with one commit per row, at
 // the same client count, and a lone request through the ingress; nil when
 // -insert-duration is 0.
@@ -297,11 +307,10 @@ func (b *ingressBench) bareInserts(ctx context.Context, verifyOne float64) (*ben
 	if d <= 0 {
 		return nil, nil
 	}
-	set, err := b.v.Verify(ctx, b.tokens[0])
+	env, err := b.sampleEnvelope(ctx)
 	if err != nil {
 		return nil, err
 	}
-	env := ingress.EnvelopeFromSET(set, time.Now()).Storable()
 	fmt.Fprintf(out, "\nbare single-row insert-and-commit (the inbox statement without group commit, one transaction per row, %s)\n", d)
 	bare, err := benchBareInsert(ctx, b.db, env, b.tokens, b.prefix, clients, d)
 	if err != nil {
@@ -442,13 +451,13 @@ func (b *ingressBench) relay(ctx context.Context, acceptRate float64) error {
 	if err != nil {
 		return err
 	}
-	set, err := b.v.Verify(ctx, b.tokens[0])
+	sample, err := b.sampleEnvelope(ctx)
 	if err != nil {
 		return err
 	}
 	return benchRelay(ctx, b.out, b.db, b.url, b.tokens, b.prefix, relayBenchConfig{bin: o.temporalBin, listenURL: listenURL,
 		burst: o.relayBurst, rate: o.relayRate, clients: o.concurrency, concurrency: o.relayConc, drainLimit: o.relayDrain,
-		acceptRate: acceptRate, baseline: o.relayDirect, sample: ingress.EnvelopeFromSET(set, time.Now())})
+		acceptRate: acceptRate, baseline: o.relayDirect, sample: sample})
 }
 
 // benchDatabase opens url as is, or creates a throw-away database on the
