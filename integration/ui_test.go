@@ -56,10 +56,23 @@ func TestTemporalUIShowsSetflowWorkflows(t *testing.T) {
 	acts.Guard = guard.NewPostgres(s.DB, guard.Limit{Max: 2, Window: time.Hour})
 	s.startWorkerWith(srv.Client(), acts)
 	var keys []string
-	for i := range 3 {
+	deliver := func(i int) {
 		keys = append(keys, s.deliverSET(simulator.SET{UserID: fmt.Sprintf("88%04d", i),
 			EventType: secevent.EventAccountDisabled, IssuedAt: time.Now()}))
 	}
+	// The guard's count is not serialised (a storm guard, not a quota): three
+	// admissions in flight at once could all pass. The first is admitted
+	// before the others arrive, so the next two are held whatever the timing.
+	deliver(0)
+	waitFor(t, "the first event admitted", func() bool {
+		var n int
+		if err := s.DB.Get(&n, `SELECT count(*) FROM setflow_guard_admissions WHERE event_key = $1`, keys[0]); err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	})
+	deliver(1)
+	deliver(2)
 	waitFor(t, "two held streams", func() bool { return s.countWorkflows(`SetflowOutcome = "held"`) == 2 })
 	var heldID, heldKey string
 	for i, k := range keys {
