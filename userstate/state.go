@@ -12,6 +12,7 @@ package userstate
 
 import (
 	"maps"
+	"slices"
 	"sort"
 	"time"
 )
@@ -138,6 +139,10 @@ type State struct {
 	// Purge is the pending purge, if any; Tombstone the last one that ran.
 	Purge     *PendingPurge `json:"purge,omitempty"`
 	Tombstone *Tombstone    `json:"tombstone,omitempty"`
+	// Emails is the address history and Notices the notices sent, for the
+	// notices to previous addresses (notices.go).
+	Emails  []Register     `json:"emails,omitempty"`
+	Notices []NoticeRecord `json:"notices,omitempty"`
 }
 
 // Clone returns a deep copy.
@@ -145,6 +150,8 @@ func (s State) Clone() State {
 	c := s
 	c.Consents = maps.Clone(s.Consents)
 	c.Fields = maps.Clone(s.Fields)
+	c.Emails = slices.Clone(s.Emails)
+	c.Notices = slices.Clone(s.Notices)
 	if s.Purge != nil {
 		p := *s.Purge
 		c.Purge = &p
@@ -184,6 +191,9 @@ type Change struct {
 	PurgeAfter  *time.Duration
 	CancelPurge bool
 	PurgeNow    bool
+	// Notice records a security notice sent for an event at Time, keyed by
+	// its step's idempotency key (notices.go).
+	Notice *NoticeRecord
 }
 
 // PurgeAction is what a change did to the purge.
@@ -205,6 +215,9 @@ type Decision struct {
 	Cutoff time.Time          `json:"cutoff,omitempty"`
 	// ContactChanged says whether the desired CRM contact changed.
 	ContactChanged bool `json:"contact_changed,omitempty"`
+	// Renotify are the notices sent for events at or after an address this
+	// change added to the history: that address may be owed them too.
+	Renotify []NoticeRecord `json:"renotify,omitempty"`
 }
 
 func (d *Decision) set(part string, o Outcome) {
@@ -300,6 +313,15 @@ func Apply(s State, c Change) (State, Decision) {
 	if c.Channel != "" {
 		d.set("channel", n.Channel.offer(c.Channel, t))
 	}
+	if c.Notice != nil {
+		rec := *c.Notice
+		rec.At = t
+		n.recordNotice(rec)
+	}
+	if v, ok := c.Fields[Email]; ok && v != Blank && slices.Contains(n.Emails, Register{Value: v, At: t}) &&
+		!slices.Contains(s.emailHistory(), Register{Value: v, At: t}) {
+		d.Renotify = n.noticesSince(t)
+	}
 	if d.Changed() {
 		n.Version++
 	}
@@ -380,6 +402,9 @@ func (s *State) applyConsents(consents map[string]bool, t time.Time, d *Decision
 func (s *State) offerField(f Field, v string, t time.Time) Outcome {
 	if s.Fields == nil {
 		s.Fields = map[Field]Register{}
+	}
+	if f == Email {
+		s.recordEmail(v, t)
 	}
 	r := s.Fields[f]
 	o := r.offer(v, t)

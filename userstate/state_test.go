@@ -1110,7 +1110,7 @@ func TestRunPurge(t *testing.T) {
 var (
 	propScopes = []string{"account_email", "profile_nickname", "phone_number"}
 	propValues = map[Field][]string{
-		Email:    {Blank, "a@example.com", "b@example.com"},
+		Email:    {Blank, "a@example.com", "b@example.com", "c@example.com"},
 		Nickname: {Blank, "neo", "trinity"},
 		Phone:    {Blank, "+82 10-1111-1111", "+82 10-2222-2222"},
 	}
@@ -1118,7 +1118,7 @@ var (
 
 func randomChange(r *rand.Rand, i, times int) Change {
 	c := Change{Time: at(10 * r.IntN(times)), EventKey: fmt.Sprintf("ev%02d", i)}
-	switch r.IntN(12) {
+	switch r.IntN(14) {
 	case 0, 1:
 		c.Link, c.CancelPurge = ptr(true), true
 	case 2, 3:
@@ -1142,6 +1142,8 @@ func randomChange(r *rand.Rand, i, times int) Change {
 		}
 	case 11:
 		c.Channel = []string{Added, Blocked}[r.IntN(2)]
+	case 12, 13:
+		c.Notice = &NoticeRecord{Key: "notice-" + c.EventKey, Kind: "password-changed"}
 	}
 	return c
 }
@@ -1176,6 +1178,9 @@ func describe(c Change) string {
 	}
 	if c.Channel != "" {
 		parts = append(parts, "Channel="+c.Channel)
+	}
+	if c.Notice != nil {
+		parts = append(parts, "Notice")
 	}
 	return fmt.Sprintf("%s@%s{%s}", c.EventKey, rel(c.Time), strings.Join(parts, " "))
 }
@@ -1217,6 +1222,14 @@ func render(s State, c Contact) string {
 	if s.Tombstone != nil {
 		fmt.Fprintf(&b, " tombstone=%s", rel(s.Tombstone.Cutoff))
 	}
+	b.WriteString(" emails=")
+	for _, r := range s.Emails {
+		b.WriteString(renderReg(r))
+	}
+	b.WriteString(" notices=")
+	for _, n := range s.Notices {
+		fmt.Fprintf(&b, "%s%s", n.Key, rel(n.At))
+	}
 	fmt.Fprintf(&b, " contact=%+v", c)
 	return b.String()
 }
@@ -1253,10 +1266,15 @@ func oracle(cs []Change) (State, Contact) {
 	var s State
 	s.Consents = map[string]Register{}
 	s.Fields = map[Field]Register{}
+	var emails []Register
+	notices := map[string]NoticeRecord{}
 	field := func(f Field, v string, t time.Time) {
 		r := s.Fields[f]
 		oracleOffer(&r, v, t)
 		s.Fields[f] = r
+		if f == Email {
+			emails = append(emails, Register{Value: v, At: t})
+		}
 	}
 	var lastUnlink, lastLink, lastPurge time.Time
 	for _, c := range cs {
@@ -1305,7 +1323,11 @@ func oracle(cs []Change) (State, Contact) {
 		if c.Channel != "" {
 			oracleOffer(&s.Channel, c.Channel, t)
 		}
+		if c.Notice != nil {
+			notices[c.Notice.Key] = NoticeRecord{Key: c.Notice.Key, Kind: c.Notice.Kind, At: t}
+		}
 	}
+	s.Emails, s.Notices = oracleEmails(emails), oracleNotices(notices)
 	if !lastUnlink.IsZero() && !lastLink.After(lastUnlink) && (lastPurge.IsZero() || lastPurge.Before(lastUnlink)) {
 		s.Purge = &PendingPurge{Cutoff: lastUnlink, Due: lastUnlink.Add(retention)}
 	}
@@ -1321,38 +1343,117 @@ func oracle(cs []Change) (State, Contact) {
 	}
 }
 
+// oracleEmails is the address history of every email offer: what the
+// latest blank left (the blank and the addresses after it), the newest
+// EmailHistoryLimit of them.
+func oracleEmails(offers []Register) []Register {
+	var lastBlank *time.Time
+	for _, o := range offers {
+		if o.Value == Blank && (lastBlank == nil || o.At.After(*lastBlank)) {
+			lastBlank = &o.At
+		}
+	}
+	var h []Register
+	for _, o := range offers {
+		kept := lastBlank == nil || o.At.After(*lastBlank) || (o.Value == Blank && o.At.Equal(*lastBlank))
+		if kept && !slices.Contains(h, o) {
+			h = append(h, o)
+		}
+	}
+	sort.Slice(h, func(a, b int) bool {
+		if !h[a].At.Equal(h[b].At) {
+			return h[a].At.Before(h[b].At)
+		}
+		if oracleRank(h[a].Value) != oracleRank(h[b].Value) {
+			return oracleRank(h[a].Value) < oracleRank(h[b].Value)
+		}
+		return h[a].Value < h[b].Value
+	})
+	return h[max(0, len(h)-EmailHistoryLimit):]
+}
+
+// oracleNotices is the newest NoticeLimit notices by (time, key).
+func oracleNotices(m map[string]NoticeRecord) []NoticeRecord {
+	var out []NoticeRecord
+	for _, n := range m {
+		out = append(out, n)
+	}
+	sort.Slice(out, func(a, b int) bool {
+		if !out[a].At.Equal(out[b].At) {
+			return out[a].At.Before(out[b].At)
+		}
+		return out[a].Key < out[b].Key
+	})
+	return out[max(0, len(out)-NoticeLimit):]
+}
+
+// propWindow is the previous-address window of the property test (its
+// events are 10 s apart).
+const propWindow = 25 * time.Second
+
+// told is what a stream that sends notices as the state says would have
+// told: notice key → addresses. A notice goes to the addresses in effect in
+// the window before its event when it is recorded, and again when a change
+// names it in Renotify.
+type told map[string]map[string]bool
+
+func (tl told) tell(s State, n NoticeRecord) {
+	if tl[n.Key] == nil {
+		tl[n.Key] = map[string]bool{}
+	}
+	for _, a := range s.AddressesDuring(n.At.Add(-propWindow), n.At) {
+		tl[n.Key][a.Value] = true
+	}
+}
+
 // deliver applies the changes in order (indices into cs, repeats are
-// re-deliveries) and returns the rendered final state, or a description of
-// the first re-delivery that changed something.
-func deliver(r *rand.Rand, cs []Change, order []int) (string, error) {
+// re-deliveries) and returns the rendered final state and who was told of
+// each notice, or a description of the first re-delivery that changed
+// something.
+func deliver(r *rand.Rand, cs []Change, order []int) (string, told, error) {
 	var s State
 	seen := map[int]bool{}
+	tl := told{}
 	for _, i := range order {
 		c := cs[i]
 		c.Now = at(1000 + r.IntN(1000)) // when it is applied varies
 		before := render(s, s.Contact())
 		n, d := Apply(s, c)
+		if c.Notice != nil {
+			tl.tell(n, NoticeRecord{Key: c.Notice.Key, At: c.Time})
+		}
+		for _, rec := range d.Renotify {
+			tl.tell(n, rec)
+		}
 		if seen[i] {
 			if d.Changed() || n.Version != s.Version || render(n, n.Contact()) != before {
-				return "", fmt.Errorf("re-delivery of %s changed the state: decision %+v\nbefore %s\nafter  %s",
+				return "", nil, fmt.Errorf("re-delivery of %s changed the state: decision %+v\nbefore %s\nafter  %s",
 					describe(c), d, before, render(n, n.Contact()))
 			}
 		}
 		seen[i] = true
 		s = n
 	}
-	return render(s, s.Contact()), nil
+	return render(s, s.Contact()), tl, nil
 }
 
-// check delivers cs in order and compares with the oracle.
+// check delivers cs in order and compares with the oracle: the final state,
+// and every address the oracle's history has in a notice's window was told.
 func check(cs []Change, order []int) error {
-	got, err := deliver(rand.New(rand.NewPCG(1, 2)), cs, order)
+	got, tl, err := deliver(rand.New(rand.NewPCG(1, 2)), cs, order)
 	if err != nil {
 		return err
 	}
 	o, oc := oracle(cs)
 	if want := render(o, oc); got != want {
 		return fmt.Errorf("final state differs from the oracle:\ngot    %s\noracle %s", got, want)
+	}
+	for _, n := range o.Notices {
+		for _, a := range o.AddressesDuring(n.At.Add(-propWindow), n.At) {
+			if !tl[n.Key][a.Value] {
+				return fmt.Errorf("notice %s%s never went to %q (in effect since %s); told %v", n.Key, rel(n.At), a.Value, rel(a.At), tl[n.Key])
+			}
+		}
 	}
 	return nil
 }
