@@ -81,6 +81,9 @@ type Backends struct {
 	PurgeAfter time.Duration
 	// ServiceName appears in emails.
 	ServiceName string
+	// NoticePreviousWithin: a security notice also goes to the addresses the
+	// user had within this time before the event (0: the current one only).
+	NoticePreviousWithin time.Duration
 	// TestUsers run every reaction step in shadow (activities/test_users.go).
 	TestUsers *TestUsers
 }

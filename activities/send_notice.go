@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"go.temporal.io/sdk/activity"
@@ -14,6 +15,7 @@ import (
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/sideeffects"
+	"github.com/setflow/setflow/userstate"
 )
 
 // errPreviousAttempt is a retryable refusal to send while an earlier
@@ -27,6 +29,15 @@ var errPreviousAttempt = errors.New("an earlier attempt may still be sending thi
 // followed by another send with the same Message-ID (a lost notice is worse
 // than a recognisable repeat), counted in setflow_notice_repeats_total and
 // audited as repeat.
+//
+// The notice also goes, each as its own message with its own stable
+// Message-ID, to every other address the user had within
+// NoticePreviousWithin before the event (user-state.md): an attacker who
+// changed the address must not be the only one told. The notice is recorded
+// in the user's state first, under the user's row lock, so that an address
+// change that arrives later names it (Decision.Renotify) and the stream runs
+// this step again for the previous addresses only (params: renotify=true,
+// notice_key, event_time).
 func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	if err := in.RequireSubject("send notice"); err != nil {
 		return reaction.StepResult{}, err
@@ -41,13 +52,175 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 	if a.Mailer == nil {
 		return skipped("email not configured"), nil
 	}
-	p, err := a.Profiles.Get(ctx, profileKey(in))
-	if errors.Is(err, profile.ErrNotFound) || (err == nil && !p.Email.Valid) {
-		return skipped("no email address on file"), nil
-	}
+	n, err := noticeOf(in, kind)
 	if err != nil {
 		return reaction.StepResult{}, err
 	}
+	previous, err := a.previousAddresses(ctx, in, n)
+	if err != nil {
+		return reaction.StepResult{}, err
+	}
+	p, err := a.Profiles.Get(ctx, profileKey(in))
+	if err != nil && !errors.Is(err, profile.ErrNotFound) {
+		return reaction.StepResult{}, err
+	}
+	n.Name, n.Locale = nullString(p.Nickname), nullString(p.Locale)
+	detail := map[string]any{"notice": string(kind)}
+	outcome := ""
+	if !n.renotify && p.Email.Valid {
+		first := n.Notice
+		first.To = p.Email.String
+		sent, err := a.sendOnce(ctx, first)
+		if err != nil {
+			return reaction.StepResult{}, err
+		}
+		outcome = sent.record(detail)
+	}
+	current := ""
+	if p.Email.Valid {
+		current = p.Email.String
+	}
+	count, prevOutcome, err := a.tellPrevious(ctx, n, previous, current)
+	if err != nil {
+		return reaction.StepResult{}, err
+	}
+	if outcome == "" || outcome == reaction.OutcomeDuplicate && prevOutcome != "" {
+		outcome = prevOutcome
+	}
+	if count > 0 {
+		detail["previous_addresses"] = count
+	}
+	switch {
+	case outcome == "" && n.renotify:
+		return skipped("no previous address to tell"), nil
+	case outcome == "":
+		return skipped("no email address on file"), nil
+	case outcome == reaction.OutcomeDuplicate:
+		return reaction.StepResult{Outcome: reaction.OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
+	}
+	return done(detail), nil
+}
+
+// tellPrevious sends n to each previous address (current got the notice's
+// own message, unless this is a renotify) and returns how many messages it
+// sent and the outcome they stand for ("" when there were none).
+func (a *Activities) tellPrevious(ctx context.Context, n stepNotice, previous []userstate.Register, current string) (int, string, error) {
+	count, outcome := 0, ""
+	for _, addr := range previous {
+		other := n.Notice
+		other.To = addr.Value
+		// Keyed by when the address was set, not by the address: keys
+		// and Message-IDs carry no personal data.
+		other.IdempotencyKey = fmt.Sprintf("%s/previous@%d", n.IdempotencyKey, addr.At.UnixNano())
+		if !n.renotify && strings.EqualFold(addr.Value, current) {
+			// Told by the notice's own message: a later renotify must
+			// not tell it again under this key.
+			if err := a.markTold(ctx, other.IdempotencyKey, n.IdempotencyKey); err != nil {
+				return 0, "", err
+			}
+			continue
+		}
+		sent, err := a.sendOnce(ctx, other)
+		if err != nil {
+			return 0, "", err
+		}
+		if !sent.duplicate {
+			count++
+		}
+		if o := sent.record(nil); outcome == "" || outcome == reaction.OutcomeDuplicate {
+			outcome = o
+		}
+	}
+	return count, outcome, nil
+}
+
+// markTold records key as done without sending: its address got the
+// message of the notice mainKey. An attempt in flight under key is left be.
+func (a *Activities) markTold(ctx context.Context, key, mainKey string) error {
+	claim, err := a.SideEffects.Claim(ctx, key, sideeffects.KindEmail, noticeDeadline)
+	if err != nil || !claim.Act {
+		return err
+	}
+	return a.SideEffects.Finish(ctx, key, "sent as "+mainKey)
+}
+
+// stepNotice is a notice as SendNotice builds it: for the event's own step,
+// or again for the previous addresses of an earlier notice (renotify).
+type stepNotice struct {
+	mailer.Notice
+	renotify bool
+}
+
+// noticeOf reads the notice a step sends: its own, keyed by the step, or
+// the earlier notice a renotify step names.
+func noticeOf(in reaction.StepInput, kind mailer.Kind) (stepNotice, error) {
+	n := stepNotice{Notice: mailer.Notice{Kind: kind, EventTime: in.EventTime(), IdempotencyKey: in.IdempotencyKey}}
+	if in.Params["renotify"] != "true" {
+		return n, nil
+	}
+	at, err := time.Parse(time.RFC3339Nano, in.Params["event_time"])
+	if err != nil || in.Params["notice_key"] == "" {
+		return n, classify("send notice", errors.New("a renotify step needs notice_key and event_time"), false, 0)
+	}
+	n.renotify, n.EventTime, n.IdempotencyKey = true, at, in.Params["notice_key"]
+	return n, nil
+}
+
+// previousAddresses records the notice in the user's state (its own step)
+// and returns the addresses the user had within NoticePreviousWithin before
+// its event.
+func (a *Activities) previousAddresses(ctx context.Context, in reaction.StepInput, n stepNotice) ([]userstate.Register, error) {
+	if a.States == nil || a.NoticePreviousWithin <= 0 {
+		return nil, nil
+	}
+	hash := a.Subjects.Hash(in.Event.Subject.Issuer, in.Event.Subject.UserID)
+	var st userstate.State
+	if n.renotify {
+		snap, err := a.States.Get(ctx, hash)
+		if errors.Is(err, userstate.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		st = snap.State
+	} else {
+		sub := userstate.Subject{Hash: hash, Issuer: in.Event.Subject.Issuer, UserID: in.Event.Subject.UserID}
+		rec := &userstate.NoticeRecord{Key: n.IdempotencyKey, Kind: string(n.Kind)}
+		res, err := a.States.Apply(ctx, sub, "notice:"+n.IdempotencyKey, func(s userstate.State) (userstate.State, userstate.Decision) {
+			return userstate.Apply(s, userstate.Change{Time: n.EventTime, EventKey: "notice:" + n.IdempotencyKey, Notice: rec})
+		})
+		if err != nil {
+			return nil, err
+		}
+		st = res.State
+	}
+	return st.AddressesDuring(n.EventTime.Add(-a.NoticePreviousWithin), n.EventTime), nil
+}
+
+// sent is what sendOnce did with one message.
+type sent struct {
+	id                string
+	repeat, duplicate bool
+}
+
+// record adds a message's outcome to detail (nil: none) and returns the
+// step outcome it stands for.
+func (s sent) record(detail map[string]any) string {
+	if s.duplicate {
+		return reaction.OutcomeDuplicate
+	}
+	if detail != nil {
+		detail["message_id"] = s.id
+		if s.repeat {
+			detail["repeat"] = true
+		}
+	}
+	return reaction.OutcomeDone
+}
+
+// sendOnce sends one message at least once under its idempotency key.
+func (a *Activities) sendOnce(ctx context.Context, n mailer.Notice) (sent, error) {
 	deadline := noticeDeadline
 	if activity.IsActivity(ctx) && activity.GetInfo(ctx).StartToCloseTimeout > 0 {
 		deadline = activity.GetInfo(ctx).StartToCloseTimeout
@@ -56,20 +229,17 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 	// seen before is sent again unless an attempt finished it, and while an
 	// attempt that vanished (its worker died) may still be running — until
 	// its deadline — this attempt waits (a retryable error).
-	claim, err := a.SideEffects.Claim(ctx, in.IdempotencyKey, sideeffects.KindEmail, deadline)
+	claim, err := a.SideEffects.Claim(ctx, n.IdempotencyKey, sideeffects.KindEmail, deadline)
 	if err != nil {
-		return reaction.StepResult{}, err
+		return sent{}, err
 	}
 	if !claim.Act {
 		if claim.Status == sideeffects.StatusDone {
-			return reaction.StepResult{Outcome: reaction.OutcomeDuplicate, Detail: map[string]any{"previous_attempt": "done"}}, nil
+			return sent{duplicate: true}, nil
 		}
-		return reaction.StepResult{}, classify("send notice", errPreviousAttempt, true, 0)
+		return sent{}, classify("send notice", errPreviousAttempt, true, 0)
 	}
-	id, err := a.Mailer.Send(ctx, mailer.Notice{
-		Kind: kind, To: p.Email.String, Name: nullString(p.Nickname), Locale: nullString(p.Locale),
-		EventTime: in.EventTime(), IdempotencyKey: in.IdempotencyKey,
-	})
+	id, err := a.Mailer.Send(ctx, n)
 	if err != nil {
 		// Whether the server may have the message decides how the retry
 		// sends it: first time, or as a recognisable repeat (same
@@ -78,22 +248,20 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 		// attempt's may be the one that just ran out.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if serr := a.SideEffects.Settle(sctx, in.IdempotencyKey, claim.Repeat || !notAccepted(err)); serr != nil {
-			return reaction.StepResult{}, serr
+		if serr := a.SideEffects.Settle(sctx, n.IdempotencyKey, claim.Repeat || !notAccepted(err)); serr != nil {
+			return sent{}, serr
 		}
-		return reaction.StepResult{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
+		return sent{}, classify("send notice", err, !mailer.IsPermanent(err), 0)
 	}
-	if err := a.SideEffects.Finish(ctx, in.IdempotencyKey, id); err != nil {
-		return reaction.StepResult{}, err
+	if err := a.SideEffects.Finish(ctx, n.IdempotencyKey, id); err != nil {
+		return sent{}, err
 	}
-	detail := map[string]any{"notice": string(kind), "message_id": id}
 	if claim.Repeat {
 		// An earlier attempt may have delivered it too: the user may get
 		// two copies with the same Message-ID, which is better than none.
-		detail["repeat"] = true
 		metrics.NoticeRepeats.Inc()
 	}
-	return done(detail), nil
+	return sent{id: id, repeat: claim.Repeat}, nil
 }
 
 // noticeDeadline bounds an attempt when the activity has no StartToClose.

@@ -23,11 +23,13 @@ import (
 type scriptedMailer struct {
 	errs []error
 	ids  []string
+	to   []string
 }
 
 func (m *scriptedMailer) Send(_ context.Context, n mailer.Notice) (string, error) {
 	id := mailer.MessageID(n.IdempotencyKey, "example.test")
 	m.ids = append(m.ids, id)
+	m.to = append(m.to, n.To)
 	if len(m.errs) > 0 {
 		err := m.errs[0]
 		m.errs = m.errs[1:]

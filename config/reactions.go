@@ -47,6 +47,9 @@ type Reactions struct {
 	SMTPTLS      string
 	MailFrom     string
 	ServiceName  string
+	// NoticePreviousWithin: a security notice also goes to every address the
+	// user had within this time before the event (0: only the current one).
+	NoticePreviousWithin time.Duration
 
 	// GuardLimit is the blast-radius guard: more than this many destructive
 	// steps (revocation, lock, purge, CRM delete) across all users within
@@ -102,6 +105,8 @@ func (r *Reactions) settings() []Setting {
 		{Env: "SETFLOW_SMTP_TLS", Flag: "smtp-tls", Default: "starttls", Usage: "worker: none, starttls, starttls-opportunistic or tls", ptr: &r.SMTPTLS},
 		{Env: "SETFLOW_MAIL_FROM", Flag: "mail-from", Usage: `worker: sender, e.g. "Example Security <security@example.com>"`, ptr: &r.MailFrom},
 		{Env: "SETFLOW_SERVICE_NAME", Flag: "service-name", Usage: "worker: service name shown in emails", ptr: &r.ServiceName},
+		{Env: "SETFLOW_NOTICE_PREVIOUS_WITHIN", Flag: "notice-previous-within", Default: "720h",
+			Usage: "worker: a security notice also goes to every address the user had within this time before the event, so that an attacker who changed it is not the only one told (0: the current address only)", ptr: &r.NoticePreviousWithin},
 	}
 }
 
@@ -147,6 +152,9 @@ func (r *Reactions) Validate() error {
 	}
 	if r.SMTPPort < 0 || r.SMTPPort > 65535 {
 		errs = append(errs, errors.New("SETFLOW_SMTP_PORT (-smtp-port) must be a port number"))
+	}
+	if r.NoticePreviousWithin < 0 {
+		errs = append(errs, errors.New("SETFLOW_NOTICE_PREVIOUS_WITHIN must not be negative"))
 	}
 	if r.PurgeAfter < 0 {
 		errs = append(errs, errors.New("SETFLOW_PURGE_AFTER must not be negative"))

@@ -478,7 +478,7 @@ func (s *stream) act(ctx workflow.Context, env event.Envelope, applyKey string, 
 		}
 	}
 	rest := func(ctx workflow.Context, res reaction.ApplyResult) {
-		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) {
+		if !s.finish(ctx, env.Key, ev, plan, labels, payload, res) || !s.renotify(ctx, env.Key, ev, res.Decision.Renotify) {
 			s.failed(env.Key)
 			return
 		}
@@ -589,6 +589,28 @@ func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, p
 		}
 		if err != nil {
 			log.Error("user stream: step gave up", "event", eventKey, "step", label, "error", err)
+			return false
+		}
+	}
+	return true
+}
+
+// renotify runs the notices that an address change arriving late owes the
+// address it revealed (userstate.Decision.Renotify): each sends the earlier
+// notice to the previous addresses only, under that notice's keys, so an
+// address told before is not told again. They are this event's steps.
+func (s *stream) renotify(ctx workflow.Context, eventKey string, ev event.Event, recs []userstate.NoticeRecord) bool {
+	// Versioned: a result recorded by a newer activity worker than the
+	// workflow code that ran it has a Renotify that history never acted on.
+	if len(recs) == 0 || workflow.GetVersion(ctx, "renotify-previous-addresses", workflow.DefaultVersion, 1) < 1 {
+		return true
+	}
+	r := s.newRunner(ctx, eventKey, ev)
+	for _, rec := range recs {
+		st := policy.Step{Name: policy.SendNotice, Params: map[string]string{
+			"notice": rec.Kind, "renotify": "true", "notice_key": rec.Key, "event_time": rec.At.Format(time.RFC3339Nano)}}
+		if _, err := r.step(st, r.label("renotify")); err != nil {
+			workflow.GetLogger(ctx).Error("user stream: renotify gave up", "event", eventKey, "error", err)
 			return false
 		}
 	}

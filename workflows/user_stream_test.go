@@ -984,3 +984,31 @@ func TestUserStreamFailedPurgeParksAndRetryRunsIt(t *testing.T) {
 	require.Equal(t, reaction.OutcomeDone, out["purge/sessions"])
 	require.Len(t, h.stepsOf("PurgeSessions"), 1)
 }
+
+// An address change that names earlier notices (it arrived after them but
+// happened before) runs each again for the previous addresses only, under
+// that notice's key, as steps of the change's own event.
+func TestUserStreamRenotifiesPreviousAddresses(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	notices := []userstate.NoticeRecord{
+		{Key: "jti-pw/credential-change/send_notice", Kind: "password-changed", At: t0.Add(time.Hour)},
+		{Key: "jti-hijack/account-disabled/send_notice", Kind: "account-hijacked", At: t0.Add(2 * time.Hour)},
+	}
+	h.applyFunc = func(_ int, in reaction.ApplyInput) (reaction.ApplyResult, error) {
+		return reaction.ApplyResult{Version: 1, Decision: userstate.Decision{
+			Parts: map[string]userstate.Outcome{"field:email": userstate.Superseded}, Renotify: notices}}, nil
+	}
+	h.send(time.Second, setEnvelopeAt("jti-profile", secevent.PrefixKakao+"user-profile-changed", payloadWith(""), t0))
+	require.NoError(t, h.runStream(streamInput()))
+	h.requireCompleted("jti-profile", "user-profile-changed")
+	sends := h.stepsOf("SendNotice")
+	require.Len(t, sends, 2)
+	for i, call := range sends {
+		require.Equal(t, map[string]string{"notice": notices[i].Kind, "renotify": "true", "notice_key": notices[i].Key,
+			"event_time": notices[i].At.Format(time.RFC3339Nano)}, call.In.Params)
+		require.Equal(t, "jti-profile", call.In.EventKey)
+	}
+	rows := h.auditsOf("jti-profile")
+	require.Equal(t, []string{"user-profile-changed/renotify=done", "user-profile-changed/renotify#2=done", "user-profile-changed/completed=done"},
+		rows[len(rows)-3:])
+}
