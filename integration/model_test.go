@@ -157,6 +157,11 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 		}
 	}
 	t.Logf("model: all events through after %v", time.Since(start).Round(time.Second))
+	var renotified int
+	if err := s.DB.Get(&renotified, `SELECT count(*) FROM setflow_audit WHERE step LIKE '%/renotify%'`); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("model: %d notices sent again for an address change that arrived after them", renotified)
 	for _, u := range plan.users {
 		waitStreamQuiet(t, s, u.id, deadline)
 	}
@@ -166,9 +171,11 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	for _, env := range envelopes {
 		byUser[env.Subject.UserID] = append(byUser[env.Subject.UserID], env)
 	}
-	mails := map[string]int{}
+	mails := map[string][]string{} // Message-ID → recipients
 	for _, m := range mp.Messages(t) {
-		mails[m.MessageID]++
+		for _, to := range m.To {
+			mails[m.MessageID] = append(mails[m.MessageID], to.Address)
+		}
 	}
 	failed := 0
 	for _, u := range plan.users {
@@ -395,8 +402,12 @@ type oracleUser struct {
 	pending             *time.Time
 	sessions            map[int]string // live, revoked, deleted
 	notices             map[string]string
+	noticeAt            map[string]time.Time
 	emailBlanked        bool
-	trace               string
+	// emailOffers is every value (blank: a withdrawal or purge) an event
+	// gave the email field, for the notices to previous addresses.
+	emailOffers []oreg
+	trace       string
 }
 
 type oracleEvent struct {
@@ -406,7 +417,7 @@ type oracleEvent struct {
 }
 
 func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
-	o := &oracleUser{consents: map[string]*oreg{}, notices: map[string]string{}, sessions: map[int]string{},
+	o := &oracleUser{consents: map[string]*oreg{}, notices: map[string]string{}, noticeAt: map[string]time.Time{}, sessions: map[int]string{},
 		fields: map[string]*oreg{"email": {}, "nickname": {}, "phone": {}}}
 	for i := range u.sessions {
 		o.sessions[i] = "live"
@@ -460,6 +471,7 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 				f.put("", e.at)
 			}
 			o.emailBlanked = true
+			o.emailOffers = append(o.emailOffers, oreg{at: e.at, set: true})
 			if o.pending != nil && !o.pending.After(e.at) {
 				o.pending = nil
 			}
@@ -467,6 +479,9 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 			for k, f := range map[string]string{"email": "email", "nickname": "nickname", "phone_number": "phone"} {
 				if v, ok := e.payload[k].(string); ok && v != "" {
 					o.fields[f].put(v, e.at)
+					if f == "email" {
+						o.emailOffers = append(o.emailOffers, oreg{v: v, at: e.at, set: true})
+					}
 				}
 			}
 		case "user-scope-consent", "user-scope-withdraw":
@@ -486,6 +501,7 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 					o.fields[f].put("", e.at)
 					if f == "email" {
 						o.emailBlanked = true
+						o.emailOffers = append(o.emailOffers, oreg{at: e.at, set: true})
 					}
 				}
 			}
@@ -494,12 +510,14 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 			revoke(e.at, "revoked")
 			if e.payload["reason"] == "hijacking" {
 				o.notices[e.key] = policy.NoticeAccountHijacked
+				o.noticeAt[e.key] = e.at
 			}
 		case "account-enabled":
 			o.lock.put("unlocked", e.at)
 		case "credential-change":
 			revoke(e.at, "revoked")
 			o.notices[e.key] = policy.NoticePasswordChanged
+			o.noticeAt[e.key] = e.at
 		case "channel-added":
 			o.channel.put("added", e.at)
 		case "channel-blocked":
@@ -527,7 +545,7 @@ func (o *oracleUser) contact() map[string]string {
 	return c
 }
 
-func compareUser(t *testing.T, s *stack, hs *hubSpot, u *modelUser, o *oracleUser, mails map[string]int) []string {
+func compareUser(t *testing.T, s *stack, hs *hubSpot, u *modelUser, o *oracleUser, mails map[string][]string) []string {
 	t.Helper()
 	var diffs []string
 	differ := func(what string, got, want any) {
@@ -597,11 +615,55 @@ func compareUser(t *testing.T, s *stack, hs *hubSpot, u *modelUser, o *oracleUse
 	for key, kind := range o.notices {
 		name := map[string]string{policy.NoticeAccountHijacked: "account-disabled", policy.NoticePasswordChanged: "credential-change"}[kind]
 		id := strings.Trim(mailer.MessageID(workflows.StepKey(key, name, policy.SendNotice), mailDomain), "<>")
-		if mails[id] == 0 && !o.emailBlanked {
+		if len(mails[id]) == 0 && !o.emailBlanked {
 			diffs = append(diffs, fmt.Sprintf("notice %s for %s not sent", kind, key))
+		}
+		// Every address the account had before the event (all within
+		// the 30-day window here) was told, by the notice's own message
+		// or by its copy keyed by when the address was set.
+		stepKey := workflows.StepKey(key, name, policy.SendNotice)
+		ids := []string{id}
+		for _, e := range o.emailOffers {
+			ids = append(ids, strings.Trim(mailer.MessageID(fmt.Sprintf("%s/previous@%d", stepKey, e.at.UnixNano()), mailDomain), "<>"))
+		}
+		for _, addr := range o.addressesUntil(o.noticeAt[key]) {
+			if !slices.ContainsFunc(ids, func(id string) bool { return slices.Contains(mails[id], addr) }) {
+				diffs = append(diffs, fmt.Sprintf("notice %s for %s never reached the earlier address %s", kind, key, addr))
+			}
 		}
 	}
 	return diffs
+}
+
+// addressesUntil is every address the account had at or before t that the
+// latest blank (a withdrawal or purge, at any time) left: a blank deletes
+// the addresses at or before it. Of two set at the same time only the
+// larger was ever in effect.
+func (o *oracleUser) addressesUntil(t time.Time) []string {
+	var blank *time.Time
+	for _, e := range o.emailOffers {
+		if e.v == "" && (blank == nil || e.at.After(*blank)) {
+			at := e.at
+			blank = &at
+		}
+	}
+	winners := map[int64]string{}
+	for _, e := range o.emailOffers {
+		if e.v == "" || e.at.After(t) || (blank != nil && !e.at.After(*blank)) {
+			continue
+		}
+		if w := winners[e.at.UnixNano()]; e.v > w {
+			winners[e.at.UnixNano()] = e.v
+		}
+	}
+	var out []string
+	for _, v := range winners {
+		if !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func newHTTPServer(t *testing.T, h http.Handler) string {

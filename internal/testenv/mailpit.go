@@ -207,14 +207,23 @@ func (s *MailpitServer) SMTPAddr() string {
 	return net.JoinHostPort(s.SMTPHost, strconv.Itoa(s.SMTPPort))
 }
 
-// Messages lists the stored messages, newest first.
+// Messages lists every stored message, newest first (page by page: the
+// model test stores more than one page).
 func (s *MailpitServer) Messages(t testing.TB) []MailpitMessage {
 	t.Helper()
-	var resp struct {
-		Messages []MailpitMessage `json:"messages"`
+	const page = 1000
+	var all []MailpitMessage
+	for {
+		var resp struct {
+			Total    int              `json:"total"`
+			Messages []MailpitMessage `json:"messages"`
+		}
+		s.api(t, http.MethodGet, fmt.Sprintf("/api/v1/messages?start=%d&limit=%d", len(all), page), nil, &resp)
+		all = append(all, resp.Messages...)
+		if len(resp.Messages) < page || len(all) >= resp.Total {
+			return all
+		}
 	}
-	s.api(t, http.MethodGet, "/api/v1/messages?limit=1000", nil, &resp)
-	return resp.Messages
 }
 
 // WaitMessages polls until at least n messages are stored and returns them;
