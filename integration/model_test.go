@@ -96,66 +96,51 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	t.Logf("model: seeded in %v", time.Since(start).Round(time.Second))
 
 	var sent, retried atomic.Int64
-	deliveries := plan.deliveries(rng)
-	work := make(chan modelEvent)
-	var wg sync.WaitGroup
-	for range 6 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for e := range work {
-				// A 503 stores nothing and asks the sender to try again,
-				// as Kakao does; under the race detector on a loaded
-				// machine the ingress's deadline is sometimes too short.
-				st := e.send(t, s, hooks)
-				for try := 1; st == http.StatusServiceUnavailable && try < 10; try++ {
-					retried.Add(1)
-					time.Sleep(time.Duration(try) * 200 * time.Millisecond)
-					st = e.send(t, s, hooks)
+	deliveries, late := plan.deliveries(rng)
+	sendAll := func(events []modelEvent, stopWorkerAt int) {
+		work := make(chan modelEvent)
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Go(func() {
+				for e := range work {
+					// A 503 stores nothing and asks the sender to try again,
+					// as Kakao does; under the race detector on a loaded
+					// machine the ingress's deadline is sometimes too short.
+					st := e.send(t, s, hooks)
+					for try := 1; st == http.StatusServiceUnavailable && try < 10; try++ {
+						retried.Add(1)
+						time.Sleep(time.Duration(try) * 200 * time.Millisecond)
+						st = e.send(t, s, hooks)
+					}
+					if st != http.StatusAccepted && st != http.StatusOK {
+						t.Errorf("%s for user %s answered %d", e.kind, e.user, st)
+					}
+					sent.Add(1)
 				}
-				if st != http.StatusAccepted && st != http.StatusOK {
-					t.Errorf("%s for user %s answered %d", e.kind, e.user, st)
-				}
-				sent.Add(1)
-			}
-		}()
-	}
-	for i, e := range deliveries {
-		if i == len(deliveries)/2 {
-			// A worker goes away mid-run; the other takes over its work.
-			go workers[0].Stop()
+			})
 		}
-		work <- e
+		for i, e := range events {
+			if i == stopWorkerAt {
+				// A worker goes away mid-run; the other takes over its work.
+				go workers[0].Stop()
+			}
+			work <- e
+		}
+		close(work)
+		wg.Wait()
 	}
-	close(work)
-	wg.Wait()
-	t.Logf("model: %d deliveries sent (%d events, the rest repeats; %d re-sent after a 503)", sent.Load(), plan.events, retried.Load())
+	sendAll(deliveries, len(deliveries)/2)
+	deadline := time.Now().Add(envDuration("SETFLOW_MODEL_WAIT", 10*time.Minute))
+	waitThrough(t, s, acceptedEnvelopes(t, s), deadline)
+	// Address changes held back until the notices after them went out: a
+	// late one must still reach every notice it predates (renotify).
+	sendAll(late, -1)
+	t.Logf("model: %d deliveries sent (%d events, the rest repeats; %d address changes late; %d re-sent after a 503)",
+		sent.Load(), plan.events, len(late), retried.Load())
 
 	// Wait until every accepted event is through and every stream is quiet.
-	ctx := context.Background()
 	envelopes := acceptedEnvelopes(t, s)
-	deadline := time.Now().Add(envDuration("SETFLOW_MODEL_WAIT", 10*time.Minute))
-	for _, env := range envelopes {
-		for {
-			recs, err := s.Audit.ForEvent(ctx, env.Key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 0
-			for _, r := range recs {
-				if strings.HasSuffix(r.Step, "/"+workflows.StepCompleted) {
-					n++
-				}
-			}
-			if n >= len(env.Events) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("event %s not through: %s", env.Key, s.auditSteps(env.Key))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	waitThrough(t, s, envelopes, deadline)
 	t.Logf("model: all events through after %v", time.Since(start).Round(time.Second))
 	var renotified int
 	if err := s.DB.Get(&renotified, `SELECT count(*) FROM setflow_audit WHERE step LIKE '%/renotify%'`); err != nil {
@@ -204,6 +189,32 @@ func envDuration(name string, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// waitThrough waits until every event of envs has completed all its steps.
+func waitThrough(t *testing.T, s *stack, envs []event.Envelope, deadline time.Time) {
+	t.Helper()
+	for _, env := range envs {
+		for {
+			recs, err := s.Audit.ForEvent(context.Background(), env.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, r := range recs {
+				if strings.HasSuffix(r.Step, "/"+workflows.StepCompleted) {
+					n++
+				}
+			}
+			if n >= len(env.Events) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("event %s not through: %s", env.Key, s.auditSteps(env.Key))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
 }
 
 // waitStreamQuiet waits until the user's stream has nothing queued, running
@@ -292,17 +303,24 @@ func newModelPlan(rng *rand.Rand, users, perUser int, start time.Time) *modelPla
 	return p
 }
 
-// deliveries is every event once plus 10% repeats, shuffled.
-func (p *modelPlan) deliveries(rng *rand.Rand) []modelEvent {
-	var out []modelEvent
+// deliveries is every event once plus 10% repeats, shuffled; half the
+// address changes are held back (late), to be sent after the rest is through.
+func (p *modelPlan) deliveries(rng *rand.Rand) (out, late []modelEvent) {
 	for _, u := range p.users {
-		out = append(out, u.events...)
+		for _, e := range u.events {
+			if e.kind == "profile-email" && rng.IntN(2) == 0 {
+				late = append(late, e)
+			} else {
+				out = append(out, e)
+			}
+		}
 	}
 	for range len(out) / 10 {
 		out = append(out, out[rng.IntN(len(out))])
 	}
 	rng.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
-	return out
+	rng.Shuffle(len(late), func(i, j int) { late[i], late[j] = late[j], late[i] })
+	return out, late
 }
 
 var setTypes = map[string]string{
