@@ -311,6 +311,10 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		if err := s.Park(ctx, "c", "revoke_sessions: callback down", "wf-c"); err != nil {
 			t.Fatal(err)
 		}
+		// A step a policy (or a renotify) runs twice in one event.
+		if err := s.Park(ctx, "b", "user-unlinked/send_notice#2: smtp down", "wf-b"); err != nil {
+			t.Fatal(err)
+		}
 		now := time.Now()
 		for _, c := range []struct {
 			name string
@@ -319,12 +323,13 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		}{
 			{"all, newest first", inbox.Filter{}, []string{"c", "b", "a"}},
 			{"oldest first, limited", inbox.Filter{OldestFirst: true, Limit: 2}, []string{"a", "b"}},
-			{"status", inbox.Filter{Status: inbox.StatusParked}, []string{"c", "a"}},
+			{"status", inbox.Filter{Status: inbox.StatusParked}, []string{"c", "b", "a"}},
 			{"source", inbox.Filter{Source: event.SourceUnlink}, []string{"b"}},
 			{"event name", inbox.Filter{Event: "user-unlinked"}, []string{"b"}},
 			{"event type", inbox.Filter{Event: "t"}, []string{"c", "b", "a"}},
 			{"step with its event", inbox.Filter{Step: "account-disabled/send_notice"}, []string{"a"}},
-			{"step alone", inbox.Filter{Step: "send_notice"}, []string{"a"}},
+			{"step alone, also repeated", inbox.Filter{Step: "send_notice"}, []string{"b", "a"}},
+			{"repeated step with its event", inbox.Filter{Step: "user-unlinked/send_notice"}, []string{"b"}},
 			{"step without an event", inbox.Filter{Step: "revoke_sessions"}, []string{"c"}},
 			{"unknown step", inbox.Filter{Step: "sync_crm"}, nil},
 			{"received since", inbox.Filter{From: now.Add(-time.Hour)}, []string{"c", "b", "a"}},
@@ -346,7 +351,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 				t.Fatalf("%s: %v, want %v", c.name, keys, c.want)
 			}
 		}
-		got, _ := s.List(ctx, inbox.Filter{Step: "send_notice"})
+		got, _ := s.List(ctx, inbox.Filter{Step: "account-disabled/send_notice"})
 		if len(got) != 1 || got[0].WorkflowID != "wf-a" || got[0].ReceivedAt.IsZero() || got[0].Attempts != 0 {
 			t.Fatalf("listed %+v", got)
 		}

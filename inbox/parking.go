@@ -45,7 +45,7 @@ func (p *Postgres) Requeue(ctx context.Context, key string) error {
 // List selects entries in one query. The event filter matches inside the
 // stored envelope (jsonb containment: a filter on rows already narrowed by
 // the time bounds when they are given); the step is the part of a parked
-// entry's reason before ": ".
+// entry's reason before ": ", without a repeat's "#n".
 func (p *Postgres) List(ctx context.Context, f Filter) ([]Entry, error) {
 	order := "DESC"
 	if f.OldestFirst {
@@ -57,7 +57,8 @@ func (p *Postgres) List(ctx context.Context, f Filter) ([]Entry, error) {
 		  AND ($2 = '' OR source = $2)
 		  AND ($3 = '' OR envelope->'events' @> jsonb_build_array(jsonb_build_object('name', $3::text))
 		               OR envelope->'events' @> jsonb_build_array(jsonb_build_object('type', $3::text)))
-		  AND ($4 = '' OR split_part(last_error, ': ', 1) = $4 OR split_part(split_part(last_error, ': ', 1), '/', 2) = $4)
+		  AND ($4 = '' OR split_part(split_part(last_error, ': ', 1), '#', 1) = $4
+		               OR split_part(split_part(split_part(last_error, ': ', 1), '/', 2), '#', 1) = $4)
 		  AND ($5::timestamptz IS NULL OR received_at >= $5)
 		  AND ($6::timestamptz IS NULL OR received_at <= $6)
 		ORDER BY id `+order+` LIMIT NULLIF($7, 0)`,
@@ -112,6 +113,7 @@ func (f Filter) matches(e Entry) bool {
 	}
 	if f.Step != "" {
 		step, _, _ := strings.Cut(e.LastError, ": ")
+		step, _, _ = strings.Cut(step, "#") // a policy's second send_notice is send_notice#2
 		parts := strings.Split(step, "/")
 		if step != f.Step && (len(parts) < 2 || parts[1] != f.Step) {
 			return false
