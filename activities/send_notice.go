@@ -66,6 +66,9 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 	}
 	n.Name, n.Locale = nullString(p.Nickname), nullString(p.Locale)
 	detail := map[string]any{"notice": string(kind)}
+	if n.renotify {
+		detail["renotify"] = n.IdempotencyKey
+	}
 	outcome := ""
 	if !n.renotify && p.Email.Valid {
 		first := n.Notice

@@ -96,7 +96,8 @@ func TestSendNoticeRenotifyTellsALateAddress(t *testing.T) {
 	in.Params = map[string]string{"notice": d.Renotify[0].Kind, "renotify": "true", "notice_key": d.Renotify[0].Key,
 		"event_time": d.Renotify[0].At.Format(time.RFC3339Nano)}
 	res, err := f.a.SendNotice(context.Background(), in)
-	if err != nil || res.Outcome != reaction.OutcomeDone || !slices.Equal(f.mailer.to, []string{"attacker@x", "owner@x"}) {
+	if err != nil || res.Outcome != reaction.OutcomeDone || !slices.Equal(f.mailer.to, []string{"attacker@x", "owner@x"}) ||
+		res.Detail["renotify"] != "k" {
 		t.Fatalf("renotify: %+v %v, sent to %v", res, err, f.mailer.to)
 	}
 	// A second renotify (another late change) tells nobody twice.

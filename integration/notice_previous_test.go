@@ -54,7 +54,7 @@ func TestSecurityNoticeReachesThePreviousAddress(t *testing.T) {
 	emailChange("2002", "attacker-2002@example.com", attackerAt)
 	early := passwordChange("2002")
 	late := emailChange("2002", "owner-2002@example.com", ownerAt)
-	if steps := s.auditSteps(late); !strings.Contains(steps, "user-profile-changed/renotify=done") {
+	if steps := s.auditSteps(late); !strings.Contains(steps, "user-profile-changed/send_notice=done") {
 		t.Fatalf("the late address change did not renotify: %s", steps)
 	}
 

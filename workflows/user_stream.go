@@ -609,7 +609,9 @@ func (s *stream) renotify(ctx workflow.Context, eventKey string, ev event.Event,
 	for _, rec := range recs {
 		st := policy.Step{Name: policy.SendNotice, Params: map[string]string{
 			"notice": rec.Kind, "renotify": "true", "notice_key": rec.Key, "event_time": rec.At.Format(time.RFC3339Nano)}}
-		if _, err := r.step(st, r.label("renotify")); err != nil {
+		// Labelled as the notice step it is, so that the audit and a bulk
+		// re-drive of parked notices (-step send_notice) find it.
+		if _, err := r.step(st, r.label(policy.SendNotice)); err != nil {
 			workflow.GetLogger(ctx).Error("user stream: renotify gave up", "event", eventKey, "error", err)
 			return false
 		}

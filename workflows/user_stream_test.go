@@ -1009,6 +1009,6 @@ func TestUserStreamRenotifiesPreviousAddresses(t *testing.T) {
 		require.Equal(t, "jti-profile", call.In.EventKey)
 	}
 	rows := h.auditsOf("jti-profile")
-	require.Equal(t, []string{"user-profile-changed/renotify=done", "user-profile-changed/renotify#2=done", "user-profile-changed/completed=done"},
+	require.Equal(t, []string{"user-profile-changed/send_notice=done", "user-profile-changed/send_notice#2=done", "user-profile-changed/completed=done"},
 		rows[len(rows)-3:])
 }
