@@ -46,9 +46,10 @@ func TestValidationNamesTheSetting(t *testing.T) {
 			t.Errorf("ingress validation %v does not name %s", err, want)
 		}
 	}
-	r := Reactions{SessionsBackend: "http", CRM: "hubspot", CRMRate: 0, SMTPHost: "smtp", PurgeAfter: -1, GuardLimit: -1}
+	r := Reactions{SessionsBackend: "http", CRM: "hubspot", CRMRate: 0, SMTPHost: "smtp", PurgeAfter: -1, GuardLimit: -1, NoticePreviousWithin: -1}
 	err = r.Validate()
-	for _, want := range []string{"SETFLOW_SESSIONS_CALLBACK_URL", "SETFLOW_HUBSPOT_TOKEN", "-crm-rate", "SETFLOW_MAIL_FROM", "SETFLOW_PURGE_AFTER", "SETFLOW_GUARD_LIMIT"} {
+	for _, want := range []string{"SETFLOW_SESSIONS_CALLBACK_URL", "SETFLOW_HUBSPOT_TOKEN", "-crm-rate", "SETFLOW_MAIL_FROM", "SETFLOW_PURGE_AFTER", "SETFLOW_GUARD_LIMIT",
+		"SETFLOW_NOTICE_PREVIOUS_WITHIN"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("reactions validation %v does not name %s", err, want)
 		}
@@ -76,5 +77,20 @@ func TestUnlinkDedupeWindowDefaultsToOneMinute(t *testing.T) {
 	}
 	if err := fs.Parse([]string{"-unlink-dedupe-window", "90s"}); err != nil || k.UnlinkDedupeWindow != 90*time.Second {
 		t.Fatalf("flag: %v %v", k.UnlinkDedupeWindow, err)
+	}
+}
+
+// user-state.md: a notice also goes to the addresses of the 30 days before
+// the event, unless configured otherwise.
+func TestNoticePreviousAddressWindowDefaultsTo30Days(t *testing.T) {
+	t.Setenv("SETFLOW_NOTICE_PREVIOUS_WITHIN", "")
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var r Reactions
+	r.Register(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.NoticePreviousWithin != 30*24*time.Hour {
+		t.Fatalf("default window %v, want 30 days", r.NoticePreviousWithin)
 	}
 }

@@ -105,7 +105,7 @@ func (r *Reactions) settings() []Setting {
 		{Env: "SETFLOW_SMTP_TLS", Flag: "smtp-tls", Default: "starttls", Usage: "worker: none, starttls, starttls-opportunistic or tls", ptr: &r.SMTPTLS},
 		{Env: "SETFLOW_MAIL_FROM", Flag: "mail-from", Usage: `worker: sender, e.g. "Example Security <security@example.com>"`, ptr: &r.MailFrom},
 		{Env: "SETFLOW_SERVICE_NAME", Flag: "service-name", Usage: "worker: service name shown in emails", ptr: &r.ServiceName},
-		{Env: "SETFLOW_NOTICE_PREVIOUS_WITHIN", Flag: "notice-previous-within", Default: "720h",
+		{Env: "SETFLOW_NOTICE_PREVIOUS_WITHIN", Flag: "notice-previous-within", Default: "30d",
 			Usage: "worker: a security notice also goes to every address the user had within this time before the event, so that an attacker who changed it is not the only one told (0: the current address only)", ptr: &r.NoticePreviousWithin},
 	}
 }
