@@ -242,6 +242,10 @@ func TestShopBrowserHijackingLockout(t *testing.T) {
 	}
 
 	// 5. Kakao re-enables the account; the user re-authenticates and is in.
+	// At least a second after the disable: within the same second (whole-
+	// second SET times) the disable wins the tie and the account stays
+	// locked, as user-state.md says.
+	time.Sleep(1100 * time.Millisecond)
 	send("account-enabled", "--user", kakaoID)
 	waitUntil(t, 3*time.Minute, "setflow to unlock the shop user", func() bool {
 		var locked int
