@@ -69,27 +69,21 @@ func (a *Activities) SendNotice(ctx context.Context, in reaction.StepInput) (rea
 	if n.renotify {
 		detail["renotify"] = n.IdempotencyKey
 	}
-	outcome := ""
-	if !n.renotify && p.Email.Valid {
+	current, outcome := nullString(p.Email), ""
+	if !n.renotify && current != "" {
 		first := n.Notice
-		first.To = p.Email.String
+		first.To = current
 		sent, err := a.sendOnce(ctx, first)
 		if err != nil {
 			return reaction.StepResult{}, err
 		}
 		outcome = sent.record(detail)
 	}
-	current := ""
-	if p.Email.Valid {
-		current = p.Email.String
-	}
 	count, prevOutcome, err := a.tellPrevious(ctx, n, previous, current)
 	if err != nil {
 		return reaction.StepResult{}, err
 	}
-	if outcome == "" || outcome == reaction.OutcomeDuplicate && prevOutcome != "" {
-		outcome = prevOutcome
-	}
+	outcome = stronger(outcome, prevOutcome)
 	if count > 0 {
 		detail["previous_addresses"] = count
 	}
@@ -130,11 +124,18 @@ func (a *Activities) tellPrevious(ctx context.Context, n stepNotice, previous []
 		if !sent.duplicate {
 			count++
 		}
-		if o := sent.record(nil); outcome == "" || outcome == reaction.OutcomeDuplicate {
-			outcome = o
-		}
+		outcome = stronger(outcome, sent.record(nil))
 	}
 	return count, outcome, nil
+}
+
+// stronger is the step outcome of two messages' outcomes: done when either
+// was sent now, duplicate when every one was sent before, "" for none.
+func stronger(a, b string) string {
+	if a == "" || (a == reaction.OutcomeDuplicate && b != "") {
+		return b
+	}
+	return a
 }
 
 // markTold records key as done without sending: its address got the
