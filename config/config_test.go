@@ -64,14 +64,22 @@ func TestValidationNamesTheSetting(t *testing.T) {
 	}
 }
 
-func TestUnlinkDedupeWindowDefaultsToOneMinute(t *testing.T) {
-	t.Setenv("SETFLOW_UNLINK_DEDUPE_WINDOW", "")
+// defaults registers settings on a fresh flag set with env unset and parses
+// no arguments: every setting then holds its default.
+func defaults(t *testing.T, env string, register func(*flag.FlagSet)) *flag.FlagSet {
+	t.Helper()
+	t.Setenv(env, "")
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
-	var k Kakao
-	k.Register(fs)
+	register(fs)
 	if err := fs.Parse(nil); err != nil {
 		t.Fatal(err)
 	}
+	return fs
+}
+
+func TestUnlinkDedupeWindowDefaultsToOneMinute(t *testing.T) {
+	var k Kakao
+	fs := defaults(t, "SETFLOW_UNLINK_DEDUPE_WINDOW", k.Register)
 	if k.UnlinkDedupeWindow != time.Minute {
 		t.Fatalf("default unlink dedupe window %v, want 1m", k.UnlinkDedupeWindow)
 	}
@@ -83,13 +91,8 @@ func TestUnlinkDedupeWindowDefaultsToOneMinute(t *testing.T) {
 // user-state.md: a notice also goes to the addresses of the 30 days before
 // the event, unless configured otherwise.
 func TestNoticePreviousAddressWindowDefaultsTo30Days(t *testing.T) {
-	t.Setenv("SETFLOW_NOTICE_PREVIOUS_WITHIN", "")
-	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	var r Reactions
-	r.Register(fs)
-	if err := fs.Parse(nil); err != nil {
-		t.Fatal(err)
-	}
+	defaults(t, "SETFLOW_NOTICE_PREVIOUS_WITHIN", r.Register)
 	if r.NoticePreviousWithin != 30*24*time.Hour {
 		t.Fatalf("default window %v, want 30 days", r.NoticePreviousWithin)
 	}
