@@ -34,6 +34,7 @@ import (
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/secevent"
+	"github.com/setflow/setflow/userstate"
 )
 
 // recorder runs the scenarios on a real worker and writes their histories.
@@ -53,6 +54,10 @@ type recorder struct {
 	synced    map[string]int64
 	// held names event keys the guard holds (true) until approved (false).
 	held map[string]bool
+	// noticed receives the event key of each notice sent (not a renotify);
+	// renotified counts the renotify steps.
+	noticed    chan string
+	renotified int
 }
 
 func (rc *recorder) state(hash string) *memState {
@@ -78,7 +83,30 @@ func (rc *recorder) stepActivity(name string) func(context.Context, reaction.Ste
 			}
 			return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"revoked": 1}}, nil
 		}
+		if name == policy.ActivityFor(policy.SendNotice) {
+			rc.sendNotice(in)
+		}
 		return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"by": name}}, nil
+	}
+}
+
+// sendNotice records a notice in the user's state as SendNotice does, so
+// that a later address change names it (Renotify); a renotify is counted.
+func (rc *recorder) sendNotice(in reaction.StepInput) {
+	if in.Params["renotify"] == "true" {
+		rc.mu.Lock()
+		rc.renotified++
+		rc.mu.Unlock()
+		return
+	}
+	s := rc.state(testHasher.Hash(in.Event.Subject.Issuer, in.Event.Subject.UserID))
+	s.mu.Lock()
+	s.state, _ = userstate.Apply(s.state, userstate.Change{Time: in.Event.Time, EventKey: "notice:" + in.IdempotencyKey,
+		Notice: &userstate.NoticeRecord{Key: in.IdempotencyKey, Kind: in.Params["notice"]}})
+	s.mu.Unlock()
+	select {
+	case rc.noticed <- in.EventKey:
+	default:
 	}
 }
 
@@ -209,7 +237,8 @@ func TestRecordHistories(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	rc := &recorder{t: t, c: c, parked: make(chan string, 10), failOnce: map[string]bool{},
-		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}, held: map[string]bool{}}
+		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}, held: map[string]bool{},
+		noticed: make(chan string, 10)}
 
 	// The plan is the real PlanReaction with the default policy.
 	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: time.Hour}}
@@ -271,6 +300,28 @@ func TestRecordHistories(t *testing.T) {
 	require.NoError(t, c.SignalWorkflow(ctx, id, "", SignalHoldDecision, "rec-held"))
 	rc.wait(ctx, id)
 	rc.save(ctx, id, "stream-held-then-approved.json")
+
+	// A password change's notice goes out; then an address change that
+	// happened a minute before it arrives: the stream runs the notice again
+	// for that address (a versioned renotify step).
+	for len(rc.noticed) > 0 {
+		<-rc.noticed
+	}
+	id = rc.signal(ctx, forUser(setEnvelope("rec-password", secevent.EventCredentialChange, payloadWith("")), "1006"))
+	select {
+	case key := <-rc.noticed:
+		require.Equal(t, "rec-password", key)
+	case <-ctx.Done():
+		t.Fatal("the notice was not sent")
+	}
+	late := forUser(setEnvelope("rec-late-address", secevent.EventIdentifierChanged, payloadWith(`"new-value":"owner@example.com"`)), "1006")
+	late.Events[0].Time = late.Events[0].Time.Add(-time.Minute)
+	rc.signal(ctx, late)
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-late-address-renotifies.json")
+	rc.mu.Lock()
+	require.Equal(t, 1, rc.renotified, "the late address change ran the notice again")
+	rc.mu.Unlock()
 
 	// A Talk Share delivery names no user: a reaction workflow.
 	envl := talkShareEnvelope("talk-share:rec")

@@ -50,6 +50,9 @@ var recordedHistories = []string{
 	// Recorded with the operators' view (search attributes, details) and
 	// the blast-radius guard.
 	"stream-held-then-approved.json",
+	// A late address change runs an earlier notice again (versioned:
+	// renotify-previous-addresses).
+	"stream-late-address-renotifies.json",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {
