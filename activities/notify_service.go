@@ -23,8 +23,10 @@ type ServiceNotifier interface {
 // NotifyService POSTs a signed servicehook.Document to the service: the
 // normalised event, the step's idempotency key (the same on every retry) and
 // the user's state as it is now — which may already include a later event of
-// the same user; the receiver keeps the highest state.version. Any event type
-// may name it in the policy; an event about no user carries no state.
+// the same user. The user stream runs one of a user's NotifyService steps at
+// a time, so the versions sent never go back; the receiver still keeps the
+// highest (a timed-out request may land after its retry). Any event type may
+// name it in the policy; an event about no user carries no state.
 func (a *Activities) NotifyService(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	if a.ServiceHook == nil {
 		return skipped("service webhook not configured"), nil

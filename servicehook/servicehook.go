@@ -12,8 +12,10 @@
 // the idempotency key, and answers 2xx (or 409 for a key it has already
 // processed). 408, 423, 425, 429 and 5xx are retried (Retry-After honoured)
 // for the step's retry window; any other status parks the step for an
-// operator. Documents of one user may arrive out of order or more than once:
-// apply one only if its state.version is newer than what you hold.
+// operator. setflow sends a user's documents one at a time, each with the
+// state as it is when sent; still, a request that timed out may arrive after
+// its retry, and a key may arrive more than once: apply a document only if
+// its state.version is newer than what you hold.
 package servicehook
 
 import (

@@ -58,6 +58,10 @@ type recorder struct {
 	// renotified counts the renotify steps.
 	noticed    chan string
 	renotified int
+	// notifyFails counts the transient failures still to give an event
+	// key's NotifyService; notified logs its attempts ("fail|sent <key>").
+	notifyFails map[string]int
+	notified    []string
 }
 
 func (rc *recorder) state(hash string) *memState {
@@ -85,6 +89,16 @@ func (rc *recorder) stepActivity(name string) func(context.Context, reaction.Ste
 		}
 		if name == policy.ActivityFor(policy.SendNotice) {
 			rc.sendNotice(in)
+		}
+		if name == policy.ActivityFor(policy.NotifyService) {
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			if rc.notifyFails[in.EventKey] > 0 {
+				rc.notifyFails[in.EventKey]--
+				rc.notified = append(rc.notified, "fail "+in.EventKey)
+				return reaction.StepResult{}, temporal.NewApplicationError("service answered 503", "Unavailable")
+			}
+			rc.notified = append(rc.notified, "sent "+in.EventKey)
 		}
 		return reaction.StepResult{Outcome: reaction.OutcomeDone, Detail: map[string]any{"by": name}}, nil
 	}
@@ -238,10 +252,14 @@ func TestRecordHistories(t *testing.T) {
 	defer cancel()
 	rc := &recorder{t: t, c: c, parked: make(chan string, 10), failOnce: map[string]bool{},
 		states: map[string]*memState{}, retention: map[string]time.Duration{}, synced: map[string]int64{}, held: map[string]bool{},
-		noticed: make(chan string, 10)}
+		noticed: make(chan string, 10), notifyFails: map[string]int{}}
 
-	// The plan is the real PlanReaction with the default policy.
-	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: time.Hour}}
+	// The plan is the real PlanReaction with the default policy, but for
+	// account-enabled, which also notifies the service (no other scenario
+	// uses it).
+	pol, err := policy.Parse([]byte("version: 1\nevents:\n  account-enabled:\n    steps: [unlock_account, notify_service]\n"))
+	require.NoError(t, err)
+	acts := &activities.Activities{Backends: activities.Backends{Subjects: testHasher, PurgeAfter: time.Hour, Policy: pol}}
 	main := worker.New(c, TaskQueue, worker.Options{})
 	main.RegisterWorkflow(Reaction)
 	main.RegisterWorkflow(UserStream)
@@ -321,6 +339,18 @@ func TestRecordHistories(t *testing.T) {
 	rc.save(ctx, id, "stream-late-address-renotifies.json")
 	rc.mu.Lock()
 	require.Equal(t, 1, rc.renotified, "the late address change ran the notice again")
+	rc.mu.Unlock()
+
+	// Two events that notify the service: the first document is retried
+	// (two transient failures) while the second waits in the user's
+	// notify lane (versioned), then goes out.
+	rc.notifyFails["rec-notify-1"] = 2
+	id = rc.signal(ctx, forUser(setEnvelope("rec-notify-1", secevent.EventAccountEnabled, payloadWith("")), "1007"))
+	rc.signal(ctx, forUser(setEnvelope("rec-notify-2", secevent.EventAccountEnabled, payloadWith("")), "1007"))
+	rc.wait(ctx, id)
+	rc.save(ctx, id, "stream-notify-service-one-at-a-time.json")
+	rc.mu.Lock()
+	require.Equal(t, []string{"fail rec-notify-1", "fail rec-notify-1", "sent rec-notify-1", "sent rec-notify-2"}, rc.notified)
 	rc.mu.Unlock()
 
 	// A Talk Share delivery names no user: a reaction workflow.

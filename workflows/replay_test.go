@@ -53,6 +53,9 @@ var recordedHistories = []string{
 	// A late address change runs an earlier notice again (versioned:
 	// renotify-previous-addresses).
 	"stream-late-address-renotifies.json",
+	// A document to the service retried while the next one waits
+	// (versioned: notify-service-one-at-a-time).
+	"stream-notify-service-one-at-a-time.json",
 }
 
 func TestReplayRecordedHistories(t *testing.T) {

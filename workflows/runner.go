@@ -70,6 +70,33 @@ type runner struct {
 	// onAudit and onPark tell the workflow's operator view (nil: nothing).
 	onAudit func(step, outcome string)
 	onPark  func(step string)
+	// lane, when set, is entered for each attempt of a step (its activity
+	// and the activity's own retries) and left before the step parks.
+	lane *lane
+}
+
+// lane lets one step at a time through, across the coroutines of a
+// workflow. A step waiting for an operator is outside the lane, so a parked
+// step does not hold up the next one. Waiters are let through in the
+// workflow's deterministic coroutine order, not necessarily arrival order.
+type lane struct{ busy bool }
+
+// enter waits until the lane is free and takes it; a nil lane is always free.
+func (l *lane) enter(ctx workflow.Context) error {
+	if l == nil {
+		return nil
+	}
+	if err := workflow.Await(ctx, func() bool { return !l.busy }); err != nil {
+		return err
+	}
+	l.busy = true
+	return nil
+}
+
+func (l *lane) leave() {
+	if l != nil {
+		l.busy = false
+	}
 }
 
 func newRunner(ctx workflow.Context, eventKey string, ev event.Event, subjectHash string) *runner {
@@ -183,7 +210,11 @@ func (r *runner) step(st policy.Step, label string) (reaction.StepResult, error)
 	ctx := workflow.WithActivityOptions(r.ctx, withSummary(stepOptions(r.retryFor), r.ev.Name+" · "+label))
 	for attempt := 1; ; attempt++ {
 		var res reaction.StepResult
+		if err := r.lane.enter(ctx); err != nil {
+			return res, err
+		}
 		err := workflow.ExecuteActivity(ctx, policy.ActivityFor(st.Name), in).Get(ctx, &res)
+		r.lane.leave()
 		if err == nil {
 			if n, ok := res.Detail["revoked"].(float64); ok {
 				r.revoked += int64(n)

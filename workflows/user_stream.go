@@ -103,6 +103,9 @@ const (
 //     (done, or superseded: a newer event decided that part);
 //   - CRM steps ask the stream's sync loop to bring the CRM to the current
 //     state, one sync at a time;
+//   - notify_service steps go through the user's notify lane, one at a
+//     time across the user's events, so the service gets the user's state
+//     one document at a time;
 //   - other steps (notices, Kakao logout, a service's own) run in the
 //     event's coroutine.
 //
@@ -126,6 +129,11 @@ func UserStream(ctx workflow.Context, in UserStreamInput) error {
 	if s.ops {
 		s.upsert(searchattr.Subject.ValueSet(s.hash))
 		workflow.Go(ctx, s.receiveHoldDecisions)
+	}
+	// Versioned: streams recorded before it ran notify_service steps of
+	// different events side by side.
+	if workflow.GetVersion(ctx, "notify-service-one-at-a-time", workflow.DefaultVersion, 1) >= 1 {
+		s.notifyLane = &lane{}
 	}
 	workflow.Go(ctx, s.receiveRetries)
 	workflow.Go(ctx, s.syncLoop)
@@ -196,6 +204,11 @@ type stream struct {
 	parked      map[string]bool
 	syncPending bool
 	syncRunning bool
+
+	// notifyLane lets one notify_service step of this user through at a
+	// time (nil in runs recorded before it): the service gets the user's
+	// state one document at a time, so state.version never goes back.
+	notifyLane *lane
 
 	purge       *userstate.PendingPurge
 	cancelPurge workflow.CancelFunc
@@ -576,6 +589,10 @@ func (s *stream) finish(ctx workflow.Context, eventKey string, ev event.Event, p
 			err = r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "kakao says the user is linked now"})
 		case policy.KindOf(st.Name) == policy.CRMStep:
 			err = s.crmStep(r, label, d)
+		case st.Name == policy.NotifyService:
+			r.lane = s.notifyLane
+			_, err = r.step(st, label)
+			r.lane = nil
 		case st.Name == policy.PurgeData:
 			if d.Purge != userstate.PurgeRun {
 				err = r.audit(label, reaction.OutcomeSuperseded, map[string]any{"reason": "a newer purge already covers this"})

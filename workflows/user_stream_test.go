@@ -1012,3 +1012,78 @@ func TestUserStreamRenotifiesPreviousAddresses(t *testing.T) {
 	require.Equal(t, []string{"user-profile-changed/send_notice=done", "user-profile-changed/send_notice#2=done", "user-profile-changed/completed=done"},
 		rows[len(rows)-3:])
 }
+
+// notifyPolicy sends the service a document for each lock and unlock.
+func notifyPolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse([]byte(`
+version: 1
+events:
+  account-disabled:
+    steps: [lock_account, notify_service]
+  account-enabled:
+    steps: [unlock_account, notify_service]
+`))
+	require.NoError(t, err)
+	return p
+}
+
+// notifyCalls maps each event key to the times its NotifyService attempts ran.
+func (h *harness) notifyCalls() map[string][]time.Time {
+	out := map[string][]time.Time{}
+	for _, c := range h.stepsOf("NotifyService") {
+		out[c.In.EventKey] = append(out[c.In.EventKey], c.At)
+	}
+	return out
+}
+
+// The service gets one document at a time per user: a later event's
+// notify_service waits while an earlier one's is retried (each document
+// carries the state as it is when sent, so the service never sees
+// state.version go back).
+func TestUserStreamNotifiesTheServiceOneAtATime(t *testing.T) {
+	h := newHarness(t, harnessOptions{policy: notifyPolicy(t)})
+	failures := 0
+	h.stepFuncs["NotifyService"] = func(_ int, in reaction.StepInput) (reaction.StepResult, error) {
+		if in.EventKey == "jti-first" && failures < 3 {
+			failures++
+			return reaction.StepResult{}, temporal.NewApplicationError("service answered 503", "Unavailable")
+		}
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
+	}
+	h.send(time.Second, disabled("jti-first", "", t0))
+	h.send(2*time.Second, setEnvelopeAt("jti-second", secevent.EventAccountEnabled, payloadWith(""), t0.Add(time.Second)))
+	require.NoError(t, h.runStream(streamInput()))
+	h.requireCompleted("jti-first", "account-disabled")
+	h.requireCompleted("jti-second", "account-enabled")
+
+	calls := h.notifyCalls()
+	require.Len(t, calls["jti-first"], 4, "three transient failures, then the document")
+	require.Len(t, calls["jti-second"], 1)
+	last := calls["jti-first"][3]
+	require.False(t, calls["jti-second"][0].Before(last),
+		"the second document was sent at %v, while the first was still being retried (until %v)", calls["jti-second"][0], last)
+}
+
+// A document the service refused for good parks outside the lane: the
+// user's later documents go on, and an operator's retry sends it then.
+func TestUserStreamParkedNotifyDoesNotHoldUpTheNext(t *testing.T) {
+	h := newHarness(t, harnessOptions{policy: notifyPolicy(t)})
+	h.stepFuncs["NotifyService"] = func(n int, in reaction.StepInput) (reaction.StepResult, error) {
+		if in.EventKey == "jti-first" && n == 1 {
+			return reaction.StepResult{}, temporal.NewNonRetryableApplicationError("service answered 400", reaction.ErrTypePermanent, nil)
+		}
+		return reaction.StepResult{Outcome: reaction.OutcomeDone}, nil
+	}
+	h.send(time.Second, disabled("jti-first", "", t0))
+	h.send(time.Minute, setEnvelopeAt("jti-second", secevent.EventAccountEnabled, payloadWith(""), t0.Add(time.Second)))
+	h.signalRetry(time.Hour, 1, "jti-first")
+	require.NoError(t, h.runStream(streamInput()))
+	h.requireCompleted("jti-first", "account-disabled")
+	h.requireCompleted("jti-second", "account-enabled")
+
+	calls := h.notifyCalls()
+	require.Len(t, calls["jti-second"], 1)
+	require.True(t, calls["jti-second"][0].Before(t0.Add(time.Hour)), "the second document waited for the parked one's retry")
+	require.Equal(t, []time.Time{t0.Add(time.Second), t0.Add(time.Hour)}, calls["jti-first"])
+}
