@@ -16,7 +16,7 @@ type Service struct {
 
 func (s *Service) metricsSettings(def string) []Setting {
 	return []Setting{{Env: "SETFLOW_METRICS_LISTEN", Flag: "metrics-listen", Default: def,
-		Usage: "ingress, relay, worker, dev (:9090): address serving Prometheus /metrics (setflow's and the Temporal SDK's temporal_*), empty for none", ptr: &s.MetricsListen}}
+		Usage: "ingress, relay, worker, codec-server, dev (:9090): address serving Prometheus /metrics (setflow's and the Temporal SDK's temporal_*), empty for none", ptr: &s.MetricsListen}}
 }
 
 func (s *Service) healthSettings() []Setting {

@@ -184,6 +184,6 @@ func (b *backlogCollector) Collect(ch chan<- prometheus.Metric) {
 // Collectors lists every collector this package registers, for tests that
 // check names (e.g. that the alert rules name only real metrics).
 func Collectors() []prometheus.Collector {
-	return []prometheus.Collector{Deliveries, DeliverySeconds, Relayed, Steps, NoticeRepeats,
+	return []prometheus.Collector{Deliveries, DeliverySeconds, Relayed, Steps, NoticeRepeats, CodecRequests,
 		VerificationFailures, JWKSFetches, JWKSFetchFailures, buildInfo, sinceLastDelivery, backlog, BacklogErrors}
 }

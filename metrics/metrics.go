@@ -108,6 +108,35 @@ func Instrument(route string, h http.Handler) http.Handler {
 	})
 }
 
+// CodecRequests counts the codec server's answers by operation and status:
+// a run of 401s is someone without the token, 400s on decode are payloads
+// of a key the server's ring lacks (a rotation that dropped a key too early).
+var CodecRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+	Name: "setflow_codec_requests_total",
+	Help: "Codec server requests by operation (encode, decode, preflight, other) and HTTP status answered.",
+}, []string{"op", "status"})
+
+// InstrumentCodec counts the codec server's answers (CodecRequests).
+func InstrumentCodec(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w}
+		h.ServeHTTP(rec, r)
+		if rec.status == 0 {
+			rec.status = http.StatusOK
+		}
+		op := "other"
+		switch {
+		case r.Method == http.MethodOptions:
+			op = "preflight"
+		case strings.HasSuffix(r.URL.Path, "/decode"):
+			op = "decode"
+		case strings.HasSuffix(r.URL.Path, "/encode"):
+			op = "encode"
+		}
+		CodecRequests.WithLabelValues(op, strconv.Itoa(rec.status)).Inc()
+	})
+}
+
 // Serve exposes /metrics on addr until ctx ends; an empty addr serves nothing.
 func Serve(ctx context.Context, log *slog.Logger, addr string) {
 	if addr == "" {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/setflow/setflow/codec"
 	"github.com/setflow/setflow/config"
+	"github.com/setflow/setflow/metrics"
 )
 
 // applyCodec turns on payload encryption for a Temporal client or worker when
@@ -46,6 +47,8 @@ func runCodecServer(ctx context.Context, args []string) error {
 	keys.Register(fs)
 	var cc config.Codec
 	cc.Register(fs)
+	var svc config.Service
+	svc.RegisterMetrics(fs, "")
 	listen := &cc.Listen
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: setflow codec-server [flags]\n\n"+
@@ -90,7 +93,7 @@ func runCodecServer(ctx context.Context, args []string) error {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	mux.Handle("/", codec.Handler(ring, codec.HandlerOptions{CORSOrigins: originList, AuthToken: token}))
+	mux.Handle("/", metrics.InstrumentCodec(codec.Handler(ring, codec.HandlerOptions{CORSOrigins: originList, AuthToken: token})))
 	srv := &http.Server{
 		Addr:              *listen,
 		Handler:           mux,
@@ -100,6 +103,7 @@ func runCodecServer(ctx context.Context, args []string) error {
 		IdleTimeout:       2 * time.Minute,
 	}
 
+	metrics.Serve(ctx, log, svc.MetricsListen)
 	return serve(ctx, "codec server", srv, func() {
 		log.Info("codec server listening", "addr", *listen, "cors_origins", originList,
 			"auth", token != "", "current_key_id", ring.CurrentID(), "key_ids", ring.IDs())

@@ -227,20 +227,25 @@ func TestDeploymentsProbesSchemaWaitAndMetrics(t *testing.T) {
 						t.Errorf("%s/%s: liveness on %s, want /healthz", o.name, c.Name, c.LivenessProbe.HTTPGet.Path)
 					}
 				}
-				if o.name == "setflow-codec-server" {
-					continue
-				}
 				main := container(&d.Spec.Template, strings.TrimPrefix(o.name, "setflow-"))
 				if main == nil {
 					t.Errorf("%s: no container named after it", o.name)
 					continue
 				}
-				if main.ReadinessProbe == nil || main.ReadinessProbe.HTTPGet == nil || main.ReadinessProbe.HTTPGet.Path != "/readyz" {
-					t.Errorf("%s: readiness is not /readyz", o.name)
-				}
 				hasMetrics := slices.ContainsFunc(main.Ports, func(p corev1.ContainerPort) bool { return p.Name == "metrics" && p.ContainerPort == 9090 })
 				if !hasMetrics {
 					t.Errorf("%s: no metrics port 9090", o.name)
+				}
+				if o.name == "setflow-codec-server" {
+					// It reads no ConfigMap (secrets only) and needs no
+					// schema: its metrics are turned on in its own env.
+					if !slices.ContainsFunc(main.Env, func(e corev1.EnvVar) bool { return e.Name == "SETFLOW_METRICS_LISTEN" && e.Value == ":9090" }) {
+						t.Errorf("%s: SETFLOW_METRICS_LISTEN is not :9090", o.name)
+					}
+					continue
+				}
+				if main.ReadinessProbe == nil || main.ReadinessProbe.HTTPGet == nil || main.ReadinessProbe.HTTPGet.Path != "/readyz" {
+					t.Errorf("%s: readiness is not /readyz", o.name)
 				}
 				waits := slices.ContainsFunc(d.Spec.Template.Spec.InitContainers, func(c corev1.Container) bool {
 					return slices.Equal(c.Args, []string{"migrate", "-wait"}) && c.Image == main.Image
@@ -364,14 +369,41 @@ func TestEveryPodIsCoveredByNetworkPolicies(t *testing.T) {
 						t.Errorf("%s: no rule admitting the load balancer on 8080", name)
 					}
 				case "setflow-codec-server":
-					if len(ingressRules) != 1 || len(ingressRules[0].From) != 1 ||
-						ingressRules[0].From[0].PodSelector == nil ||
-						ingressRules[0].From[0].PodSelector.MatchLabels["app.kubernetes.io/component"] != "web" {
-						t.Errorf("%s: must admit the Temporal UI's pods only, got %+v", name, ingressRules)
-					}
+					codecCallers(t, name, ingressRules)
 				}
 			}
 		})
+	}
+}
+
+// codecCallers checks that the codec server admits only the Temporal UI's
+// pods on its codec port and Prometheus on its metrics port.
+func codecCallers(t *testing.T, name string, rules []networkingv1.NetworkPolicyIngressRule) {
+	t.Helper()
+	ui, prom := false, false
+	for _, r := range rules {
+		if len(r.Ports) != 1 || len(r.From) == 0 {
+			t.Errorf("%s: a rule admits %d ports from %d sources, want one port from named pods", name, len(r.Ports), len(r.From))
+			continue
+		}
+		port := r.Ports[0].Port.IntValue()
+		for _, from := range r.From {
+			var pods map[string]string
+			if from.PodSelector != nil {
+				pods = from.PodSelector.MatchLabels
+			}
+			switch {
+			case port == 8081 && pods["app.kubernetes.io/component"] == "web":
+				ui = true
+			case port == 9090 && pods["app.kubernetes.io/name"] == "prometheus":
+				prom = true
+			default:
+				t.Errorf("%s: admits %+v on %d; only the Temporal UI (8081) and Prometheus (9090) may call it", name, from, port)
+			}
+		}
+	}
+	if !ui || !prom {
+		t.Errorf("%s: Temporal UI admitted %v, Prometheus admitted %v, want both", name, ui, prom)
 	}
 }
 
