@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
@@ -61,27 +63,39 @@ func noAccount() reaction.StepResult {
 
 // writeServiceUsers writes the user's current flags into each of its
 // accounts' rows of the service's user table, when configured. It writes the
-// state, not a change, so a retry (or a repeated event) writes the same.
-func (a *Activities) writeServiceUsers(ctx context.Context, sub userstate.Subject, s userstate.State) error {
+// state as it is now, read under the user's row lock and written in the
+// lock's transaction — not the state an apply left, which a newer apply may
+// already have replaced: an attempt that ran late (a retry of a parked
+// event beside the user's next one, or an attempt that timed out but was
+// still running) would otherwise write older flags over newer ones, e.g.
+// unlocked over locked.
+func (a *Activities) writeServiceUsers(ctx context.Context, sub userstate.Subject) error {
 	if a.ServiceUsers == nil {
 		return nil
 	}
 	ids, err := a.accounts(ctx, "service user table", sub.Issuer, sub.UserID)
-	if err != nil {
+	if err != nil || len(ids) == 0 {
 		return err
 	}
-	f := serviceusers.Flags{Locked: s.Lock.Value == userstate.Locked, ReauthSince: s.Reauth}
-	if s.Link.Value == userstate.Unlinked {
-		f.UnlinkedSince = s.Link.At
-	}
-	for _, id := range ids {
-		_, err := a.ServiceUsers.Write(ctx, id, f)
-		if errors.Is(err, serviceusers.ErrSchema) {
-			return classify("service user table", err, false, 0)
+	err = a.States.Locked(ctx, sub.Hash, func(q sqlx.ExecerContext, s userstate.State) error {
+		f := serviceusers.Flags{Locked: s.Lock.Value == userstate.Locked, ReauthSince: s.Reauth}
+		if s.Link.Value == userstate.Unlinked {
+			f.UnlinkedSince = s.Link.At
 		}
-		if err != nil {
-			return classify("service user table", err, true, 0)
+		for _, id := range ids {
+			if _, err := a.ServiceUsers.Write(ctx, q, id, f); err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	switch {
+	case errors.Is(err, userstate.ErrNotFound):
+		return nil // no state yet: nothing to write
+	case errors.Is(err, serviceusers.ErrSchema):
+		return classify("service user table", err, false, 0)
+	case err != nil:
+		return classify("service user table", err, true, 0)
 	}
 	return nil
 }

@@ -2,16 +2,19 @@ package activities
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"reflect"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
+	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
@@ -105,26 +108,90 @@ func TestMappingErrorsAreClassified(t *testing.T) {
 
 type recordingUsers map[string]serviceusers.Flags
 
-func (r recordingUsers) Write(_ context.Context, id string, f serviceusers.Flags) (int64, error) {
+func (r recordingUsers) Write(_ context.Context, _ sqlx.ExecerContext, id string, f serviceusers.Flags) (int64, error) {
 	r[id] = f
 	return 1, nil
+}
+
+// setState applies a change to a user of an in-memory state store.
+func setState(t *testing.T, st userstate.States, sub userstate.Subject, key string, c userstate.Change) {
+	t.Helper()
+	c.EventKey = key
+	if _, err := st.Apply(context.Background(), sub, key, func(s userstate.State) (userstate.State, userstate.Decision) {
+		return userstate.Apply(s, c)
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // The user table gets the user's current flags under every account.
 func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
 	w := recordingUsers{}
-	a := &Activities{Backends: Backends{ServiceUsers: w, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a", "b"}}}}}
+	states := userstate.NewMemory()
+	a := &Activities{Backends: Backends{ServiceUsers: w, States: states, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a", "b"}}}}}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	s := userstate.State{Lock: userstate.Register{Value: userstate.Locked, At: at}, Reauth: at,
-		Link: userstate.Register{Value: userstate.Unlinked, At: at.Add(time.Minute)}}
-	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "k1"}, s); err != nil {
+	sub := userstate.Subject{Hash: "h1", Issuer: "iss", UserID: "k1"}
+	locked, unlinked := true, false
+	setState(t, states, sub, "lock", userstate.Change{Time: at, Lock: &locked, Reauth: true})
+	setState(t, states, sub, "unlink", userstate.Change{Time: at.Add(time.Minute), Link: &unlinked})
+	if err := a.writeServiceUsers(context.Background(), sub); err != nil {
 		t.Fatal(err)
 	}
 	want := serviceusers.Flags{Locked: true, ReauthSince: at, UnlinkedSince: at.Add(time.Minute)}
 	if len(w) != 2 || w["a"] != want || w["b"] != want {
 		t.Fatalf("written %+v", w)
 	}
-	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Issuer: "iss", UserID: "stranger"}, s); err != nil {
+	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Hash: "h2", Issuer: "iss", UserID: "stranger"}); err != nil {
 		t.Fatalf("no account: %v", err)
+	}
+}
+
+// interleaving runs between once after the apply of key, before the
+// caller goes on: the user's next event overtakes this one's table write.
+type interleaving struct {
+	userstate.States
+	key     string
+	between func()
+}
+
+func (i *interleaving) Apply(ctx context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (userstate.Result, error) {
+	res, err := i.States.Apply(ctx, sub, key, fn)
+	if key == i.key && i.between != nil {
+		between := i.between
+		i.between = nil
+		between()
+	}
+	return res, err
+}
+
+// An apply whose write of the user table runs late — a retried parked
+// event beside the user's next one, or an attempt that timed out but was
+// still running — writes the state as it is then, not the older state that
+// apply left: the table never goes back from locked to unlocked.
+func TestServiceUserTableLateWriteKeepsTheNewestState(t *testing.T) {
+	w := recordingUsers{}
+	states := &interleaving{States: userstate.NewMemory(), key: "enabled"}
+	a := &Activities{Backends: Backends{ServiceUsers: w, States: states, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a"}}}}}
+	sub := userstate.Subject{Hash: "h1", Issuer: "iss", UserID: "k1"}
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	in := func(key, name, step string, at time.Time) reaction.ApplyInput {
+		return reaction.ApplyInput{Subject: sub, EventKey: key, Steps: []policy.Step{{Name: step}},
+			Event: event.Event{Name: name, Time: at, Subject: event.Subject{Issuer: "iss", UserID: "k1"}, Payload: json.RawMessage(`{}`)}}
+	}
+	// account-enabled is applied; before it writes the table, the user's
+	// later account-disabled is applied and written.
+	states.between = func() {
+		if _, err := a.ApplyEvent(context.Background(), in("disabled", "account-disabled", policy.LockAccount, at.Add(time.Minute))); err != nil {
+			t.Fatal(err)
+		}
+		if !w["a"].Locked {
+			t.Fatalf("account-disabled did not lock the table: %+v", w["a"])
+		}
+	}
+	if _, err := a.ApplyEvent(context.Background(), in("enabled", "account-enabled", policy.UnlockAccount, at)); err != nil {
+		t.Fatal(err)
+	}
+	if !w["a"].Locked {
+		t.Fatalf("the late write of account-enabled unlocked the table; the state is locked: %+v", w["a"])
 	}
 }

@@ -56,7 +56,7 @@ func (a *Activities) ApplyEvent(ctx context.Context, in reaction.ApplyInput) (re
 	if err != nil {
 		return reaction.ApplyResult{}, err
 	}
-	if err := a.writeServiceUsers(ctx, in.Subject, res.State); err != nil {
+	if err := a.writeServiceUsers(ctx, in.Subject); err != nil {
 		return reaction.ApplyResult{}, err
 	}
 	out.Decision, out.Repeat, out.Version, out.Purge = res.Decision, res.Repeat, res.State.Version, res.State.Purge

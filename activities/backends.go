@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/identity"
@@ -38,9 +40,10 @@ type KakaoAPI interface {
 }
 
 // ServiceUserWriter writes a user's flags into one of the service's account
-// rows (serviceusers.Writer).
+// rows (serviceusers.Writer), through q (a transaction of setflow's
+// database) or, when q is nil, on its own.
 type ServiceUserWriter interface {
-	Write(ctx context.Context, accountID string, f serviceusers.Flags) (int64, error)
+	Write(ctx context.Context, q sqlx.ExecerContext, accountID string, f serviceusers.Flags) (int64, error)
 }
 
 // ProfileReader reads a user's profile row (profile.Store).

@@ -101,7 +101,10 @@ func NewWriter(db *sqlx.DB, s Schema) (*Writer, error) {
 
 // Write sets the account's row to f; it returns how many rows changed (0
 // when the row already held f or the account has no row). Safe to repeat.
-func (w *Writer) Write(ctx context.Context, accountID string, f Flags) (int64, error) {
+func (w *Writer) Write(ctx context.Context, q sqlx.ExecerContext, accountID string, f Flags) (int64, error) {
+	if q == nil {
+		q = w.db
+	}
 	args := []any{accountID}
 	ts := func(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }
 	for _, c := range w.cols {
@@ -114,7 +117,7 @@ func (w *Writer) Write(ctx context.Context, accountID string, f Flags) (int64, e
 			args = append(args, ts(f.UnlinkedSince))
 		}
 	}
-	res, err := w.db.ExecContext(ctx, w.update, args...)
+	res, err := q.ExecContext(ctx, w.update, args...)
 	if err != nil {
 		var pe *pq.Error
 		if errors.As(err, &pe) && (pe.Code.Class() == "42" || pe.Code.Class() == "22") {

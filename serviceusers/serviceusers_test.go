@@ -20,10 +20,10 @@ func TestWriterSetsTheServicesColumns(t *testing.T) {
 	}
 	ctx := context.Background()
 	at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
-	if n, err := w.Write(ctx, "1", Flags{Locked: true, ReauthSince: at}); err != nil || n != 1 {
+	if n, err := w.Write(ctx, nil, "1", Flags{Locked: true, ReauthSince: at}); err != nil || n != 1 {
 		t.Fatalf("write: %d %v", n, err)
 	}
-	if n, err := w.Write(ctx, "1", Flags{Locked: true, ReauthSince: at}); err != nil || n != 0 {
+	if n, err := w.Write(ctx, nil, "1", Flags{Locked: true, ReauthSince: at}); err != nil || n != 0 {
 		t.Fatalf("same state again changed %d rows (%v)", n, err)
 	}
 	var row struct {
@@ -37,7 +37,7 @@ func TestWriterSetsTheServicesColumns(t *testing.T) {
 	if !row.Locked || row.Reauth == nil || !row.Reauth.Equal(at) || row.Unlinked != nil {
 		t.Fatalf("row: %+v", row)
 	}
-	if _, err := w.Write(ctx, "1", Flags{}); err != nil {
+	if _, err := w.Write(ctx, nil, "1", Flags{}); err != nil {
 		t.Fatal(err)
 	}
 	_ = db.Get(&row, `SELECT locked, reauth_at, unlinked_at FROM shop.users WHERE id = 1`)
@@ -50,7 +50,7 @@ func TestWriterSetsTheServicesColumns(t *testing.T) {
 		t.Fatal("another account was written")
 	}
 	bad, _ := NewWriter(db, Schema{Table: "shop.users", IDColumn: "id", LockedColumn: "missing"})
-	if _, err := bad.Write(ctx, "1", Flags{}); !errors.Is(err, ErrSchema) {
+	if _, err := bad.Write(ctx, nil, "1", Flags{}); !errors.Is(err, ErrSchema) {
 		t.Fatalf("missing column: %v, want ErrSchema", err)
 	}
 }

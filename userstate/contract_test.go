@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jmoiron/sqlx"
+
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/userstate"
 )
@@ -51,6 +53,37 @@ func TestReaderReadsTheStoresSnapshot(t *testing.T) {
 	if err != nil || got.Subject != want.Subject || got.CRMVersion != 1 || got.State.Version != want.State.Version ||
 		!got.State.Lock.At.Equal(want.State.Lock.At) {
 		t.Fatalf("reader %+v %v, store %+v", got, err, want)
+	}
+}
+
+// What fn writes through Locked's q commits with the lock, or not at all
+// when fn fails.
+func TestStoreLockedWritesInItsTransaction(t *testing.T) {
+	ctx := context.Background()
+	db, _ := testenv.Database(t)
+	db.MustExec(`CREATE TABLE service_users (id text PRIMARY KEY, locked boolean NOT NULL)`)
+	st := userstate.NewStore(db)
+	sub := userstate.Subject{Hash: "h-locked", Issuer: "iss", UserID: "u"}
+	if _, err := st.Apply(ctx, sub, "k", lockAt(t0)); err != nil {
+		t.Fatal(err)
+	}
+	write := func(id string, fail error) error {
+		return st.Locked(ctx, sub.Hash, func(q sqlx.ExecerContext, s userstate.State) error {
+			if _, err := q.ExecContext(ctx, `INSERT INTO service_users VALUES ($1, $2)`, id, s.Lock.Value == userstate.Locked); err != nil {
+				return err
+			}
+			return fail
+		})
+	}
+	if err := write("rolled-back", errors.New("later failure")); err == nil {
+		t.Fatal("fn's error was not returned")
+	}
+	if err := write("kept", nil); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := db.Select(&ids, `SELECT id FROM service_users WHERE locked ORDER BY id`); err != nil || len(ids) != 1 || ids[0] != "kept" {
+		t.Fatalf("rows %v (%v), want only [kept]", ids, err)
 	}
 }
 
@@ -185,4 +218,58 @@ func runContract(t *testing.T, newStates func(t *testing.T) userstate.States) {
 			}
 		}
 	})
+	t.Run("locked runs on the current state, one at a time with applies", func(t *testing.T) {
+		st := newStates(t)
+		err := st.Locked(ctx, sub.Hash, func(sqlx.ExecerContext, userstate.State) error {
+			t.Error("ran for a user with no state")
+			return nil
+		})
+		if !errors.Is(err, userstate.ErrNotFound) {
+			t.Fatalf("Locked before any event: %v, want ErrNotFound", err)
+		}
+		if _, err := st.Apply(ctx, sub, "set:1", lockAt(t0)); err != nil {
+			t.Fatal(err)
+		}
+		// An apply that starts while fn holds the lock ends after fn.
+		inside, applied := make(chan struct{}), make(chan error, 1)
+		var order []string
+		var mu sync.Mutex
+		note := func(s string) { mu.Lock(); order = append(order, s); mu.Unlock() }
+		err = st.Locked(ctx, sub.Hash, func(_ sqlx.ExecerContext, s userstate.State) error {
+			if s.Version != 1 || s.Lock.Value != userstate.Locked {
+				t.Errorf("Locked saw %+v, want the locked state v1", s)
+			}
+			go func() {
+				close(inside)
+				_, err := st.Apply(ctx, sub, "set:2", func(s userstate.State) (userstate.State, userstate.Decision) {
+					return userstate.Apply(s, userstate.Change{Time: t0.Add(time.Minute), Reauth: true})
+				})
+				note("apply")
+				applied <- err
+			}()
+			<-inside
+			time.Sleep(100 * time.Millisecond)
+			note("locked")
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := <-applied; err != nil {
+			t.Fatal(err)
+		}
+		if len(order) != 2 || order[0] != "locked" {
+			t.Fatalf("order %v: the apply did not wait for the lock", order)
+		}
+		fnErr := errors.New("fn failed")
+		if err := st.Locked(ctx, sub.Hash, func(_ sqlx.ExecerContext, s userstate.State) error {
+			if s.Version != 2 {
+				t.Errorf("Locked saw v%d, want the current v2", s.Version)
+			}
+			return fnErr
+		}); !errors.Is(err, fnErr) {
+			t.Fatalf("fn's error: %v", err)
+		}
+	})
+
 }

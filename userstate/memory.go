@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // Memory is an in-process States for unit tests: not durable, and it
@@ -76,4 +78,20 @@ func (m *Memory) MarkSynced(_ context.Context, hash string, version int64) error
 		u.crmVersion = version
 	}
 	return nil
+}
+
+// Locked runs fn with the user's state while holding the store's lock (so
+// fn must not call the store); q is nil: Memory has no transaction.
+func (m *Memory) Locked(_ context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.users[hash]
+	if !ok {
+		return ErrNotFound
+	}
+	var cur State
+	if err := json.Unmarshal(u.state, &cur); err != nil {
+		return fmt.Errorf("userstate: stored state: %w", err)
+	}
+	return fn(nil, cur)
 }

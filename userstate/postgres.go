@@ -104,6 +104,34 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 	return Result{State: next, Decision: d}, nil
 }
 
+// Locked runs fn with the user's state under the user's row lock (States).
+func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error {
+	tx, err := s.db.BeginTxx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	defer tx.Rollback() //nolint:errcheck
+	var raw []byte
+	err = tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	var cur State
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		return fmt.Errorf("userstate: stored state: %w", err)
+	}
+	if err := fn(tx, cur); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("userstate: %w", err)
+	}
+	return nil
+}
+
 // Snapshot is a user's stored state with its subject and sync mark.
 type Snapshot struct {
 	Subject Subject

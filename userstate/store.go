@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/jmoiron/sqlx"
 )
 
 // States is the per-user state store: Store (PostgreSQL) and Memory pass
@@ -20,6 +22,11 @@ type States interface {
 	// MarkSynced records that the CRM holds version (never moving the mark
 	// back).
 	MarkSynced(ctx context.Context, hash string, version int64) error
+	// Locked runs fn with the user's current state under the user's row
+	// lock, one at a time per user and serialised with Apply; q executes in
+	// the lock's transaction (nil for Memory), so what fn writes through it
+	// commits with the lock's release. ErrNotFound for a user with no state.
+	Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error
 }
 
 // crmVersionAfter is the CRM's sync mark after an apply moved the state
