@@ -1220,9 +1220,9 @@ func drainOutages(t *testing.T, s *stack, accepted []chaosEvent, timeout time.Du
 			synced = append(synced, subjects.Hash(testIssuer, e.user))
 		}
 	}
-	count := func(q string, arg []string) int {
+	count := func(q string, arg []string, more ...any) int {
 		var n int
-		if err := s.DB.Get(&n, q, pq.Array(arg)); err != nil {
+		if err := s.DB.Get(&n, q, append([]any{pq.Array(arg)}, more...)...); err != nil {
 			return -1
 		}
 		return n
@@ -1231,7 +1231,13 @@ func drainOutages(t *testing.T, s *stack, accepted []chaosEvent, timeout time.Du
 	progress := func() bool {
 		dispatched = count(`SELECT count(*) FROM setflow_inbox WHERE status = 'dispatched' AND dedupe_key = ANY($1)`, keys)
 		completed = count(`SELECT count(DISTINCT event_key) FROM setflow_audit WHERE step LIKE '%/completed' AND event_key = ANY($1)`, keys)
-		syncs = count(`SELECT count(*) FROM setflow_user_state WHERE subject_hash = ANY($1) AND version > 0 AND crm_version >= version`, synced)
+		// Through means synced and audited: the stream writes the sync's
+		// audit row after the activity recorded the version (a worker
+		// killed in between leaves the row to the sync's retry).
+		syncs = count(`SELECT count(*) FROM setflow_user_state u
+			WHERE subject_hash = ANY($1) AND version > 0 AND crm_version >= version
+			  AND EXISTS (SELECT 1 FROM setflow_audit a WHERE a.event_key = $2 || u.subject_hash AND a.step = 'crm-sync/v' || u.crm_version)`,
+			synced, workflows.CRMSyncKeyPrefix)
 		return dispatched == len(keys) && completed == len(keys) && syncs == len(synced)
 	}
 	deadline := time.Now().Add(timeout)
