@@ -473,7 +473,7 @@ func TestAlertsHaveRunbooksAndKnownMetrics(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"SetflowStepsFailing", "SetflowParkedEvents", "SetflowBacklogOld", "SetflowIngress5xx",
-		"SetflowWebhookSilent", "SetflowWebhook4xxBurst"} {
+		"SetflowWebhookSilent", "SetflowWebhook4xxBurst", "SetflowCodecDecodeFailing", "SetflowCodecUnauthorized"} {
 		if !seen[want] {
 			t.Errorf("no alert %s", want)
 		}
