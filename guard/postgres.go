@@ -42,13 +42,10 @@ func (p *Postgres) Limit() Limit { return p.limit }
 // count) and the insert of the admission.
 func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
 	var seen struct {
-		Reason   sql.NullString `db:"reason"`
-		Decision sql.NullString `db:"decision"`
-		By       sql.NullString `db:"decided_by"`
-		Note     sql.NullString `db:"note"`
-		Admitted bool           `db:"admitted"`
-		Pending  bool           `db:"pending"`
-		Used     int            `db:"used"`
+		holdRow
+		Admitted bool `db:"admitted"`
+		Pending  bool `db:"pending"`
+		Used     int  `db:"used"`
 	}
 	if err := p.db.GetContext(ctx, &seen, `SELECT h.reason, h.decision, h.decided_by, h.note,
 		EXISTS (SELECT 1 FROM setflow_guard_admissions WHERE event_key = $1) AS admitted,
@@ -58,12 +55,10 @@ func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
 		req.EventKey, p.now().Add(-p.limit.Window)); err != nil {
 		return Verdict{}, fmt.Errorf("guard: %w", err)
 	}
-	switch {
-	case seen.Reason.Valid && !seen.Decision.Valid:
-		return Verdict{Decision: Held, Reason: seen.Reason.String}, nil
-	case seen.Reason.Valid:
-		return Verdict{Decision: Decision(seen.Decision.String), Reason: seen.Reason.String, By: seen.By.String, Note: seen.Note.String}, nil
-	case p.limit.Max <= 0 || seen.Admitted:
+	if v, ok := seen.verdict(); ok {
+		return v, nil
+	}
+	if p.limit.Max <= 0 || seen.Admitted {
 		return Verdict{Decision: Admitted}, nil
 	}
 	n := len(req.Steps)
@@ -95,14 +90,30 @@ func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
 	return v, err
 }
 
+// holdRow is an event's hold as read from setflow_holds; Reason is NULL when
+// the event has none (Admit's outer join).
+type holdRow struct {
+	Reason   sql.NullString `db:"reason"`
+	Decision sql.NullString `db:"decision"`
+	By       sql.NullString `db:"decided_by"`
+	Note     sql.NullString `db:"note"`
+}
+
+// verdict is the hold's verdict: held until operators decide, then their
+// decision; false when there is no hold.
+func (h holdRow) verdict() (Verdict, bool) {
+	switch {
+	case !h.Reason.Valid:
+		return Verdict{}, false
+	case !h.Decision.Valid:
+		return Verdict{Decision: Held, Reason: h.Reason.String}, true
+	}
+	return Verdict{Decision: Decision(h.Decision.String), Reason: h.Reason.String, By: h.By.String, Note: h.Note.String}, true
+}
+
 // held returns the hold of an event, if it has one.
 func (p *Postgres) held(ctx context.Context, key string) (Verdict, bool, error) {
-	var h struct {
-		Reason   string         `db:"reason"`
-		Decision sql.NullString `db:"decision"`
-		By       sql.NullString `db:"decided_by"`
-		Note     sql.NullString `db:"note"`
-	}
+	var h holdRow
 	err := p.db.GetContext(ctx, &h, `SELECT reason, decision, decided_by, note FROM setflow_holds WHERE event_key = $1`, key)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Verdict{}, false, nil
@@ -110,10 +121,8 @@ func (p *Postgres) held(ctx context.Context, key string) (Verdict, bool, error) 
 	if err != nil {
 		return Verdict{}, false, fmt.Errorf("guard: %w", err)
 	}
-	if !h.Decision.Valid {
-		return Verdict{Decision: Held, Reason: h.Reason}, true, nil
-	}
-	return Verdict{Decision: Decision(h.Decision.String), Reason: h.Reason, By: h.By.String, Note: h.Note.String}, true, nil
+	v, ok := h.verdict()
+	return v, ok, nil
 }
 
 const holdColumns = `event_key, subject_hash, event_name, steps, workflow_id, reason, held_at, decision, decided_by, decided_at, note`
