@@ -55,13 +55,9 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 		ON CONFLICT (subject_hash) DO NOTHING`, sub.Hash, sub.Issuer, sub.UserID); err != nil {
 		return Result{}, fmt.Errorf("userstate: %w", err)
 	}
-	var raw []byte
-	if err := tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, sub.Hash); err != nil {
-		return Result{}, fmt.Errorf("userstate: %w", err)
-	}
-	var cur State
-	if err := json.Unmarshal(raw, &cur); err != nil {
-		return Result{}, fmt.Errorf("userstate: stored state: %w", err)
+	cur, err := lockState(ctx, tx, sub.Hash)
+	if err != nil {
+		return Result{}, err
 	}
 	var stored []byte
 	err = tx.GetContext(ctx, &stored, `SELECT decision FROM setflow_user_events WHERE subject_hash = $1 AND event_key = $2`, sub.Hash, key)
@@ -111,17 +107,9 @@ func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerCo
 		return fmt.Errorf("userstate: %w", err)
 	}
 	defer tx.Rollback() //nolint:errcheck
-	var raw []byte
-	err = tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, hash)
-	if errors.Is(err, sql.ErrNoRows) {
-		return ErrNotFound
-	}
+	cur, err := lockState(ctx, tx, hash)
 	if err != nil {
-		return fmt.Errorf("userstate: %w", err)
-	}
-	var cur State
-	if err := json.Unmarshal(raw, &cur); err != nil {
-		return fmt.Errorf("userstate: stored state: %w", err)
+		return err
 	}
 	if err := fn(tx, cur); err != nil {
 		return err
@@ -130,6 +118,24 @@ func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerCo
 		return fmt.Errorf("userstate: %w", err)
 	}
 	return nil
+}
+
+// lockState takes the user's row lock in tx and reads the state under it
+// (ErrNotFound for a user with no row).
+func lockState(ctx context.Context, tx *sqlx.Tx, hash string) (State, error) {
+	var raw []byte
+	err := tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		return State{}, ErrNotFound
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("userstate: %w", err)
+	}
+	var cur State
+	if err := json.Unmarshal(raw, &cur); err != nil {
+		return State{}, fmt.Errorf("userstate: stored state: %w", err)
+	}
+	return cur, nil
 }
 
 // Snapshot is a user's stored state with its subject and sync mark.
