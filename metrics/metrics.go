@@ -80,6 +80,14 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// code is the status answered: 200 when the handler wrote nothing.
+func (r *statusRecorder) code() int {
+	if r.status == 0 {
+		return http.StatusOK
+	}
+	return r.status
+}
+
 func (r *statusRecorder) Write(b []byte) (int, error) {
 	if r.status == 0 {
 		r.status = http.StatusOK
@@ -97,11 +105,9 @@ func Instrument(route string, h http.Handler) http.Handler {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
-		}
-		Deliveries.WithLabelValues(route, strconv.Itoa(rec.status)).Inc()
-		if rec.status >= 200 && rec.status < 300 {
+		status := rec.code()
+		Deliveries.WithLabelValues(route, strconv.Itoa(status)).Inc()
+		if status >= 200 && status < 300 {
 			last.Store(sinceLastDelivery.now().UnixNano())
 		}
 		DeliverySeconds.WithLabelValues(route).Observe(time.Since(start).Seconds())
@@ -121,9 +127,6 @@ func InstrumentCodec(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rec := &statusRecorder{ResponseWriter: w}
 		h.ServeHTTP(rec, r)
-		if rec.status == 0 {
-			rec.status = http.StatusOK
-		}
 		op := "other"
 		switch {
 		case r.Method == http.MethodOptions:
@@ -133,7 +136,7 @@ func InstrumentCodec(h http.Handler) http.Handler {
 		case strings.HasSuffix(r.URL.Path, "/encode"):
 			op = "encode"
 		}
-		CodecRequests.WithLabelValues(op, strconv.Itoa(rec.status)).Inc()
+		CodecRequests.WithLabelValues(op, strconv.Itoa(rec.code())).Inc()
 	})
 }
 
