@@ -2,8 +2,6 @@ package userstate
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"sync"
 
 	"github.com/jmoiron/sqlx"
@@ -38,9 +36,9 @@ func (m *Memory) Apply(_ context.Context, sub Subject, key string, fn func(State
 		u = &memUser{subject: sub, state: []byte(`{}`), decisions: map[string][]byte{}}
 		m.users[sub.Hash] = u
 	}
-	var cur State
-	if err := json.Unmarshal(u.state, &cur); err != nil {
-		return Result{}, fmt.Errorf("userstate: stored state: %w", err)
+	cur, err := decodeState(u.state)
+	if err != nil {
+		return Result{}, err
 	}
 	if stored, ok := u.decisions[key]; ok {
 		return repeated(cur, stored)
@@ -63,11 +61,11 @@ func (m *Memory) Get(_ context.Context, hash string) (Snapshot, error) {
 	if !ok {
 		return Snapshot{}, ErrNotFound
 	}
-	snap := Snapshot{Subject: u.subject, CRMVersion: u.crmVersion}
-	if err := json.Unmarshal(u.state, &snap.State); err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
+	st, err := decodeState(u.state)
+	if err != nil {
+		return Snapshot{}, err
 	}
-	return snap, nil
+	return Snapshot{Subject: u.subject, State: st, CRMVersion: u.crmVersion}, nil
 }
 
 // MarkSynced moves the CRM's sync mark forward.
@@ -89,9 +87,9 @@ func (m *Memory) Locked(_ context.Context, hash string, fn func(q sqlx.ExecerCon
 	if !ok {
 		return ErrNotFound
 	}
-	var cur State
-	if err := json.Unmarshal(u.state, &cur); err != nil {
-		return fmt.Errorf("userstate: stored state: %w", err)
+	cur, err := decodeState(u.state)
+	if err != nil {
+		return err
 	}
 	return fn(nil, cur)
 }

@@ -3,7 +3,6 @@ package userstate
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -131,11 +130,7 @@ func lockState(ctx context.Context, tx *sqlx.Tx, hash string) (State, error) {
 	if err != nil {
 		return State{}, fmt.Errorf("userstate: %w", err)
 	}
-	var cur State
-	if err := json.Unmarshal(raw, &cur); err != nil {
-		return State{}, fmt.Errorf("userstate: stored state: %w", err)
-	}
-	return cur, nil
+	return decodeState(raw)
 }
 
 // Snapshot is a user's stored state with its subject and sync mark.

@@ -62,11 +62,20 @@ func readSnapshot(hash string, get func(dest any) error) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, fmt.Errorf("userstate: %w", err)
 	}
-	snap := Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, CRMVersion: row.CRMVersion}
-	if err := json.Unmarshal(row.State, &snap.State); err != nil {
-		return Snapshot{}, fmt.Errorf("userstate: stored state: %w", err)
+	st, err := decodeState(row.State)
+	if err != nil {
+		return Snapshot{}, err
 	}
-	return snap, nil
+	return Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, State: st, CRMVersion: row.CRMVersion}, nil
+}
+
+// decodeState reads a state as the stores keep it (JSON).
+func decodeState(raw []byte) (State, error) {
+	var s State
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return State{}, fmt.Errorf("userstate: stored state: %w", err)
+	}
+	return s, nil
 }
 
 // repeated is the result of a key applied before: its stored decision on the
