@@ -70,6 +70,23 @@ func TestRevokeSessionsEndsOnlySessionsFromBeforeTheEvent(t *testing.T) {
 	}
 }
 
+// A SET's event time is in whole seconds: a session created later in that
+// second may predate the event (and be the intruder's), so it ends too; one
+// created in the next second survives.
+func TestRevokeSessionsCoversTheEventsWholeSecond(t *testing.T) {
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	s := &memSessions{live: map[string][]time.Time{"acct-1": {at.Add(500 * time.Millisecond), at.Add(999 * time.Millisecond), at.Add(time.Second)}}}
+	a := &Activities{Sessions: s, Backends: Backends{Accounts: fixedMapper{ids: map[string][]string{"k1": {"acct-1"}}}}}
+	in := stepFor("k1")
+	in.Event.Time = at
+	if res, err := a.RevokeSessions(context.Background(), in); err != nil || res.Detail["revoked"] != int64(2) {
+		t.Fatalf("revoke: %+v %v, want the 2 sessions of the event's second ended", res, err)
+	}
+	if len(s.live["acct-1"]) != 1 || !s.live["acct-1"][0].Equal(at.Add(time.Second)) {
+		t.Fatalf("left %v, want only the session of the next second", s.live["acct-1"])
+	}
+}
+
 // A callback that rejects the request will reject its retry too: the step
 // fails for good; any other failure is retried.
 func TestRevokeSessionsClassifiesFailures(t *testing.T) {
@@ -105,6 +122,20 @@ func TestPurgeSessionsUsesTheCutoff(t *testing.T) {
 	res, err := a.PurgeSessions(context.Background(), in)
 	if err != nil || res.Outcome != reaction.OutcomeDone || res.Detail["sessions_deleted"] != int64(2) || len(s.live["k1"]) != 1 {
 		t.Fatalf("purge: %+v %v, left %v", res, err, s.live["k1"])
+	}
+	// A cutoff in whole seconds covers its second; a fractional one (the
+	// unlink webhook's receipt time) is taken as it is.
+	s.live["k1"] = []time.Time{cutoff.Add(500 * time.Millisecond), cutoff.Add(time.Second)}
+	if res, err := a.PurgeSessions(context.Background(), in); err != nil || res.Detail["sessions_deleted"] != int64(1) ||
+		len(s.live["k1"]) != 1 || !s.live["k1"][0].Equal(cutoff.Add(time.Second)) {
+		t.Fatalf("purge at a whole second: %+v %v, left %v, want the session half a second in deleted", res, err, s.live["k1"])
+	}
+	received := cutoff.Add(250 * time.Millisecond)
+	in.Params["cutoff"] = received.Format(time.RFC3339Nano)
+	s.live["k1"] = []time.Time{received, received.Add(time.Millisecond)}
+	if res, err := a.PurgeSessions(context.Background(), in); err != nil || res.Detail["sessions_deleted"] != int64(1) ||
+		len(s.live["k1"]) != 1 || !s.live["k1"][0].Equal(received.Add(time.Millisecond)) {
+		t.Fatalf("purge at a receipt time: %+v %v, left %v, want only the session at the cutoff deleted", res, err, s.live["k1"])
 	}
 	in.Params["cutoff"] = "yesterday"
 	if _, err := a.PurgeSessions(context.Background(), in); err == nil || retryable(err) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/userstate"
@@ -44,8 +45,9 @@ func (a *Activities) RunPurge(ctx context.Context, in reaction.RunPurgeInput) (r
 }
 
 // PurgeSessions deletes the user's sessions created at or before the purge's
-// cutoff (param cutoff, RFC 3339); sessions created later survive — the user
-// may have linked again and signed in since.
+// cutoff (param cutoff, RFC 3339; to the end of its second when it is in
+// whole seconds, see event.SessionsUpTo); sessions created later survive —
+// the user may have linked again and signed in since.
 func (a *Activities) PurgeSessions(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
 	if err := in.RequireSubject("purge sessions"); err != nil {
 		return reaction.StepResult{}, err
@@ -62,6 +64,6 @@ func (a *Activities) PurgeSessions(ctx context.Context, in reaction.StepInput) (
 		return skipped("the session store cannot delete sessions"), nil
 	}
 	return a.eachSessionAccount(ctx, "purge sessions", "sessions_deleted", in, func(ctx context.Context, id string) (int64, error) {
-		return p.Purge(ctx, id, cutoff)
+		return p.Purge(ctx, id, event.SessionsUpTo(cutoff))
 	})
 }

@@ -46,7 +46,8 @@ type Event struct {
 	Category string  `json:"category"`
 	Subject  Subject `json:"subject"`
 	// Time is when the event happened (toe, event_timestamp, else iat); session
-	// revocation keeps sessions created after it.
+	// revocation keeps sessions created after it (after its second when it is
+	// in whole seconds: SessionsUpTo).
 	Time    time.Time       `json:"time"`
 	Payload json.RawMessage `json:"payload,omitempty"`
 }

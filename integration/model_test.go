@@ -271,8 +271,10 @@ func newModelPlan(rng *rand.Rand, users, perUser int, start time.Time) *modelPla
 	p := &modelPlan{}
 	for i := range users {
 		u := &modelUser{id: strconv.Itoa(7_000_000 + i)}
-		// Sessions before, amid and after the events' times.
-		u.sessions = []time.Time{start.Add(-150 * time.Second), start, start.Add(150 * time.Second)}
+		// Sessions before, amid and after the events' times; and one half a
+		// second into the start's second, where events may fall (a SET's
+		// time in whole seconds covers its second: event.SessionsUpTo).
+		u.sessions = []time.Time{start.Add(-150 * time.Second), start, start.Add(150 * time.Second), start.Add(500 * time.Millisecond)}
 		n := perUser + rng.IntN(3)
 		for j := range n {
 			kind := modelKinds[rng.IntN(len(modelKinds))]
@@ -298,6 +300,8 @@ func newModelPlan(rng *rand.Rand, users, perUser int, start time.Time) *modelPla
 			u.events = append(u.events, e)
 			p.events++
 		}
+		// And one half a second into the second of the user's first event.
+		u.sessions = append(u.sessions, u.events[0].at.Add(500*time.Millisecond))
 		p.users = append(p.users, u)
 	}
 	return p
@@ -456,7 +460,7 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 	var trace []string
 	revoke := func(at time.Time, state string) {
 		for i, created := range u.sessions {
-			if !created.After(at) && (o.sessions[i] == "live" || state == "deleted") {
+			if !created.After(event.SessionsUpTo(at)) && (o.sessions[i] == "live" || state == "deleted") {
 				o.sessions[i] = state
 			}
 		}

@@ -1042,8 +1042,14 @@ func TestReactionRelinkCancelsPurgeAndUnlinkRunsOnce(t *testing.T) {
 	s.expectAudit(hookKey, defaultTrail("user-unlinked")...)
 	hookVersion := s.waitSynced("2102")
 	// Signed in after the webhook's unlink: the SET's revocation (as of its
-	// own, earlier event time) must not end it.
-	s.insertSession("2102-between", "2102", time.Now())
+	// own, earlier event time) must not end it. Its time is in whole seconds
+	// and covers its second (event.SessionsUpTo): the session is made after
+	// that second.
+	between := time.Now()
+	if between.Before(now.Add(time.Second)) {
+		between = now.Add(time.Second)
+	}
+	s.insertSession("2102-between", "2102", between)
 	setKey := s.deliverSET(simulator.SET{UserID: "2102", EventType: "user-unlinked", IssuedAt: now})
 	if res := s.finish(setKey); res.SessionsRevoked != 0 {
 		t.Fatalf("second report of the unlink revoked %d sessions", res.SessionsRevoked)

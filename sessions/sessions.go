@@ -1,6 +1,8 @@
 // Package sessions ends a user's sessions in the service's own session store.
 // Revocation is time-aware: sessions created after the event happened are kept,
-// because the user may already have signed in again.
+// because the user may already have signed in again. The callers pass the
+// last creation time an event covers (event.SessionsUpTo: a whole-second
+// event time covers its second); the stores compare "at or before" it.
 package sessions
 
 import (

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/userstate"
 )
@@ -80,8 +81,9 @@ type Subject struct {
 	Consents            map[string]string `json:"consents,omitempty"` // scope → granted | withdrawn
 	Purge               Purge             `json:"purge"`
 	// SessionsValidAfter: a session created at or before it must end (the
-	// latest re-auth requirement, lock or unlink); a login path compares
-	// its session's creation time.
+	// latest re-auth requirement, lock or unlink; to the end of that time's
+	// second when it is in whole seconds, see event.SessionsUpTo); a login
+	// path compares its session's creation time.
 	SessionsValidAfter *time.Time `json:"sessions_valid_after,omitempty"`
 	// Version is the state's version; it only grows.
 	Version int64 `json:"version"`
@@ -127,7 +129,7 @@ func View(issuer, userID string, s userstate.State, known bool) Subject {
 	}
 	out.ReauthRequiredSince = at(s.Reauth)
 	later(s.Reauth)
-	out.SessionsValidAfter = at(valid)
+	out.SessionsValidAfter = at(event.SessionsUpTo(valid))
 	for scope, r := range s.Consents {
 		if out.Consents == nil {
 			out.Consents = map[string]string{}

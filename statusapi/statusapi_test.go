@@ -71,7 +71,7 @@ func TestStatusFromThePerUserState(t *testing.T) {
 		t.Fatalf("status %d", code)
 	}
 	if !sub.Known || sub.Linked == nil || !*sub.Linked || !sub.Locked || !sub.LockedSince.Equal(at.Add(time.Hour)) ||
-		!sub.ReauthRequiredSince.Equal(at.Add(2*time.Hour)) || !sub.SessionsValidAfter.Equal(at.Add(2*time.Hour)) ||
+		!sub.ReauthRequiredSince.Equal(at.Add(2*time.Hour)) || !sub.SessionsValidAfter.Equal(endOfSecond(at.Add(2*time.Hour))) ||
 		sub.Consents["account_email"] != userstate.Granted || sub.Purge.State != PurgeNone || sub.Version != 3 {
 		t.Fatalf("subject: %+v", sub)
 	}
@@ -83,7 +83,7 @@ func TestStatusFromThePerUserState(t *testing.T) {
 	if code := get(t, h, "/v1/accounts/acct-7", "old", &acct); code != http.StatusOK {
 		t.Fatalf("account status %d", code)
 	}
-	if len(acct.Subjects) != 2 || !acct.Locked || !acct.SessionsValidAfter.Equal(at.Add(2*time.Hour)) || acct.Subjects[1].Known {
+	if len(acct.Subjects) != 2 || !acct.Locked || !acct.SessionsValidAfter.Equal(endOfSecond(at.Add(2*time.Hour))) || acct.Subjects[1].Known {
 		t.Fatalf("account: %+v", acct)
 	}
 	var none Account
@@ -109,11 +109,35 @@ func TestStatusFromThePerUserState(t *testing.T) {
 	}
 }
 
+// endOfSecond is the last microsecond of t's second: a time in whole seconds
+// (a SET's) covers sessions created anywhere in its second.
+func endOfSecond(t time.Time) time.Time { return t.Add(time.Second - time.Microsecond) }
+
+// A login path compares its session's creation time with
+// sessions_valid_after: a session created later in a whole-second event's
+// second may predate the event and must end; a fractional time (the unlink
+// webhook's receipt time) is given as it is.
+func TestViewSessionsValidAfterCoversAWholeSecond(t *testing.T) {
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	locked := View(iss, "u", userstate.State{Lock: userstate.Register{Value: userstate.Locked, At: at}}, true)
+	if session := at.Add(500 * time.Millisecond); locked.SessionsValidAfter == nil || session.After(*locked.SessionsValidAfter) {
+		t.Fatalf("locked at %s: sessions_valid_after %v keeps a session created at %s", at, locked.SessionsValidAfter, session)
+	}
+	if next := at.Add(time.Second); !next.After(*locked.SessionsValidAfter) {
+		t.Fatalf("locked at %s: sessions_valid_after %v ends a session of the next second", at, locked.SessionsValidAfter)
+	}
+	received := at.Add(250 * time.Millisecond)
+	unlinked := View(iss, "u", userstate.State{Link: userstate.Register{Value: userstate.Unlinked, At: received}}, true)
+	if unlinked.SessionsValidAfter == nil || !unlinked.SessionsValidAfter.Equal(received) {
+		t.Fatalf("unlinked at %s: sessions_valid_after %v, want the time as it is", received, unlinked.SessionsValidAfter)
+	}
+}
+
 func TestViewPurgeStates(t *testing.T) {
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	pending := View(iss, "u", userstate.State{Link: userstate.Register{Value: userstate.Unlinked, At: at},
 		Purge: &userstate.PendingPurge{Cutoff: at, Due: at.Add(time.Hour)}}, true)
-	if pending.Purge.State != PurgePending || !pending.Purge.Due.Equal(at.Add(time.Hour)) || !pending.SessionsValidAfter.Equal(at) {
+	if pending.Purge.State != PurgePending || !pending.Purge.Due.Equal(at.Add(time.Hour)) || !pending.SessionsValidAfter.Equal(endOfSecond(at)) {
 		t.Fatalf("pending: %+v", pending)
 	}
 	purged := View(iss, "u", userstate.State{Link: userstate.Register{Value: userstate.Unlinked, At: at},

@@ -43,6 +43,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // PostgreSQL driver
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/simulator"
 )
@@ -459,8 +460,10 @@ func (s *Shop) requireSession(next http.Handler) http.Handler {
 		case err != nil:
 			s.log.Warn("status API unavailable: session kept", "error", err)
 		case st.SessionsValidAfter != nil && !row.CreatedAt.After(*st.SessionsValidAfter):
+			// Re-auth is the reason when the requirement alone ends this
+			// session (a time in whole seconds covers its second).
 			msg := "unlinked"
-			if st.ReauthSince != nil && st.ReauthSince.Equal(*st.SessionsValidAfter) {
+			if st.ReauthSince != nil && !row.CreatedAt.After(event.SessionsUpTo(*st.ReauthSince)) {
 				msg = "reauth"
 			}
 			s.endSession(w, r, c.Value, msg)
