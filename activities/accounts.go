@@ -6,6 +6,7 @@ import (
 
 	"github.com/jmoiron/sqlx"
 
+	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
@@ -78,9 +79,11 @@ func (a *Activities) writeServiceUsers(ctx context.Context, sub userstate.Subjec
 		return err
 	}
 	err = a.States.Locked(ctx, sub.Hash, func(q sqlx.ExecerContext, s userstate.State) error {
-		f := serviceusers.Flags{Locked: s.Lock.Value == userstate.Locked, ReauthSince: s.Reauth}
+		// A login path ends the sessions created at or before these times:
+		// a time in whole seconds covers its second, as for revocation.
+		f := serviceusers.Flags{Locked: s.Lock.Value == userstate.Locked, ReauthSince: event.SessionsUpTo(s.Reauth)}
 		if s.Link.Value == userstate.Unlinked {
-			f.UnlinkedSince = s.Link.At
+			f.UnlinkedSince = event.SessionsUpTo(s.Link.At)
 		}
 		for _, id := range ids {
 			if _, err := a.ServiceUsers.Write(ctx, q, id, f); err != nil {

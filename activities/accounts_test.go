@@ -137,9 +137,13 @@ func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
 	if err := a.writeServiceUsers(context.Background(), sub); err != nil {
 		t.Fatal(err)
 	}
-	want := serviceusers.Flags{Locked: true, ReauthSince: at, UnlinkedSince: at.Add(time.Minute)}
+	// The times are in whole seconds (a SET's): each covers its second, so
+	// a login path that ends sessions created at or before them also ends
+	// one created later in that second, which may predate the event.
+	endOfSecond := func(t time.Time) time.Time { return t.Add(time.Second - time.Microsecond) }
+	want := serviceusers.Flags{Locked: true, ReauthSince: endOfSecond(at), UnlinkedSince: endOfSecond(at.Add(time.Minute))}
 	if len(w) != 2 || w["a"] != want || w["b"] != want {
-		t.Fatalf("written %+v", w)
+		t.Fatalf("written %+v, want %+v", w, want)
 	}
 	if err := a.writeServiceUsers(context.Background(), userstate.Subject{Hash: "h2", Issuer: "iss", UserID: "stranger"}); err != nil {
 		t.Fatalf("no account: %v", err)

@@ -25,7 +25,9 @@ type Schema struct {
 	IDColumn string // the service's account id
 	// LockedColumn (boolean), ReauthColumn (timestamptz: re-authentication
 	// required since, NULL when not) and UnlinkedColumn (timestamptz: the
-	// user unlinked the app at, NULL when linked). Empty: not written.
+	// user unlinked the app at, NULL when linked). Empty: not written. A
+	// session created at or before either time must end; the callers give a
+	// time in whole seconds as its second's end (event.SessionsUpTo).
 	LockedColumn   string
 	ReauthColumn   string
 	UnlinkedColumn string
