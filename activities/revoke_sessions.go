@@ -8,8 +8,8 @@ import (
 )
 
 // RevokeSessions ends the user's sessions created at or before the event
-// time — to the end of its second when the time is in whole seconds
-// (event.SessionsUpTo) —; sessions created later survive (the user may have
+// time, to the end of its second when the time is in whole seconds
+// (event.SessionsUpTo); sessions created later survive (the user may have
 // signed in again). Sessions are keyed by the service's account ids (the
 // identity mapping).
 func (a *Activities) RevokeSessions(ctx context.Context, in reaction.StepInput) (reaction.StepResult, error) {
