@@ -12,6 +12,7 @@ import (
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // accounts returns the service's account ids of the event's user, through
@@ -93,7 +94,7 @@ func (a *Activities) writeServiceUsers(ctx context.Context, sub userstate.Subjec
 		return nil
 	})
 	switch {
-	case errors.Is(err, userstate.ErrNotFound):
+	case errors.Is(err, statedb.ErrNotFound):
 		return nil // no state yet: nothing to write
 	case errors.Is(err, serviceusers.ErrSchema):
 		return classify("service user table", err, false, 0)

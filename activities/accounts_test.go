@@ -18,6 +18,7 @@ import (
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 type recordingRevoker struct{ revoked, purged []string }
@@ -114,7 +115,7 @@ func (r recordingUsers) Write(_ context.Context, _ sqlx.ExecerContext, id string
 }
 
 // setState applies a change to a user of an in-memory state store.
-func setState(t *testing.T, st userstate.States, sub userstate.Subject, key string, c userstate.Change) {
+func setState(t *testing.T, st statedb.States, sub userstate.Subject, key string, c userstate.Change) {
 	t.Helper()
 	c.EventKey = key
 	if _, err := st.Apply(context.Background(), sub, key, func(s userstate.State) (userstate.State, userstate.Decision) {
@@ -127,7 +128,7 @@ func setState(t *testing.T, st userstate.States, sub userstate.Subject, key stri
 // The user table gets the user's current flags under every account.
 func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
 	w := recordingUsers{}
-	states := userstate.NewMemory()
+	states := statedb.NewMemory()
 	a := &Activities{Backends: Backends{ServiceUsers: w, States: states, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a", "b"}}}}}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	sub := userstate.Subject{Hash: "h1", Issuer: "iss", UserID: "k1"}
@@ -153,12 +154,12 @@ func TestServiceUserTableGetsTheCurrentState(t *testing.T) {
 // interleaving runs between once after the apply of key, before the
 // caller goes on: the user's next event overtakes this one's table write.
 type interleaving struct {
-	userstate.States
+	statedb.States
 	key     string
 	between func()
 }
 
-func (i *interleaving) Apply(ctx context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (userstate.Result, error) {
+func (i *interleaving) Apply(ctx context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (statedb.Result, error) {
 	res, err := i.States.Apply(ctx, sub, key, fn)
 	if key == i.key && i.between != nil {
 		between := i.between
@@ -174,7 +175,7 @@ func (i *interleaving) Apply(ctx context.Context, sub userstate.Subject, key str
 // apply left: the table never goes back from locked to unlocked.
 func TestServiceUserTableLateWriteKeepsTheNewestState(t *testing.T) {
 	w := recordingUsers{}
-	states := &interleaving{States: userstate.NewMemory(), key: "enabled"}
+	states := &interleaving{States: statedb.NewMemory(), key: "enabled"}
 	a := &Activities{Backends: Backends{ServiceUsers: w, States: states, Accounts: fixedMapper{ids: map[string][]string{"k1": {"a"}}}}}
 	sub := userstate.Subject{Hash: "h1", Issuer: "iss", UserID: "k1"}
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

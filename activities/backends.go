@@ -17,6 +17,7 @@ import (
 	"github.com/setflow/setflow/serviceusers"
 	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // CRM is the contact sync a service configured (crm.HubSpot or crm.Webhook);
@@ -60,7 +61,7 @@ type Backends struct {
 	SideEffects sideeffects.Log
 	Profiles    ProfileReader
 	// States is the per-user state (userstate); TimeBounds clamp event times.
-	States     userstate.States
+	States     statedb.States
 	TimeBounds userstate.Bounds
 	Policy     *policy.Policy
 	Subjects   audit.SubjectHasher

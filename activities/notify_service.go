@@ -10,6 +10,7 @@ import (
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/statusapi"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // ServiceNotifier delivers a signed document to the service's endpoint
@@ -49,7 +50,7 @@ func (a *Activities) NotifyService(ctx context.Context, in reaction.StepInput) (
 		if a.States != nil {
 			snap, err := a.States.Get(ctx, a.Subjects.Hash(ev.Subject.Issuer, ev.Subject.UserID))
 			switch {
-			case errors.Is(err, userstate.ErrNotFound):
+			case errors.Is(err, statedb.ErrNotFound):
 				v := statusapi.View(ev.Subject.Issuer, ev.Subject.UserID, userstate.State{}, false)
 				doc.State = &v
 			case err != nil:

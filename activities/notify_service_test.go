@@ -18,13 +18,14 @@ import (
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // notify_service sends the event, the step's key and the user's resulting
 // state, signed so that servicehook verifies it; the receiver's answers are
 // classified like the CRM webhook's.
 func TestNotifyServiceSendsASignedDocumentWithTheState(t *testing.T) {
-	store := userstate.NewMemory()
+	store := statedb.NewMemory()
 	hasher := audit.SubjectHasher{Key: []byte("k")}
 	at := time.Now().UTC().Truncate(time.Second).Add(-time.Minute)
 	yes := true

@@ -9,6 +9,7 @@ import (
 	"github.com/setflow/setflow/kakaoapi"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // kakaoLink answers Kakao's user API: linked, not linked, or an outage.
@@ -24,9 +25,9 @@ func (k kakaoLink) Profile(context.Context, string) (*kakaoapi.Profile, error) {
 
 // unlinkedUser is a user who unlinked at cutoff, with an email on file and a
 // purge pending.
-func unlinkedUser(t *testing.T, cutoff time.Time) (*userstate.Memory, userstate.Subject) {
+func unlinkedUser(t *testing.T, cutoff time.Time) (*statedb.Memory, userstate.Subject) {
 	t.Helper()
-	st := userstate.NewMemory()
+	st := statedb.NewMemory()
 	sub := userstate.Subject{Hash: "h1", Issuer: "iss", UserID: "k1"}
 	no, after := false, 30*24*time.Hour
 	if _, err := st.Apply(context.Background(), sub, "unlink:1", func(s userstate.State) (userstate.State, userstate.Decision) {
@@ -38,7 +39,7 @@ func unlinkedUser(t *testing.T, cutoff time.Time) (*userstate.Memory, userstate.
 	return st, sub
 }
 
-func snapshot(t *testing.T, st userstate.States, hash string) userstate.State {
+func snapshot(t *testing.T, st statedb.States, hash string) userstate.State {
 	t.Helper()
 	snap, err := st.Get(context.Background(), hash)
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // errPreviousAttempt is a retryable refusal to send while an earlier
@@ -181,7 +182,7 @@ func (a *Activities) previousAddresses(ctx context.Context, in reaction.StepInpu
 	var st userstate.State
 	if n.renotify {
 		snap, err := a.States.Get(ctx, hash)
-		if errors.Is(err, userstate.ErrNotFound) {
+		if errors.Is(err, statedb.ErrNotFound) {
 			return nil, nil
 		}
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 const day = 24 * time.Hour
@@ -19,10 +20,10 @@ const day = 24 * time.Hour
 // previousFixture is a notice fixture whose user's address history is in
 // a state store: the account's address changed at the given times before
 // the event, the last one is the profile's.
-func previousFixture(t *testing.T, changes map[time.Duration]string) (*noticeFixture, *userstate.Memory) {
+func previousFixture(t *testing.T, changes map[time.Duration]string) (*noticeFixture, *statedb.Memory) {
 	t.Helper()
 	f := newNoticeFixture()
-	states := userstate.NewMemory()
+	states := statedb.NewMemory()
 	f.a.States, f.a.Subjects, f.a.NoticePreviousWithin = states, audit.SubjectHasher{Key: []byte("k")}, 30*day
 	last := time.Duration(1 << 62)
 	for before, addr := range changes {
@@ -36,7 +37,7 @@ func previousFixture(t *testing.T, changes map[time.Duration]string) (*noticeFix
 }
 
 // setEmail applies an address change at t to the user's state.
-func (f *noticeFixture) setEmail(t *testing.T, states userstate.States, at time.Time, addr string) userstate.Decision {
+func (f *noticeFixture) setEmail(t *testing.T, states statedb.States, at time.Time, addr string) userstate.Decision {
 	t.Helper()
 	sub := userstate.Subject{Hash: f.a.Subjects.Hash(noticeIssuer, noticeUser), Issuer: noticeIssuer, UserID: noticeUser}
 	key := "email@" + at.String()

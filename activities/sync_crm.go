@@ -9,6 +9,7 @@ import (
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/reaction"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // SyncCRM brings the CRM contact to the user's current state — never to one
@@ -23,7 +24,7 @@ func (a *Activities) SyncCRM(ctx context.Context, in reaction.SyncInput) (reacti
 		return skipped("crm not configured"), nil
 	}
 	snap, err := a.States.Get(ctx, in.SubjectHash)
-	if errors.Is(err, userstate.ErrNotFound) {
+	if errors.Is(err, statedb.ErrNotFound) {
 		return skipped("no state for this user"), nil
 	}
 	if err != nil {

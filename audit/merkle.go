@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // The Merkle tree over chain heads follows RFC 6962 (Certificate
@@ -92,8 +94,8 @@ func path(m int, leaves [][]byte) [][]byte {
 	return append(path(m-k, leaves[k:]), treeHash(leaves[:k]))
 }
 
-// prove builds the proof of leaves[index] (leaves sorted by chain).
-func prove(leaves []Leaf, index int) Proof {
+// Prove builds the proof of leaves[index] (leaves sorted by chain).
+func Prove(leaves []Leaf, index int) Proof {
 	p := Proof{Index: index, Size: len(leaves)}
 	for _, h := range path(index, leafHashes(leaves)) {
 		p.Path = append(p.Path, hex.EncodeToString(h))
@@ -145,4 +147,8 @@ func VerifyProof(leaf Leaf, p Proof, root string) bool {
 	}
 	got, err := rootFromPath(leaf.hash(), p.Index, p.Size, hs)
 	return err == nil && hex.EncodeToString(got) == root
+}
+
+func SortLeaves(l []Leaf) {
+	slices.SortFunc(l, func(a, b Leaf) int { return strings.Compare(a.Chain, b.Chain) })
 }

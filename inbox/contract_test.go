@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/internal/testenv"
@@ -414,7 +415,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 // completed writes an event's completed audit row, as a finished reaction does.
 func completed(t *testing.T, db *sqlx.DB, key string) {
 	t.Helper()
-	if _, err := audit.NewPostgres(db).Append(context.Background(), audit.Record{EventKey: key, EventType: "t", SubjectHash: "h",
+	if _, err := auditdb.NewStore(db).Append(context.Background(), audit.Record{EventKey: key, EventType: "t", SubjectHash: "h",
 		Step: "n/completed", Outcome: "done"}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 )
 
 // A purged user's audit — the purge's own rows included, whose cutoff is the
@@ -34,7 +35,7 @@ func TestPurgedUserAuditVerifiesWithoutPersonalData(t *testing.T) {
 	}
 	anchor := cp.Anchor()
 	// A verifier that holds only the subject hash and the published checkpoint.
-	res, err := audit.NewPostgres(s.DB).VerifyChain(ctx, audit.UserChain(hash), audit.VerifyOptions{Expect: &anchor})
+	res, err := auditdb.NewStore(s.DB).VerifyChain(ctx, audit.UserChain(hash), audit.VerifyOptions{Expect: &anchor})
 	if err != nil || res.Sealed == nil || res.Rows < 4 || !audit.VerifyProof(*res.Sealed, *res.Proof, cp.Root) {
 		t.Fatalf("purged user's chain: %+v %v", res, err)
 	}

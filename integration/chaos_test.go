@@ -38,6 +38,7 @@ import (
 	"github.com/setflow/setflow/sessions"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -906,7 +907,7 @@ func checkChaosOutcome(t *testing.T, s *stack, c client.Client, events []chaosEv
 	}
 	appliedWrites := len(crmStandIn.applied)
 	crmStandIn.mu.Unlock()
-	states := userstate.NewStore(s.DB)
+	states := statedb.NewStore(s.DB)
 	syncedUsers := 0
 	for _, e := range events {
 		ws := writes[e.user]

@@ -13,7 +13,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/setflow/setflow/audit"
-	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
@@ -45,7 +45,7 @@ func TestBlastRadiusGuardStorm(t *testing.T) {
 	cfg := s.workerConfig()
 	cfg.Reactions.GuardLimit, cfg.Reactions.GuardWindow = limit, time.Hour
 	acts := s.activitiesWith(cfg)
-	g, ok := acts.Guard.(*guard.Postgres)
+	g, ok := acts.Guard.(*guarddb.Store)
 	if !ok {
 		t.Fatalf("guard %T", acts.Guard)
 	}

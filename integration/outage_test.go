@@ -57,7 +57,7 @@ import (
 	"go.temporal.io/sdk/client"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -68,6 +68,7 @@ import (
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -125,7 +126,7 @@ func TestOutagesUnderLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, DB: db, DBURL: dbURL, Key: key, Inbox: inbox.NewPostgres(db), Audit: audit.NewPostgres(db), log: testLogger()}
+	s := &stack{t: t, DB: db, DBURL: dbURL, Key: key, Inbox: inbox.NewPostgres(db), Audit: auditdb.NewStore(db), log: testLogger()}
 
 	bin := buildSetflow(t)
 	logf("setflow built (%s)", bin)
@@ -1071,7 +1072,7 @@ func outageEvents(t *testing.T, s *stack, n int) []chaosEvent {
 		}
 		events[i] = e
 	}
-	states := userstate.NewStore(s.DB)
+	states := statedb.NewStore(s.DB)
 	seedTime := now.Add(-24 * time.Hour).UTC().Truncate(time.Microsecond)
 	g, ctx := errgroup.WithContext(context.Background())
 	g.SetLimit(16)
@@ -1467,7 +1468,7 @@ func checkOutageOutcome(t *testing.T, s *stack, c client.Client, accepted, prepa
 	}
 	appliedWrites := len(crmSrv.applied)
 	crmSrv.mu.Unlock()
-	states := userstate.NewStore(s.DB)
+	states := statedb.NewStore(s.DB)
 	syncedUsers := 0
 	for _, e := range keys {
 		ws := writes[e.user]

@@ -31,6 +31,7 @@ import (
 	"github.com/setflow/setflow/secevent"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // No user id, email, phone number or nickname where operators look: a user's
@@ -134,7 +135,7 @@ events:
 	// The user's profile, as a day-old change applied by the stream.
 	c := userstate.Change{Time: time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Microsecond), Now: time.Now(),
 		Fields: map[userstate.Field]string{userstate.Email: email, userstate.Nickname: nick, userstate.Phone: phone}}
-	if _, err := userstate.NewStore(s.DB).Apply(context.Background(), subjectOf(user), "seed:pii", func(st userstate.State) (userstate.State, userstate.Decision) {
+	if _, err := statedb.NewStore(s.DB).Apply(context.Background(), subjectOf(user), "seed:pii", func(st userstate.State) (userstate.State, userstate.Decision) {
 		return userstate.Apply(st, c)
 	}); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ import (
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -621,9 +622,9 @@ func subjectOf(userID string) userstate.Subject {
 }
 
 // state returns a user's stored state.
-func (s *stack) state(userID string) userstate.Snapshot {
+func (s *stack) state(userID string) statedb.Snapshot {
 	s.t.Helper()
-	snap, err := userstate.NewStore(s.DB).Get(context.Background(), subjects.Hash(testIssuer, userID))
+	snap, err := statedb.NewStore(s.DB).Get(context.Background(), subjects.Hash(testIssuer, userID))
 	if err != nil {
 		s.t.Fatalf("state of %s: %v", userID, err)
 	}
@@ -714,7 +715,7 @@ func (s *stack) seedProfile(userID, email, nickname string) {
 	sub := subjectOf(userID)
 	c := userstate.Change{Time: time.Now().Add(-24 * time.Hour).UTC().Truncate(time.Microsecond), Now: time.Now(),
 		Fields: map[userstate.Field]string{userstate.Email: email, userstate.Nickname: nickname}}
-	if _, err := userstate.NewStore(s.DB).Apply(context.Background(), sub, "seed:"+userID, func(st userstate.State) (userstate.State, userstate.Decision) {
+	if _, err := statedb.NewStore(s.DB).Apply(context.Background(), sub, "seed:"+userID, func(st userstate.State) (userstate.State, userstate.Decision) {
 		return userstate.Apply(st, c)
 	}); err != nil {
 		s.t.Fatal(err)

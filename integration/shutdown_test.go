@@ -29,6 +29,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/testenv"
@@ -682,7 +683,7 @@ func (e *sdEnv) pendingSync(t *testing.T, c client.Client, id string) *sdPending
 // waitAudit waits for an audit row of key whose step starts with prefix.
 func (e *sdEnv) waitAudit(t *testing.T, key, prefix string) {
 	t.Helper()
-	store := audit.NewPostgres(e.db)
+	store := auditdb.NewStore(e.db)
 	// Generous: on a loaded machine the next worker's first task can take a
 	// while; that the step was not retried is checked by the calls it made.
 	sdEventually(t, 90*time.Second, "audit "+prefix+"… of "+key, func() bool {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -41,7 +42,7 @@ type stack struct {
 	Key      *simulator.Key
 	Ingress  *httptest.Server
 	Inbox    *inbox.Postgres
-	Audit    *audit.Postgres
+	Audit    *auditdb.Store
 	Temporal client.Client // nil until connected
 	relayCtx context.Context
 	stop     context.CancelFunc
@@ -84,7 +85,7 @@ func newStack(t testing.TB) *stack {
 	t.Cleanup(ts.Close)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &stack{t: t, DB: db, DBURL: url, Key: key, Ingress: ts, Inbox: in, Audit: audit.NewPostgres(db),
+	return &stack{t: t, DB: db, DBURL: url, Key: key, Ingress: ts, Inbox: in, Audit: auditdb.NewStore(db),
 		relayCtx: ctx, stop: cancel, log: log}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/simulator"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -89,9 +90,9 @@ func (s *streamStack) channel(user, resource, ev string, at time.Time) string {
 }
 
 // state reads a user's stored state.
-func (s *streamStack) state(user string) userstate.Snapshot {
+func (s *streamStack) state(user string) statedb.Snapshot {
 	s.t.Helper()
-	snap, err := userstate.NewStore(s.DB).Get(context.Background(), subjects.Hash(testIssuer, user))
+	snap, err := statedb.NewStore(s.DB).Get(context.Background(), subjects.Hash(testIssuer, user))
 	if err != nil {
 		s.t.Fatalf("state of %s: %v", user, err)
 	}

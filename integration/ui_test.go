@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/testsuite"
 
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/internal/temporalsetup"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/secevent"
@@ -53,7 +54,7 @@ func TestTemporalUIShowsSetflowWorkflows(t *testing.T) {
 	s := newStack(t)
 	s.startRelay(hostPort)
 	acts := s.activities()
-	acts.Guard = guard.NewPostgres(s.DB, guard.Limit{Max: 2, Window: time.Hour})
+	acts.Guard = guarddb.NewStore(s.DB, guard.Limit{Max: 2, Window: time.Hour})
 	s.startWorkerWith(srv.Client(), acts)
 	var keys []string
 	deliver := func(i int) {

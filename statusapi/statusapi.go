@@ -25,6 +25,7 @@ import (
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // Paths served.
@@ -33,9 +34,9 @@ const (
 	PathAccounts = "/v1/accounts/"
 )
 
-// States reads the per-user state (userstate.Store).
+// States reads the per-user state (statedb.Store).
 type States interface {
-	Get(ctx context.Context, hash string) (userstate.Snapshot, error)
+	Get(ctx context.Context, hash string) (statedb.Snapshot, error)
 }
 
 // Server answers status requests.
@@ -208,7 +209,7 @@ func (s *Server) subject(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) lookup(ctx context.Context, issuer, userID string) (Subject, error) {
 	snap, err := s.States.Get(ctx, s.Subjects.Hash(issuer, userID))
-	if errors.Is(err, userstate.ErrNotFound) {
+	if errors.Is(err, statedb.ErrNotFound) {
 		return View(issuer, userID, userstate.State{}, false), nil
 	}
 	if err != nil {

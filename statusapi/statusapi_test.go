@@ -12,6 +12,7 @@ import (
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 const iss = "https://kauth.kakao.com"
@@ -37,7 +38,7 @@ func get(t *testing.T, h http.Handler, path, token string, into any) int {
 // through the service's mapping table; unknown users are known=false.
 func TestStatusFromThePerUserState(t *testing.T) {
 	db, _ := testenv.Database(t)
-	store := userstate.NewStore(db)
+	store := statedb.NewStore(db)
 	hasher := audit.SubjectHasher{Key: []byte("k")}
 	ctx := context.Background()
 	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -60,7 +61,7 @@ func TestStatusFromThePerUserState(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reader, err := userstate.NewReader(ctx, db)
+	reader, err := statedb.NewReader(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}

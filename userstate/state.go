@@ -2,7 +2,8 @@
 // changes, decided by event time (shared/spec/user-state.md). state.go is
 // pure — no I/O, no clock — so that it is unit-tested exhaustively and the
 // per-user stream can apply a user's events one at a time in any delivery
-// order and reach the same state. postgres.go stores it.
+// order and reach the same state. Package statedb stores it; this package
+// links no database code, so the workflows that use its types do not either.
 //
 // Every part of the state is a register that keeps its value and the event
 // time that set it. A change applies only when it is later than the part's

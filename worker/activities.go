@@ -11,9 +11,11 @@ import (
 
 	"github.com/setflow/setflow/activities"
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/identity"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/kakaoapi"
@@ -25,6 +27,7 @@ import (
 	"github.com/setflow/setflow/sideeffects"
 	"github.com/setflow/setflow/talk"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // NewActivities builds the worker's activities and every back end they call
@@ -54,14 +57,14 @@ func NewActivities(ctx context.Context, cfg config.Worker, db *sqlx.DB, log *slo
 	key := cfg.AuditKey.Bytes(log)
 	acts = &activities.Activities{
 		Sessions: revoker,
-		Audit:    audit.NewPostgres(db),
+		Audit:    auditdb.NewStore(db),
 		Talk:     talk.NewPostgres(db),
-		Guard:    guard.NewPostgres(db, guard.Limit{Max: r.GuardLimit, Window: r.GuardWindow}),
+		Guard:    guarddb.NewStore(db, guard.Limit{Max: r.GuardLimit, Window: r.GuardWindow}),
 		Backends: activities.Backends{
 			Parking:              inbox.NewPostgres(db),
 			SideEffects:          sideeffects.NewPostgres(db),
 			Profiles:             profile.NewStore(db),
-			States:               userstate.NewStore(db),
+			States:               statedb.NewStore(db),
 			TimeBounds:           userstate.Bounds{Past: r.EventTimePast, Future: r.EventTimeFuture},
 			StepRetryFor:         r.StepRetryFor,
 			Policy:               pol,

@@ -14,7 +14,7 @@ import (
 	"github.com/setflow/setflow/audit"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/statusapi"
-	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/worker"
 )
 
@@ -35,7 +35,7 @@ func startAdmin(ctx context.Context, log *slog.Logger, db *sqlx.DB, adm config.A
 	if err != nil {
 		return err
 	}
-	states, err := userstate.NewReader(ctx, db)
+	states, err := statedb.NewReader(ctx, db)
 	if err != nil {
 		return err
 	}

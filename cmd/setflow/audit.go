@@ -10,6 +10,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 )
 
@@ -42,7 +43,7 @@ func runAudit(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	pg := audit.NewPostgres(db)
+	pg := auditdb.NewStore(db)
 	switch sub {
 	case "verify":
 		return auditVerify(ctx, pg, o, c.key)
@@ -93,7 +94,7 @@ func registerAuditFlags(c *common) *auditOptions {
 
 // auditVerify is `setflow audit verify`: every chain, or with -user or
 // -subject one chain and its checkpoint proof.
-func auditVerify(ctx context.Context, pg *audit.Postgres, o *auditOptions, key config.AuditKey) error {
+func auditVerify(ctx context.Context, pg *auditdb.Store, o *auditOptions, key config.AuditKey) error {
 	var opts audit.VerifyOptions
 	var err error
 	if opts.From, err = audit.ParseAnchor(o.from); err != nil {
@@ -133,7 +134,7 @@ func auditVerify(ctx context.Context, pg *audit.Postgres, o *auditOptions, key c
 }
 
 // auditCheckpoint is `setflow audit checkpoint`: seal the chain heads now.
-func auditCheckpoint(ctx context.Context, pg *audit.Postgres) error {
+func auditCheckpoint(ctx context.Context, pg *auditdb.Store) error {
 	cp, written, err := pg.Checkpoint(ctx)
 	if err != nil {
 		return err
@@ -148,7 +149,7 @@ func auditCheckpoint(ctx context.Context, pg *audit.Postgres) error {
 }
 
 // verifyChain checks one user's chain and prints its checkpoint proof.
-func verifyChain(ctx context.Context, pg *audit.Postgres, subject string, opts audit.VerifyOptions) error {
+func verifyChain(ctx context.Context, pg *auditdb.Store, subject string, opts audit.VerifyOptions) error {
 	res, err := pg.VerifyChain(ctx, audit.UserChain(subject), opts)
 	if err != nil {
 		return err
@@ -174,7 +175,7 @@ func verifyChain(ctx context.Context, pg *audit.Postgres, subject string, opts a
 // it verifies the rows written before per-user chains (migration 00009) and
 // seals them. A broken old chain fails the upgrade loudly.
 func sealAudit(ctx context.Context, log *slog.Logger, db *sqlx.DB) error {
-	cp, written, err := audit.NewPostgres(db).Seal(ctx)
+	cp, written, err := auditdb.NewStore(db).Seal(ctx)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/internal/testenv"
 )
 
@@ -44,7 +45,7 @@ func TestAuditCheckpointAndVerifyOneUser(t *testing.T) {
 	ctx := context.Background()
 	t.Setenv("SETFLOW_AUDIT_KEY", "test-audit-key")
 	h := audit.SubjectHasher{Key: []byte("test-audit-key")}
-	log := audit.NewPostgres(db)
+	log := auditdb.NewStore(db)
 	for _, user := range []string{"42", "43"} {
 		for _, step := range []string{"a/received", "a/revoke_sessions"} {
 			if _, err := log.Append(ctx, audit.Record{EventKey: "k" + user, SubjectHash: h.Hash("https://kauth.kakao.com", user), Step: step, Outcome: "done"}); err != nil {

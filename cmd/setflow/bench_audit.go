@@ -17,6 +17,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 )
 
 // Targets of issue 16: appends scale with writers and stay close to what the
@@ -26,7 +27,7 @@ const (
 	benchAuditTargetBare  = 0.5 // 32-writer rate ≥ 50% of bare inserts at 32 clients
 )
 
-// runBenchAudit measures audit.Postgres.Append at 1, 8 and 32 concurrent
+// runBenchAudit measures auditdb.Store.Append at 1, 8 and 32 concurrent
 // writers (each its own user, so its own chain) and, in the same run and on
 // the same server, a bare single-row INSERT that commits alone at the
 // largest writer count: the ceiling any audit append could reach.
@@ -41,7 +42,7 @@ func runBenchAudit(ctx context.Context, args []string) error {
 	}
 	defer cleanup()
 	b := &auditBench{opts: o, db: db, run: "bench-audit-" + randomHex(4),
-		log: audit.NewPostgres(db), hasher: audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}}
+		log: auditdb.NewStore(db), hasher: audit.SubjectHasher{Key: []byte("setflow-bench-audit-key")}}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -124,7 +125,7 @@ type auditBench struct {
 	opts   benchAuditOptions
 	db     *sqlx.DB
 	run    string // the event keys' prefix, and the bare rows' hash
-	log    *audit.Postgres
+	log    *auditdb.Store
 	hasher audit.SubjectHasher
 }
 

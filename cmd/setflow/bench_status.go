@@ -17,6 +17,7 @@ import (
 	"github.com/setflow/setflow/internal/pace"
 	"github.com/setflow/setflow/statusapi"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // benchTargetStatusP99 is the status API's latency target: fast enough for
@@ -48,7 +49,7 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	out := os.Stdout
 	fmt.Fprintf(out, "setflow bench status: %s, GOMAXPROCS=%d, %d CPUs, database %s\n", runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), dbName)
 
-	store := userstate.NewStore(db)
+	store := statedb.NewStore(db)
 	hasher := audit.SubjectHasher{Key: []byte(randomHex(16))}
 	run := randomHex(4)
 	start := time.Now()
@@ -62,7 +63,7 @@ func runBenchStatus(ctx context.Context, args []string) error {
 	fmt.Fprintf(out, "seeded %d user states in %s\n", *users, time.Since(start).Round(10*time.Millisecond))
 
 	token := randomHex(16)
-	reader, err := userstate.NewReader(ctx, db)
+	reader, err := statedb.NewReader(ctx, db)
 	if err != nil {
 		return err
 	}
@@ -97,7 +98,7 @@ func runBenchStatus(ctx context.Context, args []string) error {
 
 // seedUserStates gives n users (ids prefix0…) a linked, locked state, on 8
 // connections, and returns their ids.
-func seedUserStates(ctx context.Context, store *userstate.Store, hasher audit.SubjectHasher, prefix string, n int) ([]string, error) {
+func seedUserStates(ctx context.Context, store *statedb.Store, hasher audit.SubjectHasher, prefix string, n int) ([]string, error) {
 	yes := true
 	seeded := make([]string, n)
 	var wg sync.WaitGroup

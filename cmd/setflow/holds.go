@@ -18,6 +18,7 @@ import (
 
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/workflows"
 )
 
@@ -45,7 +46,7 @@ func runHolds(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	g := guard.NewPostgres(db, guard.Limit{})
+	g := guarddb.NewStore(db, guard.Limit{})
 	switch sub {
 	case "list":
 		return listHolds(ctx, g, o)

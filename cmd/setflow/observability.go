@@ -6,6 +6,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/metrics"
 )
@@ -15,7 +16,7 @@ func init() { metrics.SetBuildInfo(buildVersion()) }
 // heldCount feeds the setflow_held gauge: the events the blast-radius guard
 // (package guard) holds for an operator's decision.
 var heldCount = func(ctx context.Context, db *sqlx.DB) (int64, error) {
-	n, err := guard.NewPostgres(db, guard.Limit{}).Pending(ctx)
+	n, err := guarddb.NewStore(db, guard.Limit{}).Pending(ctx)
 	return int64(n), err
 }
 

@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/workflows"
 )
@@ -142,7 +143,7 @@ func showEvent(ctx context.Context, db *sqlx.DB, store inbox.Store, key string, 
 	if e.LastError != "" {
 		fmt.Printf("last error: %s\n", e.LastError)
 	}
-	recs, err := audit.NewPostgres(db).ForEvent(ctx, key)
+	recs, err := auditdb.NewStore(db).ForEvent(ctx, key)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
@@ -16,7 +17,7 @@ import (
 // without -issuer it tries the issuer of the `setflow dev` running on this
 // machine, then Kakao's, and says which one matched — or, when none did,
 // which it tried.
-func auditUser(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) error {
+func auditUser(ctx context.Context, log *auditdb.Store, userID, issuer string, limit int) error {
 	m, err := findSubject(ctx, log, userID, issuer, limit)
 	if err != nil {
 		return err
@@ -38,7 +39,7 @@ type subjectMatch struct {
 	tried        []string
 }
 
-func findSubject(ctx context.Context, log *audit.Postgres, userID, issuer string, limit int) (subjectMatch, error) {
+func findSubject(ctx context.Context, log *auditdb.Store, userID, issuer string, limit int) (subjectMatch, error) {
 	hasher := audit.SubjectHasher{Key: config.AuditKeyFromEnv().OrDev()}
 	candidates := []string{issuer}
 	if issuer == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
@@ -133,7 +134,7 @@ func TestAuditUserFindsTheDevIssuer(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
 	t.Setenv("HOME", t.TempDir())
 	t.Setenv("SETFLOW_AUDIT_KEY", "")
-	log := audit.NewPostgres(db)
+	log := auditdb.NewStore(db)
 	hash := audit.SubjectHasher{Key: []byte(config.DevAuditKey)}.Hash(devIssuer, "777")
 	if _, err := log.Append(context.Background(), audit.Record{EventKey: "set:1", SubjectHash: hash, Step: "account-disabled/received", Outcome: "received"}); err != nil {
 		t.Fatal(err)

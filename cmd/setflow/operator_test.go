@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/internal/testenv"
 )
 
@@ -23,7 +24,7 @@ func TestParseInterspersedTakesFlagsAfterPositionals(t *testing.T) {
 func TestAuditVerifyCommandFailsOnTamperedChain(t *testing.T) {
 	db, url := testenv.Database(t)
 	ctx := context.Background()
-	log := audit.NewPostgres(db)
+	log := auditdb.NewStore(db)
 	for _, step := range []string{"a/received", "a/revoke_sessions"} {
 		if _, err := log.Append(ctx, audit.Record{EventKey: "k", Step: step, Outcome: "done"}); err != nil {
 			t.Fatal(err)

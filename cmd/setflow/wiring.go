@@ -15,6 +15,7 @@ import (
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -119,7 +120,7 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	}
 	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake, Retention: retention,
 		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: key.Bytes(log)}}
-	go audit.NewPostgres(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
+	go auditdb.NewStore(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
 	log.Info("relay running", "temporal", topts.HostPort)
 	// The client is closed (deferred above) only after Run returned, that is
 	// after the claimed batch was delivered and recorded.

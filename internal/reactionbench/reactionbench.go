@@ -27,6 +27,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/config"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/ingress"
@@ -541,7 +542,7 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 	// account-disabled (received, revoke, lock, notice, completed), 4 per
 	// credential-change, and every session revoked.
 	var rows, revoked int
-	pr, err := audit.NewPostgres(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
+	pr, err := auditdb.NewStore(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
 	if err != nil {
 		return res, err
 	}
@@ -565,7 +566,7 @@ func (s *Setflow) Run(ctx context.Context, n int, prefix string) (Result, error)
 func (s *Setflow) waitAudited(ctx context.Context, prefix string, n int) error {
 	lastDone, lastProgress := -1, time.Now()
 	for {
-		c, err := audit.NewPostgres(s.db).ProgressOf(ctx, prefix)
+		c, err := auditdb.NewStore(s.db).ProgressOf(ctx, prefix)
 		if err != nil {
 			return fmt.Errorf("count completed reactions: %w", err)
 		}
@@ -595,7 +596,7 @@ func (s *Setflow) waitAudited(ctx context.Context, prefix string, n int) error {
 func (s *Setflow) describeUnfinished(ctx context.Context, prefix string) string {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	hash, ok, err := audit.NewPostgres(s.db).Unfinished(cctx, prefix)
+	hash, ok, err := auditdb.NewStore(s.db).Unfinished(cctx, prefix)
 	if err != nil {
 		return err.Error()
 	}

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/pace"
 	"github.com/setflow/setflow/simulator"
@@ -210,7 +210,7 @@ func (s *Setflow) waitRevoked(ctx context.Context, prefix string, n int) error {
 			lastDone, lastProgress = revoked, time.Now()
 		} else if time.Since(lastProgress) > 10*time.Second {
 			lastProgress = time.Now()
-			pr, err := audit.NewPostgres(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
+			pr, err := auditdb.NewStore(s.db).ProgressOf(ctx, ingress.SETKey(prefix))
 			if err != nil {
 				return err
 			}

@@ -1,4 +1,4 @@
-package userstate
+package statedb
 
 import (
 	"context"

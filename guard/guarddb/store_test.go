@@ -1,4 +1,4 @@
-package guard_test
+package guarddb_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/setflow/setflow/guard"
+	"github.com/setflow/setflow/guard/guarddb"
 	"github.com/setflow/setflow/internal/testenv"
 )
 
@@ -22,7 +23,7 @@ func req(i int, steps ...string) guard.Request {
 func TestGuardHoldsPastTheLimitAndUntilOperatorsDecide(t *testing.T) {
 	db, _ := testenv.Database(t)
 	ctx := context.Background()
-	g := guard.NewPostgres(db, guard.Limit{Max: 4, Window: time.Minute})
+	g := guarddb.NewStore(db, guard.Limit{Max: 4, Window: time.Minute})
 
 	// Two events of two destructive steps each fill the window.
 	for i := range 2 {
@@ -40,7 +41,7 @@ func TestGuardHoldsPastTheLimitAndUntilOperatorsDecide(t *testing.T) {
 		t.Fatalf("over the limit: %+v %v, want held with a reason", v, err)
 	}
 	// Once tripped, the guard holds even what would fit.
-	g2 := guard.NewPostgres(db, guard.Limit{Max: 1000, Window: time.Minute})
+	g2 := guarddb.NewStore(db, guard.Limit{Max: 1000, Window: time.Minute})
 	if v, _ := g2.Admit(ctx, req(3)); v.Decision != guard.Held {
 		t.Fatalf("while a hold is undecided: %+v, want held", v)
 	}
@@ -85,13 +86,13 @@ func TestGuardHoldsPastTheLimitAndUntilOperatorsDecide(t *testing.T) {
 func TestGuardWindowSlidesAndOffAdmitsAll(t *testing.T) {
 	db, _ := testenv.Database(t)
 	ctx := context.Background()
-	off := guard.NewPostgres(db, guard.Limit{})
+	off := guarddb.NewStore(db, guard.Limit{})
 	for i := range 50 {
 		if v, err := off.Admit(ctx, req(i)); err != nil || v.Decision != guard.Admitted {
 			t.Fatalf("guard off: %+v %v", v, err)
 		}
 	}
-	g := guard.NewPostgres(db, guard.Limit{Max: 3, Window: 200 * time.Millisecond})
+	g := guarddb.NewStore(db, guard.Limit{Max: 3, Window: 200 * time.Millisecond})
 	for i := 100; i < 103; i++ {
 		if v, _ := g.Admit(ctx, req(i)); v.Decision != guard.Admitted {
 			t.Fatalf("within limit: %+v", v)
@@ -107,7 +108,7 @@ func TestGuardWindowSlidesAndOffAdmitsAll(t *testing.T) {
 func TestGuardConcurrentAdmissions(t *testing.T) {
 	db, _ := testenv.Database(t)
 	ctx := context.Background()
-	g := guard.NewPostgres(db, guard.Limit{Max: 10000, Window: time.Minute})
+	g := guarddb.NewStore(db, guard.Limit{Max: 10000, Window: time.Minute})
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
 	for i := range 64 {

@@ -1,4 +1,4 @@
-package userstate_test
+package statedb_test
 
 import (
 	"context"
@@ -11,17 +11,18 @@ import (
 
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/userstate"
+	"github.com/setflow/setflow/userstate/statedb"
 )
 
 // Every States implementation must pass the same contract.
 func TestMemoryContract(t *testing.T) {
-	runContract(t, func(t *testing.T) userstate.States { return userstate.NewMemory() })
+	runContract(t, func(t *testing.T) statedb.States { return statedb.NewMemory() })
 }
 
 func TestStoreContract(t *testing.T) {
-	runContract(t, func(t *testing.T) userstate.States {
+	runContract(t, func(t *testing.T) statedb.States {
 		db, _ := testenv.Database(t)
-		return userstate.NewStore(db)
+		return statedb.NewStore(db)
 	})
 }
 
@@ -29,14 +30,14 @@ func TestStoreContract(t *testing.T) {
 func TestReaderReadsTheStoresSnapshot(t *testing.T) {
 	ctx := context.Background()
 	db, _ := testenv.Database(t)
-	st := userstate.NewStore(db)
-	r, err := userstate.NewReader(ctx, db)
+	st := statedb.NewStore(db)
+	r, err := statedb.NewReader(ctx, db)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	sub := userstate.Subject{Hash: "h", Issuer: "iss", UserID: "u"}
-	if _, err := r.Get(ctx, sub.Hash); !errors.Is(err, userstate.ErrNotFound) {
+	if _, err := r.Get(ctx, sub.Hash); !errors.Is(err, statedb.ErrNotFound) {
 		t.Fatalf("reader before any event: %v, want ErrNotFound", err)
 	}
 	if _, err := st.Apply(ctx, sub, "k", lockAt(t0)); err != nil {
@@ -62,7 +63,7 @@ func TestStoreLockedWritesInItsTransaction(t *testing.T) {
 	ctx := context.Background()
 	db, _ := testenv.Database(t)
 	db.MustExec(`CREATE TABLE service_users (id text PRIMARY KEY, locked boolean NOT NULL)`)
-	st := userstate.NewStore(db)
+	st := statedb.NewStore(db)
 	sub := userstate.Subject{Hash: "h-locked", Issuer: "iss", UserID: "u"}
 	if _, err := st.Apply(ctx, sub, "k", lockAt(t0)); err != nil {
 		t.Fatal(err)
@@ -91,7 +92,7 @@ func TestStoreLockedWritesInItsTransaction(t *testing.T) {
 func TestStoreDeleteUsers(t *testing.T) {
 	ctx := context.Background()
 	db, _ := testenv.Database(t)
-	st := userstate.NewStore(db)
+	st := statedb.NewStore(db)
 	for _, id := range []string{"bench-1-a", "bench-1-b", "bench-10-a", "user"} {
 		if _, err := st.Apply(ctx, userstate.Subject{Hash: "h-" + id, Issuer: "iss", UserID: id}, "k", lockAt(t0)); err != nil {
 			t.Fatal(err)
@@ -121,12 +122,12 @@ func lockAt(at time.Time) func(userstate.State) (userstate.State, userstate.Deci
 	}
 }
 
-func runContract(t *testing.T, newStates func(t *testing.T) userstate.States) {
+func runContract(t *testing.T, newStates func(t *testing.T) statedb.States) {
 	ctx := context.Background()
 	sub := userstate.Subject{Hash: "h-701", Issuer: "https://kauth.kakao.com", UserID: "701"}
 	t.Run("each key applies once", func(t *testing.T) {
 		st := newStates(t)
-		if _, err := st.Get(ctx, sub.Hash); !errors.Is(err, userstate.ErrNotFound) {
+		if _, err := st.Get(ctx, sub.Hash); !errors.Is(err, statedb.ErrNotFound) {
 			t.Fatalf("Get before any event: %v, want ErrNotFound", err)
 		}
 		res, err := st.Apply(ctx, sub, "set:1", lockAt(t0))
@@ -224,7 +225,7 @@ func runContract(t *testing.T, newStates func(t *testing.T) userstate.States) {
 			t.Error("ran for a user with no state")
 			return nil
 		})
-		if !errors.Is(err, userstate.ErrNotFound) {
+		if !errors.Is(err, statedb.ErrNotFound) {
 			t.Fatalf("Locked before any event: %v, want ErrNotFound", err)
 		}
 		if _, err := st.Apply(ctx, sub, "set:1", lockAt(t0)); err != nil {

@@ -1,4 +1,9 @@
-package userstate
+// Package statedb stores the per-user state of package userstate: Store in
+// PostgreSQL (it owns the SQL of setflow_user_state and setflow_user_events
+// and projects each new state into the service's profile table), Memory for
+// unit tests, and Reader for the status API's lookups. Both stores pass one
+// contract (contract_test.go).
+package statedb
 
 import (
 	"context"
@@ -8,6 +13,8 @@ import (
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/userstate"
 )
 
 // States is the per-user state store: Store (PostgreSQL) and Memory pass
@@ -16,7 +23,7 @@ type States interface {
 	// Apply runs fn on the user's state, once per key and one at a time per
 	// user: a key applied before returns its stored decision (Repeat)
 	// without running fn. Users never wait for one another.
-	Apply(ctx context.Context, sub Subject, key string, fn func(State) (State, Decision)) (Result, error)
+	Apply(ctx context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (Result, error)
 	// Get returns the user's state, ErrNotFound for a user with none.
 	Get(ctx context.Context, hash string) (Snapshot, error)
 	// MarkSynced records that the CRM holds version (never moving the mark
@@ -26,14 +33,14 @@ type States interface {
 	// lock, one at a time per user and serialised with Apply; q executes in
 	// the lock's transaction (nil for Memory), so what fn writes through it
 	// commits with the lock's release. ErrNotFound for a user with no state.
-	Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error
+	Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s userstate.State) error) error
 }
 
 // crmVersionAfter is the CRM's sync mark after an apply moved the state
 // from cur to next: a change that leaves the desired CRM contact as it was
 // keeps a CRM that was in sync in sync (crmVersion >= version means "nothing
 // to send"). The Store computes the same in its UPDATE.
-func crmVersionAfter(crmVersion int64, cur, next State) int64 {
+func crmVersionAfter(crmVersion int64, cur, next userstate.State) int64 {
 	if crmVersion >= cur.Version && next.Contact() == cur.Contact() {
 		return next.Version
 	}
@@ -66,22 +73,22 @@ func readSnapshot(hash string, get func(dest any) error) (Snapshot, error) {
 	if err != nil {
 		return Snapshot{}, err
 	}
-	return Snapshot{Subject: Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, State: st, CRMVersion: row.CRMVersion}, nil
+	return Snapshot{Subject: userstate.Subject{Hash: hash, Issuer: row.Issuer, UserID: row.UserID}, State: st, CRMVersion: row.CRMVersion}, nil
 }
 
 // decodeState reads a state as the stores keep it (JSON).
-func decodeState(raw []byte) (State, error) {
-	var s State
+func decodeState(raw []byte) (userstate.State, error) {
+	var s userstate.State
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return State{}, fmt.Errorf("userstate: stored state: %w", err)
+		return userstate.State{}, fmt.Errorf("userstate: stored state: %w", err)
 	}
 	return s, nil
 }
 
 // repeated is the result of a key applied before: its stored decision on the
 // current state.
-func repeated(cur State, storedDecision []byte) (Result, error) {
-	var d Decision
+func repeated(cur userstate.State, storedDecision []byte) (Result, error) {
+	var d userstate.Decision
 	if err := json.Unmarshal(storedDecision, &d); err != nil {
 		return Result{}, fmt.Errorf("userstate: stored decision: %w", err)
 	}
@@ -89,7 +96,7 @@ func repeated(cur State, storedDecision []byte) (Result, error) {
 }
 
 // encodeApplied encodes an apply's new state and decision as stored.
-func encodeApplied(next State, d Decision) (stateJSON, decisionJSON []byte, err error) {
+func encodeApplied(next userstate.State, d userstate.Decision) (stateJSON, decisionJSON []byte, err error) {
 	if stateJSON, err = json.Marshal(next); err != nil {
 		return nil, nil, err
 	}

@@ -1,10 +1,11 @@
-package audit_test
+package auditdb_test
 
 import (
 	"context"
 	"testing"
 
 	"github.com/setflow/setflow/audit"
+	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/internal/testenv"
 )
 
@@ -12,7 +13,7 @@ import (
 func TestProgressUnfinishedAndDeleteEvents(t *testing.T) {
 	ctx := context.Background()
 	db, _ := testenv.Database(t)
-	log := audit.NewPostgres(db)
+	log := auditdb.NewStore(db)
 	for _, r := range []audit.Record{
 		{EventKey: "b1:done", SubjectHash: "h1", Step: "account-disabled/received", Outcome: "done"},
 		{EventKey: "b1:done", SubjectHash: "h1", Step: "account-disabled/completed", Outcome: "done"},

@@ -1,10 +1,12 @@
-package userstate
+package statedb
 
 import (
 	"context"
 	"sync"
 
 	"github.com/jmoiron/sqlx"
+
+	"github.com/setflow/setflow/userstate"
 )
 
 // Memory is an in-process States for unit tests: not durable, and it
@@ -18,7 +20,7 @@ type Memory struct {
 }
 
 type memUser struct {
-	subject    Subject
+	subject    userstate.Subject
 	state      []byte
 	crmVersion int64
 	decisions  map[string][]byte
@@ -28,7 +30,7 @@ type memUser struct {
 func NewMemory() *Memory { return &Memory{users: map[string]*memUser{}} }
 
 // Apply runs fn under the store's lock, once per key.
-func (m *Memory) Apply(_ context.Context, sub Subject, key string, fn func(State) (State, Decision)) (Result, error) {
+func (m *Memory) Apply(_ context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (Result, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := m.users[sub.Hash]
@@ -80,7 +82,7 @@ func (m *Memory) MarkSynced(_ context.Context, hash string, version int64) error
 
 // Locked runs fn with the user's state while holding the store's lock (so
 // fn must not call the store); q is nil: Memory has no transaction.
-func (m *Memory) Locked(_ context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error {
+func (m *Memory) Locked(_ context.Context, hash string, fn func(q sqlx.ExecerContext, s userstate.State) error) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := m.users[hash]

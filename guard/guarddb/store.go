@@ -1,4 +1,6 @@
-package guard
+// Package guarddb is the blast-radius guard (package guard) on setflow's
+// PostgreSQL database.
+package guarddb
 
 import (
 	"context"
@@ -10,37 +12,41 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+
+	"github.com/setflow/setflow/guard"
 )
 
-// Postgres is the guard on setflow's database (tables setflow_guard_admissions
+// Store is the guard on setflow's database (tables setflow_guard_admissions
 // and setflow_holds). The hot path inserts rows with distinct keys and counts
 // an index range: work for different users never waits on one row or lock.
 // The count is not serialised, so a burst of concurrent admissions can pass
 // the limit by the number of admissions in flight: a guard against storms,
 // not an exact quota.
-type Postgres struct {
+type Store struct {
 	db    *sqlx.DB
-	limit Limit
+	limit guard.Limit
 	now   func() time.Time
 }
 
-// NewPostgres returns the guard with the given limit (Max 0: off, every
+var _ guard.Guard = (*Store)(nil)
+
+// NewStore returns the guard with the given limit (Max 0: off, every
 // event is admitted and nothing is recorded).
-func NewPostgres(db *sqlx.DB, limit Limit) *Postgres {
+func NewStore(db *sqlx.DB, limit guard.Limit) *Store {
 	if limit.Window <= 0 {
 		limit.Window = time.Minute
 	}
-	return &Postgres{db: db, limit: limit, now: time.Now}
+	return &Store{db: db, limit: limit, now: time.Now}
 }
 
 // Limit is the configured rate.
-func (p *Postgres) Limit() Limit { return p.limit }
+func (p *Store) Limit() guard.Limit { return p.limit }
 
-// Admit implements Guard. The common case — an event admitted now, or seen
+// Admit implements guard.Guard. The common case — an event admitted now, or seen
 // before — costs two round trips: one read of everything the decision needs
 // (a hold of this event, an admission of it, a pending hold, the window's
 // count) and the insert of the admission.
-func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
+func (p *Store) Admit(ctx context.Context, req guard.Request) (guard.Verdict, error) {
 	var seen struct {
 		holdRow
 		Admitted bool `db:"admitted"`
@@ -53,13 +59,13 @@ func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
 		(SELECT coalesce(sum(steps), 0) FROM setflow_guard_admissions WHERE admitted_at > $2) AS used
 		FROM (SELECT 1) AS one LEFT JOIN setflow_holds h ON h.event_key = $1`,
 		req.EventKey, p.now().Add(-p.limit.Window)); err != nil {
-		return Verdict{}, fmt.Errorf("guard: %w", err)
+		return guard.Verdict{}, fmt.Errorf("guard: %w", err)
 	}
 	if v, ok := seen.verdict(); ok {
 		return v, nil
 	}
 	if p.limit.Max <= 0 || seen.Admitted {
-		return Verdict{Decision: Admitted}, nil
+		return guard.Verdict{Decision: guard.Admitted}, nil
 	}
 	n := len(req.Steps)
 	if n == 0 {
@@ -75,15 +81,15 @@ func (p *Postgres) Admit(ctx context.Context, req Request) (Verdict, error) {
 	if reason == "" {
 		if _, err := p.db.ExecContext(ctx, `INSERT INTO setflow_guard_admissions (event_key, steps, admitted_at)
 			VALUES ($1, $2, $3) ON CONFLICT (event_key) DO NOTHING`, req.EventKey, n, p.now()); err != nil {
-			return Verdict{}, fmt.Errorf("guard: %w", err)
+			return guard.Verdict{}, fmt.Errorf("guard: %w", err)
 		}
-		return Verdict{Decision: Admitted}, nil
+		return guard.Verdict{Decision: guard.Admitted}, nil
 	}
 	if _, err := p.db.ExecContext(ctx, `INSERT INTO setflow_holds
 		(event_key, subject_hash, event_name, steps, workflow_id, reason, held_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_key) DO NOTHING`,
 		req.EventKey, req.SubjectHash, req.EventName, pq.Array(req.Steps), req.WorkflowID, reason, p.now()); err != nil {
-		return Verdict{}, fmt.Errorf("guard: %w", err)
+		return guard.Verdict{}, fmt.Errorf("guard: %w", err)
 	}
 	// Read back: a concurrent call or an operator may have got there first.
 	v, _, err := p.held(ctx, req.EventKey)
@@ -101,25 +107,25 @@ type holdRow struct {
 
 // verdict is the hold's verdict: held until operators decide, then their
 // decision; false when there is no hold.
-func (h holdRow) verdict() (Verdict, bool) {
+func (h holdRow) verdict() (guard.Verdict, bool) {
 	switch {
 	case !h.Reason.Valid:
-		return Verdict{}, false
+		return guard.Verdict{}, false
 	case !h.Decision.Valid:
-		return Verdict{Decision: Held, Reason: h.Reason.String}, true
+		return guard.Verdict{Decision: guard.Held, Reason: h.Reason.String}, true
 	}
-	return Verdict{Decision: Decision(h.Decision.String), Reason: h.Reason.String, By: h.By.String, Note: h.Note.String}, true
+	return guard.Verdict{Decision: guard.Decision(h.Decision.String), Reason: h.Reason.String, By: h.By.String, Note: h.Note.String}, true
 }
 
 // held returns the hold of an event, if it has one.
-func (p *Postgres) held(ctx context.Context, key string) (Verdict, bool, error) {
+func (p *Store) held(ctx context.Context, key string) (guard.Verdict, bool, error) {
 	var h holdRow
 	err := p.db.GetContext(ctx, &h, `SELECT reason, decision, decided_by, note FROM setflow_holds WHERE event_key = $1`, key)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Verdict{}, false, nil
+		return guard.Verdict{}, false, nil
 	}
 	if err != nil {
-		return Verdict{}, false, fmt.Errorf("guard: %w", err)
+		return guard.Verdict{}, false, fmt.Errorf("guard: %w", err)
 	}
 	v, ok := h.verdict()
 	return v, ok, nil
@@ -127,7 +133,7 @@ func (p *Postgres) held(ctx context.Context, key string) (Verdict, bool, error) 
 
 const holdColumns = `event_key, subject_hash, event_name, steps, workflow_id, reason, held_at, decision, decided_by, decided_at, note`
 
-func where(f Filter) (string, []any) {
+func where(f guard.Filter) (string, []any) {
 	var conds []string
 	var args []any
 	add := func(cond string, v any) {
@@ -155,11 +161,11 @@ func where(f Filter) (string, []any) {
 	return " WHERE " + strings.Join(conds, " AND "), args
 }
 
-func scanHolds(rows *sqlx.Rows) ([]Hold, error) {
+func scanHolds(rows *sqlx.Rows) ([]guard.Hold, error) {
 	defer rows.Close()
-	var out []Hold
+	var out []guard.Hold
 	for rows.Next() {
-		var h Hold
+		var h guard.Hold
 		var steps pq.StringArray
 		if err := rows.Scan(&h.EventKey, &h.SubjectHash, &h.EventName, &steps, &h.WorkflowID, &h.Reason,
 			&h.HeldAt, &h.Decision, &h.DecidedBy, &h.DecidedAt, &h.Note); err != nil {
@@ -171,8 +177,8 @@ func scanHolds(rows *sqlx.Rows) ([]Hold, error) {
 	return out, rows.Err()
 }
 
-// List implements Guard: holds oldest first.
-func (p *Postgres) List(ctx context.Context, f Filter) ([]Hold, error) {
+// List implements guard.Guard: holds oldest first.
+func (p *Store) List(ctx context.Context, f guard.Filter) ([]guard.Hold, error) {
 	w, args := where(f)
 	q := `SELECT ` + holdColumns + ` FROM setflow_holds` + w + ` ORDER BY held_at, event_key`
 	if f.Limit > 0 {
@@ -185,10 +191,10 @@ func (p *Postgres) List(ctx context.Context, f Filter) ([]Hold, error) {
 	return scanHolds(rows)
 }
 
-// Decide implements Guard.
-func (p *Postgres) Decide(ctx context.Context, f Filter, d Decision, by, note string) ([]Hold, error) {
-	if d != Approved && d != Rejected {
-		return nil, ErrBadDecision
+// Decide implements guard.Guard.
+func (p *Store) Decide(ctx context.Context, f guard.Filter, d guard.Decision, by, note string) ([]guard.Hold, error) {
+	if d != guard.Approved && d != guard.Rejected {
+		return nil, guard.ErrBadDecision
 	}
 	if strings.TrimSpace(by) == "" {
 		return nil, errors.New("guard: a decision names who made it")
@@ -213,15 +219,15 @@ func nullIfEmpty(s string) any {
 	return s
 }
 
-// Pending implements Guard.
-func (p *Postgres) Pending(ctx context.Context) (int, error) {
+// Pending implements guard.Guard.
+func (p *Store) Pending(ctx context.Context) (int, error) {
 	var n int
 	err := p.db.GetContext(ctx, &n, `SELECT count(*) FROM setflow_holds WHERE decision IS NULL`)
 	return n, err
 }
 
 // Prune drops admissions older than keep (they only matter within the window).
-func (p *Postgres) Prune(ctx context.Context, keep time.Duration) (int64, error) {
+func (p *Store) Prune(ctx context.Context, keep time.Duration) (int64, error) {
 	if keep < p.limit.Window {
 		keep = p.limit.Window
 	}

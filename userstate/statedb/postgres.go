@@ -1,4 +1,4 @@
-package userstate
+package statedb
 
 import (
 	"context"
@@ -10,20 +10,13 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/userstate"
 )
-
-// Subject names one user: the keyed hash that names its stream, and the
-// issuer and user id that the service's tables and the CRM know it by.
-type Subject struct {
-	Hash   string `json:"hash"`
-	Issuer string `json:"issuer"`
-	UserID string `json:"user_id"`
-}
 
 // Result is what one apply did.
 type Result struct {
-	State    State    `json:"state"`
-	Decision Decision `json:"decision"`
+	State    userstate.State    `json:"state"`
+	Decision userstate.Decision `json:"decision"`
 	// Repeat is true when the key was applied before: Decision is the stored
 	// one and nothing changed now.
 	Repeat bool `json:"repeat,omitempty"`
@@ -43,7 +36,7 @@ var ErrNotFound = errors.New("userstate: no such user")
 // Apply runs fn on the user's state under the user's row lock, once per key:
 // a key applied before returns its stored decision (Repeat) without running
 // fn. Only this user's row is locked; other users never wait.
-func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(State) (State, Decision)) (Result, error) {
+func (s *Store) Apply(ctx context.Context, sub userstate.Subject, key string, fn func(userstate.State) (userstate.State, userstate.Decision)) (Result, error) {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return Result{}, fmt.Errorf("userstate: %w", err)
@@ -100,7 +93,7 @@ func (s *Store) Apply(ctx context.Context, sub Subject, key string, fn func(Stat
 }
 
 // Locked runs fn with the user's state under the user's row lock (States).
-func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s State) error) error {
+func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerContext, s userstate.State) error) error {
 	tx, err := s.db.BeginTxx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("userstate: %w", err)
@@ -121,22 +114,22 @@ func (s *Store) Locked(ctx context.Context, hash string, fn func(q sqlx.ExecerCo
 
 // lockState takes the user's row lock in tx and reads the state under it
 // (ErrNotFound for a user with no row).
-func lockState(ctx context.Context, tx *sqlx.Tx, hash string) (State, error) {
+func lockState(ctx context.Context, tx *sqlx.Tx, hash string) (userstate.State, error) {
 	var raw []byte
 	err := tx.GetContext(ctx, &raw, `SELECT state FROM setflow_user_state WHERE subject_hash = $1 FOR UPDATE`, hash)
 	if errors.Is(err, sql.ErrNoRows) {
-		return State{}, ErrNotFound
+		return userstate.State{}, ErrNotFound
 	}
 	if err != nil {
-		return State{}, fmt.Errorf("userstate: %w", err)
+		return userstate.State{}, fmt.Errorf("userstate: %w", err)
 	}
 	return decodeState(raw)
 }
 
 // Snapshot is a user's stored state with its subject and sync mark.
 type Snapshot struct {
-	Subject Subject
-	State   State
+	Subject userstate.Subject
+	State   userstate.State
 	// CRMVersion is the state version the CRM was last synced to.
 	CRMVersion int64
 }
@@ -156,16 +149,16 @@ func (s *Store) MarkSynced(ctx context.Context, hash string, version int64) erro
 }
 
 // Projection is the profile row the state shows.
-func Projection(s State) profile.Projection {
-	p := profile.Projection{Consents: s.Granted(), Locked: s.Lock.Value == Locked}
-	str := func(f Field) sql.NullString {
+func Projection(s userstate.State) profile.Projection {
+	p := profile.Projection{Consents: s.Granted(), Locked: s.Lock.Value == userstate.Locked}
+	str := func(f userstate.Field) sql.NullString {
 		v := s.Field(f)
 		return sql.NullString{String: v, Valid: v != ""}
 	}
 	at := func(t time.Time) sql.NullTime { return sql.NullTime{Time: t, Valid: !t.IsZero()} }
-	p.Email, p.Nickname, p.Phone = str(Email), str(Nickname), str(Phone)
+	p.Email, p.Nickname, p.Phone = str(userstate.Email), str(userstate.Nickname), str(userstate.Phone)
 	if s.Link.Set() {
-		p.Linked = sql.NullBool{Bool: s.Link.Value == Linked, Valid: true}
+		p.Linked = sql.NullBool{Bool: s.Link.Value == userstate.Linked, Valid: true}
 	}
 	p.LinkChangedAt, p.LockChangedAt, p.ReauthRequiredAt = at(s.Link.At), at(s.Lock.At), at(s.Reauth)
 	var fieldsAt, consentsAt time.Time

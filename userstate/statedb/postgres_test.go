@@ -1,4 +1,4 @@
-package userstate
+package statedb
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/profile"
+	"github.com/setflow/setflow/userstate"
 )
 
 // The Store projects each new state into the service's profile table in
@@ -17,11 +18,11 @@ func TestStoreProjectsIntoTheProfile(t *testing.T) {
 	db, _ := testenv.Database(t)
 	st := NewStore(db)
 	ctx := context.Background()
-	sub := Subject{Hash: "h-701", Issuer: "https://kauth.kakao.com", UserID: "701"}
+	sub := userstate.Subject{Hash: "h-701", Issuer: "https://kauth.kakao.com", UserID: "701"}
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	locked := true
-	if _, err := st.Apply(ctx, sub, "set:1", func(s State) (State, Decision) {
-		return Apply(s, Change{Time: t0, Lock: &locked, Fields: map[Field]string{Email: "a@example.test"}})
+	if _, err := st.Apply(ctx, sub, "set:1", func(s userstate.State) (userstate.State, userstate.Decision) {
+		return userstate.Apply(s, userstate.Change{Time: t0, Lock: &locked, Fields: map[userstate.Field]string{userstate.Email: "a@example.test"}})
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -37,8 +38,8 @@ func TestStoreSerialisesOneUserOnly(t *testing.T) {
 	db, _ := testenv.Database(t)
 	st := NewStore(db)
 	ctx := context.Background()
-	a := Subject{Hash: "h-a", Issuer: "i", UserID: "a"}
-	b := Subject{Hash: "h-b", Issuer: "i", UserID: "b"}
+	a := userstate.Subject{Hash: "h-a", Issuer: "i", UserID: "a"}
+	b := userstate.Subject{Hash: "h-b", Issuer: "i", UserID: "b"}
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	var wg sync.WaitGroup
 	for i := range 20 {
@@ -46,8 +47,8 @@ func TestStoreSerialisesOneUserOnly(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			at := base.Add(time.Duration(i) * time.Second)
-			if _, err := st.Apply(ctx, a, "k"+at.String(), func(s State) (State, Decision) {
-				return Apply(s, Change{Time: at, Reauth: true})
+			if _, err := st.Apply(ctx, a, "k"+at.String(), func(s userstate.State) (userstate.State, userstate.Decision) {
+				return userstate.Apply(s, userstate.Change{Time: at, Reauth: true})
 			}); err != nil {
 				t.Error(err)
 			}
@@ -65,7 +66,9 @@ func TestStoreSerialisesOneUserOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	if _, err := st.Apply(bctx, b, "kb", func(s State) (State, Decision) { return Apply(s, Change{Time: base, Reauth: true}) }); err != nil {
+	if _, err := st.Apply(bctx, b, "kb", func(s userstate.State) (userstate.State, userstate.Decision) {
+		return userstate.Apply(s, userstate.Change{Time: base, Reauth: true})
+	}); err != nil {
 		t.Fatalf("user b waited on user a's row: %v", err)
 	}
 	cancel()
