@@ -11,10 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-
-	"github.com/setflow/setflow/audit"
-	"github.com/setflow/setflow/audit/auditdb"
 	"github.com/setflow/setflow/event"
 	"github.com/setflow/setflow/inbox"
 	"github.com/setflow/setflow/internal/testenv"
@@ -28,45 +24,8 @@ func TestMemoryContract(t *testing.T) {
 func TestPostgresContract(t *testing.T) {
 	runContract(t, func(t *testing.T) inbox.Store {
 		db, _ := testenv.Database(t)
-		// The contract's events have finished their work (retention prunes
-		// only finished entries in PostgreSQL; see below).
-		for _, k := range []string{"a", "b", "c"} {
-			completed(t, db, k)
-		}
 		return inbox.NewPostgres(db)
 	})
-}
-
-// Retention never prunes an entry whose work is not finished: an event with
-// no completed audit row yet, or the unlink whose purge is still pending in
-// its user's state.
-func TestPostgresPruneKeepsUnfinishedEntries(t *testing.T) {
-	ctx := context.Background()
-	db, _ := testenv.Database(t)
-	s := inbox.NewPostgres(db)
-	for _, k := range []string{"done", "running", "purge-pending"} {
-		if _, err := s.Put(ctx, entry(k)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := s.Relay(ctx, 10, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"done", "purge-pending"} {
-		completed(t, db, k)
-	}
-	db.MustExec(`INSERT INTO setflow_user_state (subject_hash, issuer, user_id, state) VALUES ('h', 'iss', 'u', $1)`,
-		`{"purge": {"cutoff": "2026-01-01T00:00:00Z", "due": "2026-02-01T00:00:00Z", "event_key": "purge-pending"}}`)
-	time.Sleep(5 * time.Millisecond)
-	if n, err := s.Prune(ctx, time.Millisecond); err != nil || n != 1 {
-		t.Fatalf("pruned %d (%v), want only the finished entry", n, err)
-	}
-	for k, want := range map[string]bool{"done": false, "running": true, "purge-pending": true} {
-		_, err := s.Get(ctx, k)
-		if kept := err == nil; kept != want {
-			t.Fatalf("%s kept=%v after prune (%v), want %v", k, kept, err, want)
-		}
-	}
 }
 
 func entry(key string) inbox.Entry {
@@ -165,13 +124,12 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatal("an entry was relayed before its backoff ended")
 		}
 	})
-	t.Run("prune drops only old dispatched entries", func(t *testing.T) {
+	t.Run("prune drops only old dispatched entries whose work is finished", func(t *testing.T) {
 		s := newStore(t)
-		if _, err := s.Put(ctx, entry("a")); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := s.Put(ctx, entry("b")); err != nil {
-			t.Fatal(err)
+		for _, k := range []string{"a", "b", "unfinished"} {
+			if _, err := s.Put(ctx, entry(k)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff)
 		if _, err := s.Put(ctx, entry("c")); err != nil {
@@ -179,18 +137,33 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		}
 		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("down") },
 			func(int) time.Duration { return time.Hour })
-		if n, err := s.Prune(ctx, time.Hour); err != nil || n != 0 {
+		var asked []string
+		finished := func(_ context.Context, keys []string) (map[string]bool, error) {
+			asked = append(asked, keys...)
+			return map[string]bool{"a": true, "b": true, "c": true}, nil
+		}
+		if n, err := s.Prune(ctx, time.Hour, finished); err != nil || n != 0 {
 			t.Fatalf("prune with a long retention removed %d (%v)", n, err)
 		}
 		time.Sleep(5 * time.Millisecond)
-		if n, err := s.Prune(ctx, time.Millisecond); err != nil || n != 2 {
-			t.Fatalf("pruned %d (%v), want the 2 dispatched entries", n, err)
+		if n, err := s.Prune(ctx, time.Millisecond, finished); err != nil || n != 2 {
+			t.Fatalf("pruned %d (%v), want the 2 finished dispatched entries", n, err)
+		}
+		if slices.Sort(asked); !slices.Equal(asked, []string{"a", "b", "unfinished"}) {
+			t.Fatalf("finished was asked about %v, want only the old dispatched entries", asked)
 		}
 		if _, err := s.Get(ctx, "a"); !errors.Is(err, inbox.ErrNotFound) {
 			t.Fatalf("a after prune: %v", err)
 		}
+		if e, err := s.Get(ctx, "unfinished"); err != nil || e.Status != inbox.StatusDispatched {
+			t.Fatalf("an unfinished entry must survive: %+v %v", e, err)
+		}
 		if e, err := s.Get(ctx, "c"); err != nil || e.Status != inbox.StatusPending {
 			t.Fatalf("pending entry must survive: %+v %v", e, err)
+		}
+		broken := func(context.Context, []string) (map[string]bool, error) { return nil, errors.New("audit down") }
+		if n, err := s.Prune(ctx, time.Millisecond, broken); err == nil || n != 0 {
+			t.Fatalf("prune without an answer about finished work removed %d (%v), want an error and nothing removed", n, err)
 		}
 	})
 	t.Run("a failure stops the rest of the batch, which waits for its backoff", func(t *testing.T) {
@@ -410,15 +383,6 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 			t.Fatalf("%d deliveries, want 40", calls.Load())
 		}
 	})
-}
-
-// completed writes an event's completed audit row, as a finished reaction does.
-func completed(t *testing.T, db *sqlx.DB, key string) {
-	t.Helper()
-	if _, err := auditdb.NewStore(db).Append(context.Background(), audit.Record{EventKey: key, EventType: "t", SubjectHash: "h",
-		Step: "n/completed", Outcome: "done"}); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // A bench counts and removes only its own entries (by key prefix) in a

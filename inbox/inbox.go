@@ -79,11 +79,10 @@ type Store interface {
 	Relay(ctx context.Context, limit int, deliver Deliver, backoff Backoff) (int, error)
 	// Get returns the entry stored under key.
 	Get(ctx context.Context, key string) (Entry, error)
-	// Prune deletes dispatched entries older than retention and reports how
-	// many; pending and parked entries are never pruned, nor (in PostgreSQL)
-	// one whose events have not all completed or whose user's pending purge
-	// still names it.
-	Prune(ctx context.Context, retention time.Duration) (int64, error)
+	// Prune deletes the dispatched entries older than retention whose work
+	// finished says is finished, and reports how many; pending and parked
+	// entries are never pruned.
+	Prune(ctx context.Context, retention time.Duration, finished Finished) (int64, error)
 	Parking
 	// Requeue puts a parked entry back in the relay's queue, due now, for a
 	// new run of its work (its workflow gave up); any other entry is left
@@ -143,3 +142,9 @@ func DefaultBackoff(attempts int) time.Duration {
 	}
 	return min(d, time.Minute)
 }
+
+// Finished reports which of the keys name entries whose work is finished
+// (true), so that retention may delete them. The inbox cannot tell: the work
+// is recorded by other stores (relay.WorkFinished asks the audit and the
+// users' states).
+type Finished func(ctx context.Context, keys []string) (map[string]bool, error)

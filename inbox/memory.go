@@ -2,6 +2,7 @@ package inbox
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -135,15 +136,31 @@ func (m *Memory) Len() int {
 	return len(m.entries)
 }
 
-// Prune deletes dispatched entries older than retention.
-func (m *Memory) Prune(_ context.Context, retention time.Duration) (int64, error) {
+// Prune deletes the dispatched entries older than retention whose work is
+// finished. finished is called without the store's lock.
+func (m *Memory) Prune(ctx context.Context, retention time.Duration, finished Finished) (int64, error) {
+	m.mu.Lock()
+	cutoff := m.now().Add(-retention)
+	var keys []string
+	for _, me := range m.entries {
+		if me.Status == StatusDispatched && me.DispatchedAt.Before(cutoff) {
+			keys = append(keys, me.Envelope.Key)
+		}
+	}
+	m.mu.Unlock()
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	done, err := finished(ctx, keys)
+	if err != nil {
+		return 0, fmt.Errorf("inbox: prune: %w", err)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cutoff := m.now().Add(-retention)
 	kept := m.entries[:0]
 	var n int64
 	for _, me := range m.entries {
-		if me.Status == StatusDispatched && me.DispatchedAt.Before(cutoff) {
+		if me.Status == StatusDispatched && me.DispatchedAt.Before(cutoff) && done[me.Envelope.Key] {
 			delete(m.byKey, me.Envelope.Key)
 			n++
 			continue

@@ -308,31 +308,57 @@ func Listen(databaseURL string) (<-chan struct{}, func(), error) {
 	return out, func() { close(done); l.Close() }, nil
 }
 
-// Prune deletes dispatched entries older than retention, in batches so that a
-// large backlog never holds a long lock. Entries still pending or parked are
-// kept whatever their age. The retention must exceed the ingress's replay
-// window (SETFLOW_SET_MAX_AGE): an entry is also the dedupe record of its key.
-func (p *Postgres) Prune(ctx context.Context, retention time.Duration) (int64, error) {
-	var total int64
+// pruneBatch is how many old dispatched entries one round of Prune looks at.
+const pruneBatch = 1000
+
+// Prune deletes the dispatched entries older than retention whose work is
+// finished, in batches so that a large backlog never holds a long lock.
+// Entries still pending or parked are kept whatever their age, and so is an
+// unfinished one, listed and retryable however old. The retention must exceed
+// the ingress's replay window (SETFLOW_SET_MAX_AGE): an entry is also the
+// dedupe record of its key.
+func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished Finished) (int64, error) {
+	var total, after int64
 	for {
-		// An entry is pruned only once its work is finished: every event
-		// wrote its "<name>/completed" audit row, and no pending purge of a
-		// user's state still names it (the purge parks and audits under
-		// it). An unfinished entry stays listed and retryable however old.
-		res, err := p.db.ExecContext(ctx, `
-			DELETE FROM setflow_inbox WHERE id IN (
-				SELECT i.id FROM setflow_inbox i
-				WHERE i.status = 'dispatched' AND i.dispatched_at < now() - $1 * interval '1 millisecond'
-				  AND EXISTS (SELECT 1 FROM setflow_audit a WHERE a.event_key = i.dedupe_key AND a.step LIKE '%/completed')
-				  AND NOT EXISTS (SELECT 1 FROM setflow_user_state u WHERE u.state->'purge'->>'event_key' = i.dedupe_key)
-				LIMIT 1000)`, retention.Milliseconds())
+		var old []struct {
+			ID  int64  `db:"id"`
+			Key string `db:"dedupe_key"`
+		}
+		if err := p.db.SelectContext(ctx, &old, `
+			SELECT id, dedupe_key FROM setflow_inbox
+			WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond' AND id > $2
+			ORDER BY id LIMIT $3`, retention.Milliseconds(), after, pruneBatch); err != nil {
+			return total, fmt.Errorf("inbox: prune: %w", err)
+		}
+		if len(old) == 0 {
+			return total, nil
+		}
+		keys := make([]string, len(old))
+		for i, e := range old {
+			keys[i] = e.Key
+		}
+		done, err := finished(ctx, keys)
 		if err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
 		}
-		n, _ := res.RowsAffected()
-		total += n
-		if n < 1000 {
+		var ids []int64
+		for _, e := range old {
+			if done[e.Key] {
+				ids = append(ids, e.ID)
+			}
+		}
+		if len(ids) > 0 {
+			// Still dispatched: an operator may have parked it since.
+			res, err := p.db.ExecContext(ctx, `DELETE FROM setflow_inbox WHERE id = ANY($1) AND status = 'dispatched'`, pq.Array(ids))
+			if err != nil {
+				return total, fmt.Errorf("inbox: prune: %w", err)
+			}
+			n, _ := res.RowsAffected()
+			total += n
+		}
+		if len(old) < pruneBatch {
 			return total, nil
 		}
+		after = old[len(old)-1].ID
 	}
 }

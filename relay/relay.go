@@ -54,16 +54,50 @@ type Relay struct {
 	Backoff      inbox.Backoff
 	// Wake, when set, delivers hints that new entries arrived (inbox.Listen).
 	Wake <-chan struct{}
-	// Retention, when set, prunes dispatched entries older than it (raw tokens
-	// may carry personal data; the inbox is not an archive). It must exceed the
-	// ingress's replay window, since an entry is also its key's dedupe record.
+	// Retention, when set, prunes dispatched entries older than it whose
+	// work is finished (raw tokens may carry personal data; the inbox is not
+	// an archive). It must exceed the ingress's replay window, since an entry
+	// is also its key's dedupe record. Finished tells which entries' work is
+	// finished (WorkFinished); without it nothing is pruned.
 	Retention time.Duration
+	Finished  inbox.Finished
 	// PruneEvery is how often to prune; hourly when zero.
 	PruneEvery time.Duration
 	// StopTimeout bounds the batch claimed before Run's context ended: it is
 	// still delivered and recorded (no new batch starts), for up to this
 	// long; DefaultStopTimeout when zero.
 	StopTimeout time.Duration
+}
+
+// Completions tells which events have completed (auditdb.Store).
+type Completions interface {
+	Completed(ctx context.Context, keys []string) (map[string]bool, error)
+}
+
+// PendingPurges tells which event keys a user's pending purge still names
+// (statedb.Store).
+type PendingPurges interface {
+	PendingPurges(ctx context.Context, keys []string) (map[string]bool, error)
+}
+
+// WorkFinished is retention's rule: an inbox entry's work is finished once
+// its event completed (its "<name>/completed" audit row) and no pending purge
+// still names it (the purge parks and audits under the unlink's key).
+func WorkFinished(audit Completions, states PendingPurges) inbox.Finished {
+	return func(ctx context.Context, keys []string) (map[string]bool, error) {
+		done, err := audit.Completed(ctx, keys)
+		if err != nil || len(done) == 0 {
+			return done, err
+		}
+		pending, err := states.PendingPurges(ctx, keys)
+		if err != nil {
+			return nil, err
+		}
+		for k := range pending {
+			delete(done, k)
+		}
+		return done, nil
+	}
 }
 
 // DefaultStopTimeout is how long a claimed batch may still take after a stop.
@@ -215,12 +249,15 @@ func (r *Relay) Run(ctx context.Context) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if r.Retention > 0 && r.Finished == nil {
+		log.Warn("relay: inbox retention is set but nothing tells which entries' work is finished; nothing is pruned")
+	}
 	failures := 0
 	var lastPrune time.Time
 	for {
-		if r.Retention > 0 && time.Since(lastPrune) >= max(r.PruneEvery, time.Minute) {
+		if r.Retention > 0 && r.Finished != nil && time.Since(lastPrune) >= max(r.PruneEvery, time.Minute) {
 			lastPrune = time.Now()
-			if n, err := r.Inbox.Prune(ctx, r.Retention); err != nil {
+			if n, err := r.Inbox.Prune(ctx, r.Retention, r.Finished); err != nil {
 				log.Warn("relay: prune failed", "error", err)
 			} else if n > 0 {
 				log.Info("relay: pruned dispatched inbox entries", "count", n, "retention", r.Retention)

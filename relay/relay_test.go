@@ -337,9 +337,9 @@ func (f *failingInbox) Relay(ctx context.Context, limit int, deliver inbox.Deliv
 	return f.Memory.Relay(ctx, limit, deliver, backoff)
 }
 
-func (f *failingInbox) Prune(ctx context.Context, retention time.Duration) (int64, error) {
+func (f *failingInbox) Prune(ctx context.Context, retention time.Duration, finished inbox.Finished) (int64, error) {
 	f.prunes++
-	return f.Memory.Prune(ctx, retention)
+	return f.Memory.Prune(ctx, retention, finished)
 }
 
 // While the inbox is unavailable Run waits by its backoff, counting the
@@ -353,6 +353,7 @@ func TestRunBacksOffWhileTheInboxIsDown(t *testing.T) {
 	var attempts []int
 	r := &Relay{Inbox: in, Temporal: &recordingStarter{}, Subjects: plainHasher{}, Poll: time.Millisecond,
 		Retention: time.Hour, PruneEvery: time.Millisecond, Log: slog.New(slog.DiscardHandler),
+		Finished: func(context.Context, []string) (map[string]bool, error) { return nil, nil },
 		Backoff: func(n int) time.Duration {
 			if attempts = append(attempts, n); len(attempts) == 5 {
 				cancel()

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/lib/pq"
+
 	"github.com/setflow/setflow/audit"
 )
 
@@ -48,4 +50,20 @@ func (p *Store) DeleteEvents(ctx context.Context, prefix string) error {
 		return fmt.Errorf("audit: delete: %w", err)
 	}
 	return nil
+}
+
+// Completed reports which of the event keys have completed: an event is
+// completed once its reaction wrote a "<event name>/completed" row
+// (workflows.StepCompleted). Inbox retention keeps the others.
+func (p *Store) Completed(ctx context.Context, keys []string) (map[string]bool, error) {
+	var done []string
+	if err := p.db.SelectContext(ctx, &done, `
+		SELECT DISTINCT event_key FROM setflow_audit WHERE event_key = ANY($1) AND step LIKE '%/completed'`, pq.Array(keys)); err != nil {
+		return nil, fmt.Errorf("audit: completed: %w", err)
+	}
+	out := make(map[string]bool, len(done))
+	for _, k := range done {
+		out[k] = true
+	}
+	return out, nil
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/metrics/temporalmetrics"
 	"github.com/setflow/setflow/relay"
+	"github.com/setflow/setflow/userstate/statedb"
 	"github.com/setflow/setflow/worker"
 )
 
@@ -118,9 +119,11 @@ func runRelayLoop(ctx context.Context, log *slog.Logger, db *sqlx.DB, dbURL stri
 	} else {
 		defer stopListen()
 	}
-	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake, Retention: retention,
+	auditLog := auditdb.NewStore(db)
+	r := &relay.Relay{Inbox: inbox.NewPostgres(db), Temporal: withTracedStarter(c), Log: log, Wake: wake,
+		Retention: retention, Finished: relay.WorkFinished(auditLog, statedb.NewStore(db)),
 		StopTimeout: stopTimeout, Subjects: audit.SubjectHasher{Key: key.Bytes(log)}}
-	go auditdb.NewStore(db).RunCheckpoints(ctx, log, aud.CheckpointInterval)
+	go auditLog.RunCheckpoints(ctx, log, aud.CheckpointInterval)
 	log.Info("relay running", "temporal", topts.HostPort)
 	// The client is closed (deferred above) only after Run returned, that is
 	// after the claimed batch was delivered and recorded.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/setflow/setflow/profile"
 	"github.com/setflow/setflow/userstate"
@@ -195,4 +196,21 @@ func (s *Store) DeleteUsers(ctx context.Context, prefix string) error {
 		return fmt.Errorf("userstate: %w", err)
 	}
 	return nil
+}
+
+// PendingPurges reports which of the event keys a user's pending purge still
+// names: the purge parks and audits under the key of the unlink that
+// scheduled it, so inbox retention keeps that entry until the purge ran or
+// was cancelled.
+func (s *Store) PendingPurges(ctx context.Context, keys []string) (map[string]bool, error) {
+	var named []string
+	if err := s.db.SelectContext(ctx, &named, `
+		SELECT state->'purge'->>'event_key' FROM setflow_user_state WHERE state->'purge'->>'event_key' = ANY($1)`, pq.Array(keys)); err != nil {
+		return nil, fmt.Errorf("userstate: pending purges: %w", err)
+	}
+	out := make(map[string]bool, len(named))
+	for _, k := range named {
+		out[k] = true
+	}
+	return out, nil
 }
