@@ -25,7 +25,9 @@ import (
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/policy"
+	"github.com/setflow/setflow/servicehook"
 	"github.com/setflow/setflow/simulator"
+	"github.com/setflow/setflow/statusapi"
 	"github.com/setflow/setflow/worker"
 	"github.com/setflow/setflow/workflows"
 )
@@ -35,8 +37,10 @@ import (
 // SET and by webhook, profile changes of different fields, scope consent and
 // withdrawal, disable/enable, purge, Talk Channel added/blocked, credential
 // change), delivered in random order with duplicates through the ingress,
-// two relays and two workers, one worker stopped mid-run. Every user's final
-// sessions, profile, CRM contact and notices must equal an oracle that
+// two relays and two workers, one worker stopped mid-run. Every event also
+// runs notify_service. Every user's final sessions, profile, CRM contact,
+// notices and the last document the service's own endpoint got must equal
+// an oracle that
 // applies the accepted events (read back from the inbox) in event-time order
 // (shared/spec/user-state.md, "The oracle").
 //
@@ -63,6 +67,8 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	hs := newHubSpot(t)
 	acts := s.activities()
 	acts.CRM, acts.Mailer, acts.PurgeAfter = hs.client(), newMailer(t, mp.SMTPHost, mp.SMTPPort), time.Hour
+	docs := newServiceDocs(t)
+	acts.Policy, acts.ServiceHook = withNotifyService(t), docs.webhook
 	workers := make([]*worker.Set, 2)
 	for i := range workers {
 		// Bounded like a deployment's worker, so that its activities do not
@@ -165,7 +171,8 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	failed := 0
 	for _, u := range plan.users {
 		want := oracle(u, byUser[u.id])
-		if diffs := compareUser(t, s, hs, u, want, mails); len(diffs) > 0 {
+		diffs := compareUser(t, s, hs, u, want, mails)
+		if diffs = append(diffs, compareService(t, s, docs, u, want)...); len(diffs) > 0 {
 			failed++
 			if failed <= 5 {
 				t.Errorf("user %s differs from the oracle:\n  %s\n  events in time order: %s", u.id, strings.Join(diffs, "\n  "), want.trace)
@@ -429,7 +436,9 @@ type oracleUser struct {
 	// emailOffers is every value (blank: a withdrawal or purge) an event
 	// gave the email field, for the notices to previous addresses.
 	emailOffers []oreg
-	trace       string
+	// notifyKeys are the notify_service step keys of the user's events.
+	notifyKeys []string
+	trace      string
 }
 
 type oracleEvent struct {
@@ -454,6 +463,7 @@ func oracle(u *modelUser, envs []event.Envelope) *oracleUser {
 			var p map[string]any
 			_ = json.Unmarshal(ev.Payload, &p)
 			evs = append(evs, oracleEvent{key: env.Key, name: ev.Name, at: at.UTC().Truncate(time.Microsecond), payload: p})
+			o.notifyKeys = append(o.notifyKeys, workflows.StepKey(env.Key, ev.Name, policy.NotifyService))
 		}
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
@@ -655,6 +665,141 @@ func compareUser(t *testing.T, s *stack, hs *hubSpot, u *modelUser, o *oracleUse
 		}
 	}
 	return diffs
+}
+
+// serviceDocs is the service's notify_service endpoint (servicehook.Handler):
+// it keeps each user's highest-version document and every step key it got.
+type serviceDocs struct {
+	webhook *crm.Webhook
+	mu      sync.Mutex
+	latest  map[string]statusapi.Subject // Kakao user id → state of the highest version
+	keys    map[string]bool
+}
+
+func newServiceDocs(t *testing.T) *serviceDocs {
+	secret := []byte("model-service-secret")
+	d := &serviceDocs{latest: map[string]statusapi.Subject{}, keys: map[string]bool{}}
+	srv := httptest.NewServer(servicehook.Handler(secret, func(_ *http.Request, doc servicehook.Document) error {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		d.keys[doc.IdempotencyKey] = true
+		if st := doc.State; st != nil && st.Version >= d.latest[st.KakaoUserID].Version {
+			d.latest[st.KakaoUserID] = *st
+		}
+		return nil
+	}))
+	t.Cleanup(srv.Close)
+	d.webhook = &crm.Webhook{URL: srv.URL, Secret: secret}
+	return d
+}
+
+// withNotifyService is the default policy with notify_service added to every
+// event type's steps.
+func withNotifyService(t *testing.T) *policy.Policy {
+	t.Helper()
+	def := policy.Default()
+	events := map[string]any{}
+	for _, typ := range def.Types() {
+		var steps []any
+		for _, st := range def.For(typ, typ).Steps {
+			if len(st.Params) == 0 && len(st.When) == 0 {
+				steps = append(steps, st.Name)
+				continue
+			}
+			params := map[string]any{}
+			for k, v := range st.Params {
+				params[k] = v
+			}
+			if len(st.When) > 0 {
+				params["when"] = st.When
+			}
+			steps = append(steps, map[string]any{st.Name: params})
+		}
+		events[typ] = map[string]any{"steps": append(steps, policy.NotifyService)}
+	}
+	doc, err := json.Marshal(map[string]any{"version": 1, "events": events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pol
+}
+
+// compareService checks what the service's own endpoint got: a document for
+// every event (at least once), and, as the last (highest-version) one, the
+// user's final state — the state's stored version, and the link, lock,
+// consents, purge and session horizon the oracle says.
+func compareService(t *testing.T, s *stack, docs *serviceDocs, u *modelUser, o *oracleUser) []string {
+	t.Helper()
+	docs.mu.Lock()
+	defer docs.mu.Unlock()
+	var diffs []string
+	for _, k := range o.notifyKeys {
+		if !docs.keys[k] {
+			diffs = append(diffs, "service: no document for "+k)
+		}
+	}
+	doc, ok := docs.latest[u.id]
+	if !ok {
+		return append(diffs, "service: no document with a state")
+	}
+	var version int64
+	if err := s.DB.Get(&version, `SELECT version FROM setflow_user_state WHERE subject_hash = $1`, subjects.Hash(testIssuer, u.id)); err != nil {
+		t.Fatal(err)
+	}
+	want := o.view()
+	want.Version, want.Issuer, want.KakaoUserID = version, doc.Issuer, doc.KakaoUserID
+	if want.Purge.State == doc.Purge.State {
+		// When the purge is due and when the tombstone was written follow
+		// from the configuration and the clock, not from the events.
+		want.Purge.Due, want.Purge.At = doc.Purge.Due, doc.Purge.At
+	}
+	got, _ := json.Marshal(doc)
+	wantJSON, _ := json.Marshal(want)
+	if string(got) != string(wantJSON) {
+		diffs = append(diffs, fmt.Sprintf("service: last document's state\n    got  %s\n    want %s", got, wantJSON))
+	}
+	return diffs
+}
+
+// view is the status API's answer for the oracle's state (statusapi.View):
+// what the last notify_service document must say.
+func (o *oracleUser) view() statusapi.Subject {
+	v := statusapi.Subject{Known: true, Locked: o.lock.v == "locked", Purge: statusapi.Purge{State: statusapi.PurgeNone}}
+	at := func(t time.Time) *time.Time { t = t.UTC(); return &t }
+	var valid time.Time
+	if o.link.set {
+		linked := o.link.v == "linked"
+		v.Linked = &linked
+		if !linked {
+			valid = o.link.at
+		}
+	}
+	if v.Locked {
+		v.LockedSince = at(o.lock.at)
+		if o.lock.at.After(valid) {
+			valid = o.lock.at
+		}
+	}
+	if !valid.IsZero() {
+		v.SessionsValidAfter = at(event.SessionsUpTo(valid))
+	}
+	for scope, r := range o.consents {
+		if v.Consents == nil {
+			v.Consents = map[string]string{}
+		}
+		v.Consents[scope] = r.v
+	}
+	switch {
+	case o.pending != nil:
+		v.Purge = statusapi.Purge{State: statusapi.PurgePending, Cutoff: at(*o.pending)}
+	case o.tomb != nil && !(o.link.v == "linked" && o.link.at.After(*o.tomb)):
+		v.Purge = statusapi.Purge{State: statusapi.PurgePurged, Cutoff: at(*o.tomb)}
+	}
+	return v
 }
 
 // addressesUntil is every address the account had at or before t that the
