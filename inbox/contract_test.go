@@ -138,8 +138,13 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "", errors.New("down") },
 			func(int) time.Duration { return time.Hour })
 		var asked []string
-		finished := func(_ context.Context, keys []string) (map[string]bool, error) {
-			asked = append(asked, keys...)
+		finished := func(_ context.Context, envs []event.Envelope) (map[string]bool, error) {
+			for _, env := range envs {
+				if len(env.Events) != 1 || env.Events[0].Name != "n" {
+					t.Errorf("finished got %s without its events: %+v", env.Key, env.Events)
+				}
+				asked = append(asked, env.Key)
+			}
 			return map[string]bool{"a": true, "b": true, "c": true}, nil
 		}
 		if n, err := s.Prune(ctx, time.Hour, finished); err != nil || n != 0 {
@@ -161,7 +166,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		if e, err := s.Get(ctx, "c"); err != nil || e.Status != inbox.StatusPending {
 			t.Fatalf("pending entry must survive: %+v %v", e, err)
 		}
-		broken := func(context.Context, []string) (map[string]bool, error) { return nil, errors.New("audit down") }
+		broken := func(context.Context, []event.Envelope) (map[string]bool, error) { return nil, errors.New("audit down") }
 		if n, err := s.Prune(ctx, time.Millisecond, broken); err == nil || n != 0 {
 			t.Fatalf("prune without an answer about finished work removed %d (%v), want an error and nothing removed", n, err)
 		}

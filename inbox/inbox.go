@@ -143,8 +143,8 @@ func DefaultBackoff(attempts int) time.Duration {
 	return min(d, time.Minute)
 }
 
-// Finished reports which of the keys name entries whose work is finished
-// (true), so that retention may delete them. The inbox cannot tell: the work
-// is recorded by other stores (relay.WorkFinished asks the audit and the
+// Finished reports which of the envelopes (by key) name entries whose work
+// is finished, so that retention may delete them. The inbox cannot tell: the
+// work is recorded by other stores (relay.WorkFinished asks the audit and the
 // users' states).
-type Finished func(ctx context.Context, keys []string) (map[string]bool, error)
+type Finished func(ctx context.Context, envs []event.Envelope) (map[string]bool, error)

@@ -141,17 +141,17 @@ func (m *Memory) Len() int {
 func (m *Memory) Prune(ctx context.Context, retention time.Duration, finished Finished) (int64, error) {
 	m.mu.Lock()
 	cutoff := m.now().Add(-retention)
-	var keys []string
+	var old []event.Envelope
 	for _, me := range m.entries {
 		if me.Status == StatusDispatched && me.DispatchedAt.Before(cutoff) {
-			keys = append(keys, me.Envelope.Key)
+			old = append(old, me.Envelope)
 		}
 	}
 	m.mu.Unlock()
-	if len(keys) == 0 {
+	if len(old) == 0 {
 		return 0, nil
 	}
-	done, err := finished(ctx, keys)
+	done, err := finished(ctx, old)
 	if err != nil {
 		return 0, fmt.Errorf("inbox: prune: %w", err)
 	}

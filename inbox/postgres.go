@@ -321,11 +321,11 @@ func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished 
 	var total, after int64
 	for {
 		var old []struct {
-			ID  int64  `db:"id"`
-			Key string `db:"dedupe_key"`
+			ID       int64  `db:"id"`
+			Envelope []byte `db:"envelope"`
 		}
 		if err := p.db.SelectContext(ctx, &old, `
-			SELECT id, dedupe_key FROM setflow_inbox
+			SELECT id, envelope FROM setflow_inbox
 			WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond' AND id > $2
 			ORDER BY id LIMIT $3`, retention.Milliseconds(), after, pruneBatch); err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
@@ -333,17 +333,19 @@ func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished 
 		if len(old) == 0 {
 			return total, nil
 		}
-		keys := make([]string, len(old))
+		envs := make([]event.Envelope, len(old))
 		for i, e := range old {
-			keys[i] = e.Key
+			if err := json.Unmarshal(e.Envelope, &envs[i]); err != nil {
+				return total, fmt.Errorf("inbox: prune: entry %d: %w", e.ID, err)
+			}
 		}
-		done, err := finished(ctx, keys)
+		done, err := finished(ctx, envs)
 		if err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
 		}
 		var ids []int64
-		for _, e := range old {
-			if done[e.Key] {
+		for i, e := range old {
+			if done[envs[i].Key] {
 				ids = append(ids, e.ID)
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -69,9 +70,10 @@ type Relay struct {
 	StopTimeout time.Duration
 }
 
-// Completions tells which events have completed (auditdb.Store).
+// Completions tells, per event key, the names of the events whose reaction
+// completed (auditdb.Store).
 type Completions interface {
-	Completed(ctx context.Context, keys []string) (map[string]bool, error)
+	Completed(ctx context.Context, keys []string) (map[string][]string, error)
 }
 
 // PendingPurges tells which event keys a user's pending purge still names
@@ -81,20 +83,30 @@ type PendingPurges interface {
 }
 
 // WorkFinished is retention's rule: an inbox entry's work is finished once
-// its event completed (its "<name>/completed" audit row) and no pending purge
-// still names it (the purge parks and audits under the unlink's key).
+// every event of it completed (a "<name>/completed" audit row each, and at
+// least one) and no pending purge still names it (the purge parks and audits
+// under the unlink's key).
 func WorkFinished(audit Completions, states PendingPurges) inbox.Finished {
-	return func(ctx context.Context, keys []string) (map[string]bool, error) {
-		done, err := audit.Completed(ctx, keys)
-		if err != nil || len(done) == 0 {
-			return done, err
+	return func(ctx context.Context, envs []event.Envelope) (map[string]bool, error) {
+		keys := make([]string, len(envs))
+		for i, env := range envs {
+			keys[i] = env.Key
+		}
+		completed, err := audit.Completed(ctx, keys)
+		if err != nil || len(completed) == 0 {
+			return nil, err
 		}
 		pending, err := states.PendingPurges(ctx, keys)
 		if err != nil {
 			return nil, err
 		}
-		for k := range pending {
-			delete(done, k)
+		done := map[string]bool{}
+		for _, env := range envs {
+			names := completed[env.Key]
+			if len(names) == 0 || pending[env.Key] {
+				continue
+			}
+			done[env.Key] = !slices.ContainsFunc(env.Events, func(ev event.Event) bool { return !slices.Contains(names, ev.Name) })
 		}
 		return done, nil
 	}

@@ -353,7 +353,7 @@ func TestRunBacksOffWhileTheInboxIsDown(t *testing.T) {
 	var attempts []int
 	r := &Relay{Inbox: in, Temporal: &recordingStarter{}, Subjects: plainHasher{}, Poll: time.Millisecond,
 		Retention: time.Hour, PruneEvery: time.Millisecond, Log: slog.New(slog.DiscardHandler),
-		Finished: func(context.Context, []string) (map[string]bool, error) { return nil, nil },
+		Finished: func(context.Context, []event.Envelope) (map[string]bool, error) { return nil, nil },
 		Backoff: func(n int) time.Duration {
 			if attempts = append(attempts, n); len(attempts) == 5 {
 				cancel()

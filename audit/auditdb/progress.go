@@ -52,18 +52,23 @@ func (p *Store) DeleteEvents(ctx context.Context, prefix string) error {
 	return nil
 }
 
-// Completed reports which of the event keys have completed: an event is
-// completed once its reaction wrote a "<event name>/completed" row
-// (workflows.StepCompleted). Inbox retention keeps the others.
-func (p *Store) Completed(ctx context.Context, keys []string) (map[string]bool, error) {
-	var done []string
-	if err := p.db.SelectContext(ctx, &done, `
-		SELECT DISTINCT event_key FROM setflow_audit WHERE event_key = ANY($1) AND step LIKE '%/completed'`, pq.Array(keys)); err != nil {
+// Completed reports, for each of the event keys, the names of its events
+// whose reaction completed: a "<event name>/completed" row
+// (workflows.StepCompleted). Inbox retention keeps an entry until all its
+// events are there.
+func (p *Store) Completed(ctx context.Context, keys []string) (map[string][]string, error) {
+	var rows []struct {
+		Key  string `db:"event_key"`
+		Name string `db:"name"`
+	}
+	if err := p.db.SelectContext(ctx, &rows, `
+		SELECT event_key, left(step, -length('/completed')) AS name FROM setflow_audit
+		WHERE event_key = ANY($1) AND step LIKE '%/completed'`, pq.Array(keys)); err != nil {
 		return nil, fmt.Errorf("audit: completed: %w", err)
 	}
-	out := make(map[string]bool, len(done))
-	for _, k := range done {
-		out[k] = true
+	out := make(map[string][]string, len(rows))
+	for _, r := range rows {
+		out[r.Key] = append(out[r.Key], r.Name)
 	}
 	return out, nil
 }
