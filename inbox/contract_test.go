@@ -429,3 +429,37 @@ func mustRelay(t *testing.T, s inbox.Store, deliver inbox.Deliver, backoff inbox
 		t.Fatal(err)
 	}
 }
+
+// One entry whose stored envelope no longer decodes must not stop retention:
+// it is kept (its work cannot be known finished) and the others are pruned.
+// An envelope without its key (a placeholder's) is judged by the row's key.
+func TestPostgresPruneGoesOnPastAnUndecodableEntry(t *testing.T) {
+	ctx := context.Background()
+	db, _ := testenv.Database(t)
+	s := inbox.NewPostgres(db)
+	for _, k := range []string{"a", "corrupt", "keyless", "z"} {
+		if _, err := s.Put(ctx, entry(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustRelay(t, s, func(context.Context, inbox.Entry) (string, error) { return "wf", nil }, noBackoff)
+	db.MustExec(`UPDATE setflow_inbox SET envelope = '{"key": 5}' WHERE dedupe_key = 'corrupt'`)
+	db.MustExec(`UPDATE setflow_inbox SET envelope = envelope - 'key' WHERE dedupe_key = 'keyless'`)
+	time.Sleep(5 * time.Millisecond)
+	var asked []string
+	n, err := s.Prune(ctx, time.Millisecond, func(_ context.Context, envs []event.Envelope) (map[string]bool, error) {
+		done := map[string]bool{}
+		for _, e := range envs {
+			asked = append(asked, e.Key)
+			done[e.Key] = true
+		}
+		return done, nil
+	})
+	if err != nil || n != 3 {
+		t.Fatalf("pruned %d (%v), want a, keyless and z; asked about %v", n, err, asked)
+	}
+	var left []string
+	if err := db.SelectContext(ctx, &left, `SELECT dedupe_key FROM setflow_inbox`); err != nil || !slices.Equal(left, []string{"corrupt"}) {
+		t.Fatalf("left %v (%v), want only the corrupt entry", left, err)
+	}
+}

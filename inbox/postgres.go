@@ -322,10 +322,11 @@ func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished 
 	for {
 		var old []struct {
 			ID       int64  `db:"id"`
+			Key      string `db:"dedupe_key"`
 			Envelope []byte `db:"envelope"`
 		}
 		if err := p.db.SelectContext(ctx, &old, `
-			SELECT id, envelope FROM setflow_inbox
+			SELECT id, dedupe_key, envelope FROM setflow_inbox
 			WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond' AND id > $2
 			ORDER BY id LIMIT $3`, retention.Milliseconds(), after, pruneBatch); err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
@@ -333,25 +334,32 @@ func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished 
 		if len(old) == 0 {
 			return total, nil
 		}
-		envs := make([]event.Envelope, len(old))
-		for i, e := range old {
-			if err := json.Unmarshal(e.Envelope, &envs[i]); err != nil {
-				return total, fmt.Errorf("inbox: prune: entry %d: %w", e.ID, err)
+		// An envelope that does not decode cannot be judged finished: it is
+		// kept for an operator to look at, and the others go on.
+		envs := make([]event.Envelope, 0, len(old))
+		ids := make(map[string]int64, len(old))
+		for _, e := range old {
+			var env event.Envelope
+			if json.Unmarshal(e.Envelope, &env) != nil {
+				continue
 			}
+			env.Key = e.Key // the row's key is the entry's identity (see entry)
+			envs = append(envs, env)
+			ids[e.Key] = e.ID
 		}
 		done, err := finished(ctx, envs)
 		if err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
 		}
-		var ids []int64
-		for i, e := range old {
-			if done[envs[i].Key] {
-				ids = append(ids, e.ID)
+		var prune []int64
+		for _, env := range envs {
+			if done[env.Key] {
+				prune = append(prune, ids[env.Key])
 			}
 		}
-		if len(ids) > 0 {
+		if len(prune) > 0 {
 			// Still dispatched: an operator may have parked it since.
-			res, err := p.db.ExecContext(ctx, `DELETE FROM setflow_inbox WHERE id = ANY($1) AND status = 'dispatched'`, pq.Array(ids))
+			res, err := p.db.ExecContext(ctx, `DELETE FROM setflow_inbox WHERE id = ANY($1) AND status = 'dispatched'`, pq.Array(prune))
 			if err != nil {
 				return total, fmt.Errorf("inbox: prune: %w", err)
 			}
