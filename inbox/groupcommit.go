@@ -73,7 +73,7 @@ type pendingPut struct {
 	key      string
 	source   string
 	raw      []byte
-	envelope string
+	envelope []byte // JSON
 	// done is buffered, so that answering never blocks on a Put that gave up.
 	done chan putOutcome
 }
@@ -122,7 +122,7 @@ func (p *Postgres) Put(ctx context.Context, e Entry) (bool, error) {
 		return false, fmt.Errorf("inbox: put: %w", err)
 	}
 	w := &pendingPut{ctx: ctx, key: e.Envelope.Key, source: string(e.Envelope.Source), raw: e.Raw,
-		envelope: string(env), done: make(chan putOutcome, 1)}
+		envelope: env, done: make(chan putOutcome, 1)}
 	g := &p.commits
 	g.mu.Lock()
 	g.queue = append(g.queue, w)
@@ -249,9 +249,16 @@ func batchContext(batch []*pendingPut) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(context.Background(), latest)
 }
 
+// insertBatchSQL zips its arrays row by row (ROWS FROM). The raw bodies come
+// as one bytea cut by offset and length, and the envelopes as one JSON array:
+// as bytea[] and text[] each body and envelope was escaped into an array
+// literal by the driver and parsed out of it again by the server, which cost
+// both sides about a tenth of the statement (inbox: setflow bench, 8 rows).
 const insertBatchSQL = `
 	INSERT INTO setflow_inbox (dedupe_key, source, raw, envelope)
-	SELECT k, s, r, e::jsonb FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS b(k, s, r, e)
+	SELECT b.k, b.s, substring($3::bytea FROM b.o FOR b.n), b.e
+	FROM ROWS FROM (unnest($1::text[]), unnest($2::text[]), unnest($4::int[]), unnest($5::int[]),
+	                jsonb_array_elements($6::jsonb)) AS b(k, s, o, n, e)
 	ON CONFLICT (dedupe_key) DO NOTHING
 	RETURNING dedupe_key`
 
@@ -280,16 +287,31 @@ func (p *Postgres) insertStatement(ctx context.Context) (*sql.Stmt, error) {
 func (p *Postgres) insertRows(ctx context.Context, rows []*pendingPut) (map[string]struct{}, error) {
 	keys := make([]string, len(rows))
 	sources := make([]string, len(rows))
-	raws := make([][]byte, len(rows))
-	envs := make([]string, len(rows))
-	for i, w := range rows {
-		keys[i], sources[i], raws[i], envs[i] = w.key, w.source, w.raw, w.envelope
+	offsets := make([]int64, len(rows))
+	lengths := make([]int64, len(rows))
+	rawLen, envLen := 0, 2
+	for _, w := range rows {
+		rawLen += len(w.raw)
+		envLen += len(w.envelope) + 1
 	}
+	raws := make([]byte, 0, rawLen)
+	envs := make([]byte, 0, envLen)
+	envs = append(envs, '[')
+	for i, w := range rows {
+		keys[i], sources[i] = w.key, w.source
+		offsets[i], lengths[i] = int64(len(raws)+1), int64(len(w.raw)) // substring counts from 1
+		raws = append(raws, w.raw...)
+		if i > 0 {
+			envs = append(envs, ',')
+		}
+		envs = append(envs, w.envelope...)
+	}
+	envs = append(envs, ']')
 	stmt, err := p.insertStatement(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res, err := stmt.QueryContext(ctx, pq.Array(keys), pq.Array(sources), pq.Array(raws), pq.Array(envs))
+	res, err := stmt.QueryContext(ctx, pq.Array(keys), pq.Array(sources), raws, pq.Array(offsets), pq.Array(lengths), string(envs))
 	if err != nil {
 		return nil, err
 	}

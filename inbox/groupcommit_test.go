@@ -1,9 +1,11 @@
 package inbox_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,6 +165,48 @@ func TestPostgresPutsArrivingDuringACommitShareTheNext(t *testing.T) {
 	}
 	if stored := storedKeys(t, db); len(stored) != 16 {
 		t.Fatalf("%d rows stored, want 16", len(stored))
+	}
+}
+
+// Rows that share a commit each keep their own raw body and envelope: bodies
+// of different lengths (one empty, one with every byte value) and envelopes
+// with quotes, backslashes and non-ASCII text come back byte for byte.
+func TestPostgresBatchStoresEachRowsOwnBodyAndEnvelope(t *testing.T) {
+	_, s, gate, release := gatedStore(t, nil)
+	every := make([]byte, 256)
+	for i := range every {
+		every[i] = byte(i)
+	}
+	want := map[string]inbox.Entry{}
+	for i, raw := range [][]byte{[]byte("a.b.c"), nil, every, []byte(strings.Repeat("x", 5000)), []byte(`{"x":"\\u0000"}`)} {
+		e := entry(fmt.Sprint("body-", i))
+		e.Raw = raw
+		e.Envelope.Events[0].Name = fmt.Sprintf(`n"%d\\ 한글 ,]} %s`, i, strings.Repeat("é", i*40))
+		want[e.Envelope.Key] = e
+	}
+	results := make(chan error, len(want))
+	for _, e := range want {
+		go func() { _, err := s.Put(context.Background(), e); results <- err }()
+	}
+	waitQueued(t, s, len(want))
+	release()
+	collect(t, gate, 1)
+	for range want {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := s.PutStats(); st.Batches != 2 {
+		t.Fatalf("%d commits, want the gate's and one shared by the %d Puts", st.Batches, len(want))
+	}
+	for k, e := range want {
+		got, err := s.Get(context.Background(), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got.Raw, e.Raw) || got.Envelope.Events[0].Name != e.Envelope.Events[0].Name || got.Envelope.Key != k {
+			t.Errorf("%s: stored raw %q, event %q; want %q, %q", k, got.Raw, got.Envelope.Events[0].Name, e.Raw, e.Envelope.Events[0].Name)
+		}
 	}
 }
 
