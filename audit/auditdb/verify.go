@@ -97,14 +97,26 @@ func checkExpected(cps []audit.Checkpoint, a *audit.Anchor) (*audit.Checkpoint, 
 	if a == nil {
 		return nil, nil
 	}
-	if a.ID > int64(len(cps)) {
-		return nil, fmt.Errorf("%w: published checkpoint %d is missing (checkpoints, and the rows they sealed, were cut off)", audit.ErrTampered, a.ID)
+	var c *audit.Checkpoint
+	if a.ID >= 1 && a.ID <= int64(len(cps)) {
+		c = &cps[a.ID-1]
 	}
-	c := cps[a.ID-1]
+	if err := matchAnchor(c, *a); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// matchAnchor checks the checkpoint a published anchor names (nil: not in
+// the store) against it.
+func matchAnchor(c *audit.Checkpoint, a audit.Anchor) error {
+	if c == nil {
+		return fmt.Errorf("%w: published checkpoint %d is missing (checkpoints, and the rows they sealed, were cut off)", audit.ErrTampered, a.ID)
+	}
 	if c.Hash != a.Hash {
-		return nil, fmt.Errorf("%w: checkpoint %d differs from the published one (it and the checkpoints after it were rewritten)", audit.ErrTampered, a.ID)
+		return fmt.Errorf("%w: checkpoint %d differs from the published one (it and the checkpoints after it were rewritten)", audit.ErrTampered, a.ID)
 	}
-	return &c, nil
+	return nil
 }
 
 // VerifyWith checks every row of every chain (hash, link, seq), the
@@ -223,11 +235,8 @@ func (p *Store) VerifyChain(ctx context.Context, chain string, opts audit.Verify
 		if cp, err = checkpointByID(ctx, p.db, opts.Expect.ID); err != nil {
 			return res, err
 		}
-		if cp == nil {
-			return res, fmt.Errorf("%w: published checkpoint %d is missing (checkpoints, and the rows they sealed, were cut off)", audit.ErrTampered, opts.Expect.ID)
-		}
-		if cp.Hash != opts.Expect.Hash {
-			return res, fmt.Errorf("%w: checkpoint %d differs from the published one (it and the checkpoints after it were rewritten)", audit.ErrTampered, cp.ID)
+		if err := matchAnchor(cp, *opts.Expect); err != nil {
+			return res, err
 		}
 	} else if cp, err = p.LatestCheckpoint(ctx); err != nil {
 		return res, err
