@@ -463,3 +463,43 @@ func TestPostgresPruneGoesOnPastAnUndecodableEntry(t *testing.T) {
 		t.Fatalf("left %v (%v), want only the corrupt entry", left, err)
 	}
 }
+
+// An entry whose stored envelope does not decode stays visible: List and Get
+// return it (key, source, status) marked Unreadable instead of failing for
+// every entry, and the relay records a failure for it while the others go.
+func TestPostgresUndecodableEntryStaysVisible(t *testing.T) {
+	ctx := context.Background()
+	db, _ := testenv.Database(t)
+	s := inbox.NewPostgres(db)
+	for _, k := range []string{"a", "corrupt", "z"} {
+		if _, err := s.Put(ctx, entry(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.MustExec(`UPDATE setflow_inbox SET envelope = '{"events": 5}' WHERE dedupe_key = 'corrupt'`)
+	list, err := s.List(ctx, inbox.Filter{OldestFirst: true})
+	if err != nil || len(list) != 3 {
+		t.Fatalf("List = %d entries, %v; want all 3", len(list), err)
+	}
+	for _, e := range list {
+		if (e.Envelope.Key == "corrupt") != (e.Unreadable != "") || e.Envelope.Source != event.SourceSET {
+			t.Errorf("%s: source %q, unreadable %q", e.Envelope.Key, e.Envelope.Source, e.Unreadable)
+		}
+	}
+	got, err := s.Get(ctx, "corrupt")
+	if err != nil || got.Unreadable == "" || got.Status != inbox.StatusPending || string(got.Raw) != "raw-corrupt" {
+		t.Fatalf("Get = %+v, %v; want the pending entry with its raw body, marked unreadable", got, err)
+	}
+	var mu sync.Mutex
+	var delivered []string
+	mustRelay(t, s, func(_ context.Context, e inbox.Entry) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		delivered = append(delivered, e.Envelope.Key)
+		return "wf", nil
+	}, noBackoff)
+	slices.Sort(delivered)
+	if got, _ := s.Get(ctx, "corrupt"); !slices.Equal(delivered, []string{"a", "z"}) || got.Status != inbox.StatusPending || got.LastError == "" {
+		t.Fatalf("delivered %v; corrupt entry %s, last error %q: want it kept pending with the failure", delivered, got.Status, got.LastError)
+	}
+}

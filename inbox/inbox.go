@@ -27,6 +27,10 @@ type Entry struct {
 	DispatchedAt time.Time // zero until the relay handed it over
 	LastError    string    // the relay's last failure, or the parked step and why
 	WorkflowID   string    // where it was handed over, or the parked workflow
+	// Unreadable says why the stored envelope did not decode (Get and List
+	// still return such an entry, with only its key and source, so that one
+	// damaged row does not hide the others from an operator).
+	Unreadable string
 }
 
 // SourceParked is the source of a placeholder entry: a step parked under a key

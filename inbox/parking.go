@@ -68,11 +68,7 @@ func (p *Postgres) List(ctx context.Context, f Filter) ([]Entry, error) {
 	}
 	out := make([]Entry, 0, len(rows))
 	for _, r := range rows {
-		e, err := r.view()
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
+		out = append(out, r.view())
 	}
 	return out, nil
 }

@@ -120,27 +120,34 @@ const (
 	listColumns = `id, dedupe_key, source, envelope, status, attempts, received_at, dispatched_at, last_error, workflow_id`
 )
 
+// entry decodes the row; when its envelope does not decode, it returns the
+// error and the entry with an envelope that holds only the key.
 func (r row) entry() (Entry, error) {
 	e := Entry{ID: r.ID, Raw: r.Raw, Status: Status(r.Status), Attempts: r.Attempts, ReceivedAt: r.ReceivedAt,
 		DispatchedAt: r.DispatchedAt.Time, LastError: r.LastError.String, WorkflowID: r.WorkflowID.String}
-	if err := json.Unmarshal(r.Envelope, &e.Envelope); err != nil {
-		return Entry{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, err)
+	var err error
+	if jerr := json.Unmarshal(r.Envelope, &e.Envelope); jerr != nil {
+		e.Envelope, err = event.Envelope{}, fmt.Errorf("inbox: entry %d: decode envelope: %w", r.ID, jerr)
 	}
 	// The key column is the entry's identity (Put stores the envelope's key
 	// there; a hand-written or placeholder row may have none in its envelope).
 	e.Envelope.Key = r.DedupeKey
-	return e, nil
+	return e, err
 }
 
 // view is the entry as Get and List show it: a placeholder's envelope names
-// only its key (see Park), so its source is the row's. The relay is handed
-// the envelope as stored.
-func (r row) view() (Entry, error) {
+// only its key (see Park), so its source is the row's, and an envelope that
+// does not decode is shown as Unreadable. The relay is handed the envelope
+// as stored (and records a failure for one that does not decode).
+func (r row) view() Entry {
 	e, err := r.entry()
-	if err == nil && e.Envelope.Source == "" {
+	if err != nil {
+		e.Unreadable = err.Error()
+	}
+	if e.Envelope.Source == "" {
 		e.Envelope.Source = event.Source(r.Source)
 	}
-	return e, err
+	return e
 }
 
 // Get returns the entry stored under key.
@@ -154,7 +161,7 @@ func (p *Postgres) Get(ctx context.Context, key string) (Entry, error) {
 	if err != nil {
 		return Entry{}, fmt.Errorf("inbox: get: %w", err)
 	}
-	return r.view()
+	return r.view(), nil
 }
 
 // ReceivedAfter reports whether the entry under key was received after t. The

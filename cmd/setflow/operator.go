@@ -119,7 +119,11 @@ func printEventList(ctx context.Context, store inbox.Store, lf listFilter) error
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KEY\tSOURCE\tSTATUS\tATTEMPTS\tRECEIVED\tLAST ERROR")
 	for _, e := range entries {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), e.LastError)
+		last := e.LastError
+		if e.Unreadable != "" {
+			last = strings.TrimSpace("unreadable envelope; " + last)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), last)
 	}
 	return w.Flush()
 }
@@ -142,6 +146,9 @@ func showEvent(ctx context.Context, db *sqlx.DB, store inbox.Store, key string, 
 		key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), wf)
 	if e.LastError != "" {
 		fmt.Printf("last error: %s\n", e.LastError)
+	}
+	if e.Unreadable != "" {
+		fmt.Printf("unreadable: %s\n", e.Unreadable)
 	}
 	recs, err := auditdb.NewStore(db).ForEvent(ctx, key)
 	if err != nil {
