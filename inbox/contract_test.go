@@ -466,7 +466,8 @@ func TestPostgresPruneGoesOnPastAnUndecodableEntry(t *testing.T) {
 
 // An entry whose stored envelope does not decode stays visible: List and Get
 // return it (key, source, status) marked Unreadable instead of failing for
-// every entry, and the relay records a failure for it while the others go.
+// every entry, and the relay parks it (retrying cannot help) while the others
+// go; it is then listed among the parked, under the step "relay".
 func TestPostgresUndecodableEntryStaysVisible(t *testing.T) {
 	ctx := context.Background()
 	db, _ := testenv.Database(t)
@@ -499,7 +500,11 @@ func TestPostgresUndecodableEntryStaysVisible(t *testing.T) {
 		return "wf", nil
 	}, noBackoff)
 	slices.Sort(delivered)
-	if got, _ := s.Get(ctx, "corrupt"); !slices.Equal(delivered, []string{"a", "z"}) || got.Status != inbox.StatusPending || got.LastError == "" {
-		t.Fatalf("delivered %v; corrupt entry %s, last error %q: want it kept pending with the failure", delivered, got.Status, got.LastError)
+	if got, _ := s.Get(ctx, "corrupt"); !slices.Equal(delivered, []string{"a", "z"}) || got.Status != inbox.StatusParked ||
+		!strings.HasPrefix(got.LastError, "relay: ") {
+		t.Fatalf("delivered %v; corrupt entry %s, last error %q: want it parked by the relay", delivered, got.Status, got.LastError)
+	}
+	if parked, err := s.List(ctx, inbox.Filter{Status: inbox.StatusParked, Step: "relay"}); err != nil || len(parked) != 1 {
+		t.Fatalf("parked under step relay: %d, %v", len(parked), err)
 	}
 }

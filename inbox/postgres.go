@@ -217,6 +217,9 @@ func (p *Postgres) Relay(ctx context.Context, limit int, deliver Deliver, backof
 type relayOutcome struct {
 	workflowID string
 	err        error
+	// park: the entry can never be handed over as stored (its envelope does
+	// not decode), so it is parked for an operator instead of retried.
+	park bool
 }
 
 // deliverAll hands the claimed rows over, at most Concurrency at a time.
@@ -232,7 +235,7 @@ func (p *Postgres) deliverAll(ctx context.Context, rows []row, deliver Deliver) 
 	for i, r := range rows {
 		e, err := r.entry()
 		if err != nil {
-			outcomes[i].err = err
+			outcomes[i] = relayOutcome{err: err, park: true}
 			continue
 		}
 		wg.Add(1)
@@ -266,6 +269,15 @@ func recordOutcomes(ctx context.Context, tx *sqlx.Tx, rows []row, outcomes []rel
 			continue
 		}
 		attempts := rows[i].Attempts + 1
+		if o.park {
+			// "relay" stands where a parked step's name does (events list -step relay).
+			if _, err := tx.ExecContext(ctx, `
+				UPDATE setflow_inbox SET status = 'parked', attempts = $2, last_error = $3 WHERE id = $1`,
+				rows[i].ID, attempts, clip("relay: "+o.err.Error())); err != nil {
+				return fmt.Errorf("inbox: relay: record failure: %w", err)
+			}
+			continue
+		}
 		wait := backoff(attempts)
 		msg := clip(o.err.Error())
 		if _, err := tx.ExecContext(ctx, `
