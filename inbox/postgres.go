@@ -138,7 +138,7 @@ func (r row) entry() (Entry, error) {
 // view is the entry as Get and List show it: a placeholder's envelope names
 // only its key (see Park), so its source is the row's, and an envelope that
 // does not decode is shown as Unreadable. The relay is handed the envelope
-// as stored (and records a failure for one that does not decode).
+// as stored (and parks one that does not decode).
 func (r row) view() Entry {
 	e, err := r.entry()
 	if err != nil {
@@ -339,11 +339,7 @@ const pruneBatch = 1000
 func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished Finished) (int64, error) {
 	var total, after int64
 	for {
-		var old []struct {
-			ID       int64  `db:"id"`
-			Key      string `db:"dedupe_key"`
-			Envelope []byte `db:"envelope"`
-		}
+		var old []row
 		if err := p.db.SelectContext(ctx, &old, `
 			SELECT id, dedupe_key, envelope FROM setflow_inbox
 			WHERE status = 'dispatched' AND dispatched_at < now() - $1 * interval '1 millisecond' AND id > $2
@@ -356,24 +352,21 @@ func (p *Postgres) Prune(ctx context.Context, retention time.Duration, finished 
 		// An envelope that does not decode cannot be judged finished: it is
 		// kept for an operator to look at, and the others go on.
 		envs := make([]event.Envelope, 0, len(old))
-		ids := make(map[string]int64, len(old))
-		for _, e := range old {
-			var env event.Envelope
-			if json.Unmarshal(e.Envelope, &env) != nil {
-				continue
+		ids := make([]int64, 0, len(old))
+		for _, r := range old {
+			if e, err := r.entry(); err == nil {
+				envs = append(envs, e.Envelope)
+				ids = append(ids, r.ID)
 			}
-			env.Key = e.Key // the row's key is the entry's identity (see entry)
-			envs = append(envs, env)
-			ids[e.Key] = e.ID
 		}
 		done, err := finished(ctx, envs)
 		if err != nil {
 			return total, fmt.Errorf("inbox: prune: %w", err)
 		}
 		var prune []int64
-		for _, env := range envs {
+		for i, env := range envs {
 			if done[env.Key] {
-				prune = append(prune, ids[env.Key])
+				prune = append(prune, ids[i])
 			}
 		}
 		if len(prune) > 0 {
