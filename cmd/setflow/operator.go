@@ -121,7 +121,7 @@ func printEventList(ctx context.Context, store inbox.Store, lf listFilter) error
 	for _, e := range entries {
 		last := e.LastError
 		if e.Unreadable != "" {
-			last = strings.TrimSpace("unreadable envelope; " + last)
+			last = strings.TrimSuffix("unreadable envelope; "+last, "; ")
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", e.Envelope.Key, e.Envelope.Source, e.Status, e.Attempts, e.ReceivedAt.Format(time.RFC3339), last)
 	}
