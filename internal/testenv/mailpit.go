@@ -125,6 +125,10 @@ func startMailpit(t testing.TB, bin, db string, extraArgs []string) (*MailpitSer
 		"--smtp-disable-rdns",
 		"--block-remote-css-and-fonts",
 		"--enable-chaos",
+		// Keep every message: by default Mailpit deletes all but the newest
+		// 500, and a test that counts notices would see the older ones as
+		// never sent.
+		"--max", "0",
 	}
 	args = append(args, extraArgs...)
 	cmd := exec.Command(bin, args...)
