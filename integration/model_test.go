@@ -58,7 +58,11 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x5e7f10))
 
 	s := newStack(t)
-	s.DB.SetMaxOpenConns(32) // as a deployment would; the server's limit is shared with other tests
+	// A pool as a deployment's (cmd/setflow/wiring.go): the server's limit is
+	// shared with other tests, and with database/sql's default of 2 idle
+	// connections every burst opened and closed backends (a fork each).
+	s.DB.SetMaxOpenConns(32)
+	s.DB.SetMaxIdleConns(32)
 	srv := &ingress.Server{Inbox: s.Inbox, Log: s.log, Ready: s.DB.PingContext,
 		Kakao: ingress.Kakao{AdminKeys: []string{webhookAdminKey}, AppID: webhookAppID, Issuer: testIssuer, KeyHash: subjects.Key}}
 	hooks := &webhooks{stack: s, URL: newHTTPServer(t, srv.Handler())}
@@ -165,11 +169,13 @@ func TestModelRandomDeliveryOrder(t *testing.T) {
 		byUser[env.Subject.UserID] = append(byUser[env.Subject.UserID], env)
 	}
 	mails := map[string][]string{} // Message-ID → recipients
-	for _, m := range mp.Messages(t) {
+	msgs := mp.Messages(t)
+	for _, m := range msgs {
 		for _, to := range m.To {
 			mails[m.MessageID] = append(mails[m.MessageID], to.Address)
 		}
 	}
+	t.Logf("model: %d emails", len(msgs))
 	failed := 0
 	for _, u := range plan.users {
 		want := oracle(u, byUser[u.id])
@@ -204,26 +210,60 @@ func envDuration(name string, def time.Duration) time.Duration {
 func waitThrough(t *testing.T, s *stack, envs []event.Envelope, deadline time.Time) {
 	t.Helper()
 	for _, env := range envs {
-		for {
-			recs, err := s.Audit.ForEvent(context.Background(), env.Key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			n := 0
-			for _, r := range recs {
-				if strings.HasSuffix(r.Step, "/"+workflows.StepCompleted) {
-					n++
-				}
-			}
-			if n >= len(env.Events) {
-				break
-			}
+		for !through(t, s, env) {
 			if time.Now().After(deadline) {
-				t.Fatalf("event %s not through: %s", env.Key, s.auditSteps(env.Key))
+				// Slow or stuck? Say how many are left and where the
+				// first one's stream is.
+				t.Fatalf("event %s not through: %s; %d of %d events not through; its stream: %s", env.Key,
+					s.auditSteps(env.Key), notThrough(t, s, envs), len(envs), streamStatus(s, env.Subject))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+}
+
+// notThrough counts the envelopes whose events are not all completed.
+func notThrough(t *testing.T, s *stack, envs []event.Envelope) int {
+	t.Helper()
+	n := 0
+	for _, env := range envs {
+		if !through(t, s, env) {
+			n++
+		}
+	}
+	return n
+}
+
+// through says whether every event of the envelope is audited completed.
+func through(t *testing.T, s *stack, env event.Envelope) bool {
+	t.Helper()
+	recs, err := s.Audit.ForEvent(context.Background(), env.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := 0
+	for _, r := range recs {
+		if strings.HasSuffix(r.Step, "/"+workflows.StepCompleted) {
+			done++
+		}
+	}
+	return done >= len(env.Events)
+}
+
+// streamStatus is what the subject's stream says of itself.
+func streamStatus(s *stack, sub event.Subject) string {
+	id := workflows.UserStreamID(subjects.Hash(sub.Issuer, sub.UserID))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := s.Temporal.QueryWorkflow(ctx, id, "", workflows.QueryState)
+	if err != nil {
+		return fmt.Sprintf("%s: query: %v", id, err)
+	}
+	var st workflows.StreamStatus
+	if err := v.Get(&st); err != nil {
+		return fmt.Sprintf("%s: %v", id, err)
+	}
+	return fmt.Sprintf("%s: %+v", id, st)
 }
 
 // waitStreamQuiet waits until the user's stream has nothing queued, running
