@@ -63,7 +63,6 @@ import (
 	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/internal/testenv"
-	"github.com/setflow/setflow/mailer"
 	"github.com/setflow/setflow/migrations"
 	"github.com/setflow/setflow/policy"
 	"github.com/setflow/setflow/simulator"
@@ -145,7 +144,7 @@ func TestOutagesUnderLoad(t *testing.T) {
 	t.Cleanup(func() { workers.cleanup(t) })
 	w := workers.start(t)
 	logf("worker process %d running", w.pid())
-	load := startOutageLoad(in.url, events, cfg.rate)
+	load := startKakaoSenders(in.url, events, cfg.rate, 48)
 	t.Cleanup(load.stop)
 	gap := func() { load.waitMore(t, int64(cfg.rate*3)) }
 
@@ -905,11 +904,7 @@ type outageCRM struct {
 	ts     *httptest.Server
 	secret []byte
 
-	mu        sync.Mutex
-	requests  map[string]int      // by idempotency key
-	applied   map[string]int      // times a key's document was applied
-	writes    map[string][]string // contact → applied keys, in order
-	contacts  map[string]*chaosContact
+	crmLedger // its mu also guards the fields below
 	holds     int
 	rel       chan struct{}
 	downFor   time.Duration // armed outage
@@ -922,8 +917,8 @@ type outageCRM struct {
 
 func newOutageCRM(t *testing.T) *outageCRM {
 	t.Helper()
-	c := &outageCRM{secret: []byte("outage-crm-secret"), requests: map[string]int{}, applied: map[string]int{},
-		writes: map[string][]string{}, contacts: map[string]*chaosContact{}, rel: make(chan struct{}), wentDown: make(chan time.Time, 1)}
+	c := &outageCRM{secret: []byte("outage-crm-secret"), rel: make(chan struct{}), wentDown: make(chan time.Time, 1)}
+	c.init()
 	c.ts = httptest.NewServer(http.HandlerFunc(c.serve))
 	t.Cleanup(c.ts.Close)
 	t.Cleanup(c.release) // runs first: no handler stays held
@@ -1024,17 +1019,6 @@ func (c *outageCRM) serve(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// applyOnce applies a document unless its key was applied (c.mu held).
-func (c *outageCRM) applyOnce(doc crm.Document) {
-	if c.applied[doc.IdempotencyKey] > 0 {
-		return
-	}
-	c.applied[doc.IdempotencyKey]++
-	id := doc.Contact.ExternalID
-	c.writes[id] = append(c.writes[id], doc.IdempotencyKey)
-	applyCRMDocument(c.contacts, doc)
-}
-
 // outageEvents prepares n distinct events as chaosEvents does (one user
 // each: SET users with an email address in their state, every user with a
 // session from before the event and one from after it), seeded in parallel.
@@ -1100,115 +1084,6 @@ func outageEvents(t *testing.T, s *stack, n int) []chaosEvent {
 	return events
 }
 
-// outageLoad offers the events at a steady rate until stopped; its senders
-// behave like chaosLoad's (retry connection errors and 5xx for 90 s, count
-// only a 2xx as accepted). Many senders, so that retries during an outage do
-// not slow the offered load.
-type outageLoad struct {
-	accepted  atomic.Int64
-	retries   atomic.Int64
-	sent      atomic.Int64 // events taken from the pool
-	exhausted atomic.Bool
-	mu        sync.Mutex
-	ok        []chaosEvent
-	rejected  []string
-	quit      chan struct{}
-	quitOnce  sync.Once
-	done      chan struct{}
-}
-
-func startOutageLoad(baseURL string, events []chaosEvent, perSecond float64) *outageLoad {
-	l := &outageLoad{quit: make(chan struct{}), done: make(chan struct{})}
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}}
-	jobs := make(chan chaosEvent)
-	go func() {
-		defer close(jobs)
-		tick := time.NewTicker(time.Duration(float64(time.Second) / perSecond))
-		defer tick.Stop()
-		for _, e := range events {
-			select {
-			case <-l.quit:
-				return
-			case <-tick.C:
-			}
-			select {
-			case <-l.quit:
-				return
-			case jobs <- e:
-				l.sent.Add(1)
-			}
-		}
-		l.exhausted.Store(true)
-	}()
-	var wg sync.WaitGroup
-	for range 48 {
-		wg.Go(func() {
-			for e := range jobs {
-				l.send(hc, baseURL, e)
-			}
-		})
-	}
-	go func() { wg.Wait(); hc.CloseIdleConnections(); close(l.done) }()
-	return l
-}
-
-func (l *outageLoad) send(hc *http.Client, baseURL string, e chaosEvent) {
-	deadline := time.Now().Add(90 * time.Second)
-	backoff := 50 * time.Millisecond
-	for {
-		status, err := chaosPost(hc, baseURL, e)
-		switch {
-		case err == nil && status/100 == 2:
-			l.accepted.Add(1)
-			l.mu.Lock()
-			l.ok = append(l.ok, e)
-			l.mu.Unlock()
-			return
-		case err == nil && status < 500:
-			l.mu.Lock()
-			l.rejected = append(l.rejected, fmt.Sprintf("%s: %d", e.key, status))
-			l.mu.Unlock()
-			return
-		}
-		l.retries.Add(1)
-		if time.Now().After(deadline) {
-			l.mu.Lock()
-			l.rejected = append(l.rejected, fmt.Sprintf("%s: gave up (%v, %d)", e.key, err, status))
-			l.mu.Unlock()
-			return
-		}
-		time.Sleep(backoff)
-		backoff = min(2*backoff, time.Second)
-	}
-}
-
-// stop ends the offer; deliveries in flight go on until answered.
-func (l *outageLoad) stop() { l.quitOnce.Do(func() { close(l.quit) }) }
-
-func (l *outageLoad) wait(t *testing.T) {
-	t.Helper()
-	select {
-	case <-l.done:
-	case <-time.After(2 * time.Minute):
-		t.Fatal("senders did not finish")
-	}
-}
-
-func (l *outageLoad) offered() int { return int(l.sent.Load()) }
-
-// waitMore waits for n more accepted events.
-func (l *outageLoad) waitMore(t *testing.T, n int64) {
-	t.Helper()
-	want := l.accepted.Load() + n
-	eventually(t, 2*time.Minute, fmt.Sprintf("%d accepted events", want), func() bool { return l.accepted.Load() >= want })
-}
-
-func (l *outageLoad) result() ([]chaosEvent, []string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return append([]chaosEvent(nil), l.ok...), append([]string(nil), l.rejected...)
-}
-
 // drainOutages waits for every accepted event to be dispatched and
 // completed and every changed contact to be synced, logging progress; on a
 // timeout it shows where the stragglers are.
@@ -1267,298 +1142,31 @@ func drainOutages(t *testing.T, s *stack, accepted []chaosEvent, timeout time.Du
 	logf("drained: %d events dispatched and completed, %d CRM syncs through", len(keys), len(synced))
 }
 
-// mailpitAllMessages lists every stored message (testenv's Messages stops at
-// 1000).
-func mailpitAllMessages(t *testing.T, mail *testenv.MailpitServer) []testenv.MailpitMessage {
-	t.Helper()
-	const page = 500
-	var all []testenv.MailpitMessage
-	for start := 0; ; start += page {
-		resp, err := http.Get(fmt.Sprintf("%s/api/v1/messages?start=%d&limit=%d", mail.APIURL, start, page))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var body struct {
-			Total    int                      `json:"total"`
-			Messages []testenv.MailpitMessage `json:"messages"`
-		}
-		err = json.NewDecoder(resp.Body).Decode(&body)
-		resp.Body.Close()
-		if err != nil {
-			t.Fatalf("mailpit messages: %v", err)
-		}
-		all = append(all, body.Messages...)
-		if len(body.Messages) < page || start+page >= body.Total {
-			return all
-		}
-	}
-}
-
 // checkOutageOutcome asserts that no accepted event was lost, no CRM write
-// happened twice and every notice went out at least once.
+// happened twice and every notice went out at least once
+// (checkReactionOutcome), and that the outages were hit.
 func checkOutageOutcome(t *testing.T, s *stack, c client.Client, accepted, prepared []chaosEvent, crmSrv *outageCRM,
-	smtp *stallingProxy, mail *testenv.MailpitServer, load *outageLoad, workers *workerProcs) {
+	smtp *stallingProxy, mail *testenv.MailpitServer, load *kakaoSenders, workers *workerProcs) {
 	t.Helper()
-	ctx := t.Context()
-	keys := map[string]chaosEvent{}
-	for _, e := range accepted {
-		keys[e.key] = e
-	}
-	if len(keys) != len(accepted) {
-		t.Fatalf("%d distinct keys for %d accepted events", len(keys), len(accepted))
-	}
 	known := map[string]bool{}
 	for _, e := range prepared {
 		known[e.key] = true
 	}
-
-	// Inbox: one row per accepted event, dispatched; nothing else stored.
-	var rows []struct {
-		Key    string `db:"dedupe_key"`
-		Status string `db:"status"`
-	}
-	if err := s.DB.Select(&rows, `SELECT dedupe_key, status FROM setflow_inbox`); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for _, r := range rows {
-		seen[r.Key]++
-		if _, ok := keys[r.Key]; !ok {
-			t.Errorf("inbox row %s (%s) is no accepted event (prepared: %v)", r.Key, r.Status, known[r.Key])
-		}
-		if r.Status != string(inbox.StatusDispatched) {
-			t.Errorf("inbox row %s is %s", r.Key, r.Status)
-		}
-	}
-	for k := range keys {
-		if seen[k] != 1 {
-			t.Errorf("event %s: %d inbox rows, want 1", k, seen[k])
-		}
-	}
-
-	// Temporal: one stream run per user (one user per event), no reaction
-	// workflow.
-	byHash := checkOneStreamPerEvent(t, ctx, c, keys)
-
-	// Audit: each expected step once, ending with "completed"; nothing
-	// failed (parked); one sync row per changed user.
-	var audits []struct {
-		Key     string `db:"event_key"`
-		Step    string `db:"step"`
-		Outcome string `db:"outcome"`
-		Repeat  bool   `db:"repeat"`
-	}
-	if err := s.DB.Select(&audits, `SELECT event_key, step, outcome,
-		COALESCE((detail->>'repeat')::boolean, false) AS repeat FROM setflow_audit ORDER BY id`); err != nil {
-		t.Fatal(err)
-	}
-	steps := map[string]map[string]string{}
-	syncs := map[string]map[string]string{}
-	repeatAudited := map[string]bool{}
-	for _, a := range audits {
-		if a.Outcome == "failed" {
-			t.Errorf("audit: %s %s failed (a step parked)", a.Key, a.Step)
-		}
-		if a.Repeat && strings.HasSuffix(a.Step, "/send_notice") {
-			repeatAudited[a.Key] = true
-		}
-		if h, ok := strings.CutPrefix(a.Key, workflows.CRMSyncKeyPrefix); ok {
-			if !chaosSyncs[byHash[h].kind] {
-				t.Errorf("sync audited for %s, whose event changed no contact", a.Key)
-				continue
-			}
-			if syncs[h] == nil {
-				syncs[h] = map[string]string{}
-			}
-			if _, dup := syncs[h][a.Step]; dup {
-				t.Errorf("sync of %s: step %s audited twice", a.Key, a.Step)
-			}
-			syncs[h][a.Step] = a.Outcome
-			continue
-		}
-		if _, ok := keys[a.Key]; !ok {
-			t.Errorf("audit row %s %s belongs to no accepted event", a.Key, a.Step)
-			continue
-		}
-		if steps[a.Key] == nil {
-			steps[a.Key] = map[string]string{}
-		}
-		if _, dup := steps[a.Key][a.Step]; dup {
-			t.Errorf("event %s: step %s audited twice", a.Key, a.Step)
-		}
-		steps[a.Key][a.Step] = a.Outcome
-	}
-	want := map[string][]string{
-		"account-disabled":  {"received=received", "revoke_sessions=done", "lock_account=done", "send_notice=done|duplicate", "completed=done"},
-		"credential-change": {"received=received", "revoke_sessions=done", "send_notice=done|duplicate", "completed=done"},
-		"user-unlinked": {"received=received", "revoke_sessions=done", "mark_unlinked=done", "schedule_purge=done", "crm_upsert=done",
-			"completed=done"},
-	}
-	notices := 0
-	for k, e := range keys {
-		got := steps[k]
-		if len(got) != len(want[e.kind]) {
-			t.Errorf("event %s (%s): audited steps %v, want %v", k, e.kind, got, want[e.kind])
-			continue
-		}
-		for _, w := range want[e.kind] {
-			step, outcomes, _ := strings.Cut(w, "=")
-			o := got[e.kind+"/"+step]
-			if !strings.Contains("|"+outcomes+"|", "|"+o+"|") {
-				t.Errorf("event %s (%s): step %s audited %q, want %s", k, e.kind, step, o, outcomes)
-			}
-		}
-		if e.kind != "user-unlinked" {
-			notices++
-		}
-	}
-	if res, err := s.Audit.Verify(ctx); err != nil {
-		t.Errorf("audit chain after the outages: %v", err)
-	} else if res.Rows != int64(len(audits)) {
-		t.Errorf("audit chain covers %d rows of %d", res.Rows, len(audits))
-	}
-
-	// Sessions: each event's earlier session revoked exactly once, the later one kept.
-	var revs []struct {
-		Session string `db:"session_id"`
-	}
-	if err := s.DB.Select(&revs, `SELECT session_id FROM chaos_revocations`); err != nil {
-		t.Fatal(err)
-	}
-	revoked := map[string]int{}
-	for _, r := range revs {
-		revoked[r.Session]++
-	}
-	for _, e := range keys {
-		if n := revoked[e.user+"-old"]; n != 1 {
-			t.Errorf("event %s: session before the event revoked %d times, want once", e.key, n)
-		}
-		if n := revoked[e.user+"-later"]; n != 0 {
-			t.Errorf("event %s: session after the event revoked %d times, want kept", e.key, n)
-		}
-	}
-	if len(revs) != len(keys) {
-		t.Errorf("%d revocations logged for %d accepted events", len(revs), len(keys))
-	}
-
-	// CRM: each changed user has exactly one applied write, under the key of
-	// its state version (a retried sync reuses it; the stand-in applies a key
-	// once however often it arrives), and holds what the state asks for.
-	crmSrv.mu.Lock()
-	requested := map[string]int{}
-	replays := 0
-	for k, n := range crmSrv.requests {
-		requested[k] = n
-		replays += n - 1
-	}
-	appliedTwice := 0
-	for k, n := range crmSrv.applied {
-		if n != 1 {
-			appliedTwice++
-			t.Errorf("CRM key %s applied %d times", k, n)
-		}
-	}
-	writes := map[string][]string{}
-	for contact, ks := range crmSrv.writes {
-		writes[contact] = append([]string(nil), ks...)
-	}
-	contacts := map[string]chaosContact{}
-	for id, ct := range crmSrv.contacts {
-		contacts[id] = *ct
-	}
-	appliedWrites := len(crmSrv.applied)
-	crmSrv.mu.Unlock()
-	states := statedb.NewStore(s.DB)
-	syncedUsers := 0
-	for _, e := range keys {
-		ws := writes[e.user]
-		h := subjects.Hash(testIssuer, e.user)
-		if !chaosSyncs[e.kind] {
-			if len(ws) != 0 || len(syncs[h]) != 0 {
-				t.Errorf("event %s (%s): CRM writes %v, syncs %v, want none", e.key, e.kind, ws, syncs[h])
-			}
-			continue
-		}
-		syncedUsers++
-		snap, err := states.Get(ctx, h)
-		if err != nil {
-			t.Errorf("event %s: state: %v", e.key, err)
-			continue
-		}
-		v := snap.State.Version
-		if snap.CRMVersion != v {
-			t.Errorf("event %s (%s): CRM synced to v%d, state is v%d", e.key, e.kind, snap.CRMVersion, v)
-		}
-		wantKey := fmt.Sprintf("crm-sync/%s/v%d/upsert", h, v)
-		if len(ws) != 1 || ws[0] != wantKey {
-			t.Errorf("event %s (%s): CRM writes applied %v, want exactly [%s]", e.key, e.kind, ws, wantKey)
-		}
-		for k := range requested {
-			if strings.HasPrefix(k, "crm-sync/"+h+"/") && k != wantKey {
-				t.Errorf("event %s (%s): CRM call under key %s (%d times), want only %s", e.key, e.kind, k, requested[k], wantKey)
-			}
-		}
-		if got := syncs[h]; len(got) != 1 || got[fmt.Sprintf("crm-sync/v%d", v)] != "done" {
-			t.Errorf("event %s (%s): sync audit %v, want v%d=done", e.key, e.kind, got, v)
-		}
-		wc := snap.State.Contact()
-		wantLinked := "" // not sent while the link is unknown
-		if wc.Linked != "" {
-			wantLinked = fmt.Sprint(wc.Linked == userstate.Linked)
-		}
-		ct, ok := contacts[e.user]
-		if ok != wc.Present || ct.Email != wc.Email || ct.Nickname != wc.Nickname || ct.Phone != wc.Phone ||
-			ct.Properties["kakao_locked"] != fmt.Sprint(wc.Locked) || ct.Properties["kakao_linked"] != wantLinked ||
-			(ct.Marketing != nil) != (wc.Marketing != "") {
-			t.Errorf("event %s (%s): CRM contact %+v (exists %v), the state asks for %+v", e.key, e.kind, ct, ok, wc)
-		}
-	}
-	if appliedWrites != syncedUsers {
-		t.Errorf("CRM applied %d writes for %d users whose contact changed", appliedWrites, syncedUsers)
-	}
-
-	// Email: at least once per notice, every copy with the Message-ID of
-	// the event and step; a second copy audited as a repeat.
-	msgs := mailpitAllMessages(t, mail)
-	perRecipient := map[string]int{}
-	perMessageID := map[string]int{}
-	for _, m := range msgs {
-		for _, to := range m.To {
-			perRecipient[to.Address]++
-		}
-		perMessageID[m.MessageID]++
-	}
-	repeats := 0
-	for k, e := range keys {
-		if e.kind == "user-unlinked" {
-			continue
-		}
-		n := perRecipient[chaosEmail(e.user)]
-		id := strings.Trim(mailer.MessageID(workflows.StepKey(k, e.kind, policy.SendNotice), "example.test"), "<>")
-		if n == 0 || perMessageID[id] != n {
-			t.Errorf("event %s: %d emails to the user, %d with the notice's Message-ID %s: want at least one, all with it", k, n, perMessageID[id], id)
-		}
-		if n > 1 {
-			repeats++
-			if !repeatAudited[k] {
-				t.Errorf("event %s: %d copies but the audit does not say repeat%s", k, n, noticeHistory(s, workers, msgs, e))
-			}
-		}
-	}
-
+	o := checkReactionOutcome(t, s, c, accepted, &crmSrv.crmLedger, mail, outcomeOptions{prepared: known,
+		noticeHistory: func(msgs []testenv.MailpitMessage, e chaosEvent) string { return noticeHistory(s, workers, msgs, e) }})
 	// The worst moments happened: senders hit the database outage, the CRM
 	// answered 503 and saw writes again (held or refused answers), an email
 	// went out again after an attempt whose delivery was unknown, and the
 	// stall held SMTP connections.
-	if load.retries.Load() == 0 || crmSrv.unavailable.Load() == 0 || replays == 0 || repeats == 0 || smtp.stalledConns.Load() == 0 {
+	if load.retries.Load() == 0 || crmSrv.unavailable.Load() == 0 || o.crmReplays == 0 || o.noticeRepeats == 0 || smtp.stalledConns.Load() == 0 {
 		t.Errorf("outages not exercised: %d sends retried, %d CRM 503s, %d CRM requests repeated, %d notices sent again, %d SMTP connections stalled",
-			load.retries.Load(), crmSrv.unavailable.Load(), replays, repeats, smtp.stalledConns.Load())
+			load.retries.Load(), crmSrv.unavailable.Load(), o.crmReplays, o.noticeRepeats, smtp.stalledConns.Load())
 	}
 	t.Logf("outcome: %d accepted events (%d retried sends), %d inbox rows, %d user streams, %d audit rows (chain intact), "+
-		"%d sessions revoked once, %d CRM writes applied for %d changed users (%d repeated requests deduplicated by key, %d 503s, %d keys applied twice), "+
+		"%d sessions revoked once, %d CRM writes applied for %d changed users (%d repeated requests deduplicated by key, %d 503s), "+
 		"%d emails for %d notices (%d sent again with the same Message-ID)",
-		len(keys), load.retries.Load(), len(rows), len(byHash), len(audits), len(revs), appliedWrites, syncedUsers, replays,
-		crmSrv.unavailable.Load(), appliedTwice, len(msgs), notices, repeats)
+		o.events, load.retries.Load(), o.inboxRows, o.streams, o.auditRows, o.revocations, o.crmApplied, o.crmSynced, o.crmReplays,
+		crmSrv.unavailable.Load(), o.emails, o.notices, o.noticeRepeats)
 }
 
 // noticeHistory tells what happened to an event's notice: its audit rows,
