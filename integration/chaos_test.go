@@ -2,11 +2,9 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -234,40 +232,50 @@ func chaosEvents(t *testing.T, s *stack, perKind int) []chaosEvent {
 	now := time.Now()
 	var events []chaosEvent
 	for i := range 3 * perKind {
-		e := chaosEvent{user: fmt.Sprintf("77%05d", i)}
-		switch i % 3 {
-		case 0, 1:
-			set := simulator.SET{Issuer: testIssuer, Audience: testAudience, UserID: e.user, EventType: "credential-change",
-				JTI: simulator.NewID(), IssuedAt: now}
-			if i%3 == 0 {
-				set.EventType, set.Fields = "account-disabled", map[string]any{"reason": "hijacking"}
-			}
-			claims, err := set.Claims()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.token, err = s.Key.Sign(claims); err != nil {
-				t.Fatal(err)
-			}
-			e.kind, e.key = set.EventType, ingress.SETKey(set.JTI)
+		e := newChaosEvent(t, s, fmt.Sprintf("77%05d", i), i, now)
+		if e.token != "" {
 			// In the user's state: the profile row is its projection.
 			s.seedProfile(e.user, chaosEmail(e.user), "user "+e.user)
-		case 2:
-			e.kind = "user-unlinked"
-			e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
-				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
-			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
-				now, chaosUnlinkWindow)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.key = key
 		}
 		s.insertSession(e.user+"-old", e.user, now.Add(-time.Hour))
 		s.insertSession(e.user+"-later", e.user, now.Add(time.Hour))
 		events = append(events, e)
 	}
 	return events
+}
+
+// newChaosEvent makes the i-th event of a run, for user: in turn a hijacking
+// account-disabled SET, a credential-change SET and an unlink webhook, each
+// sent at now.
+func newChaosEvent(t *testing.T, s *stack, user string, i int, now time.Time) chaosEvent {
+	t.Helper()
+	e := chaosEvent{user: user}
+	if i%3 == 2 {
+		e.kind = "user-unlinked"
+		e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
+			Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
+		key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
+			now, chaosUnlinkWindow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.key = key
+		return e
+	}
+	set := simulator.SET{Issuer: testIssuer, Audience: testAudience, UserID: e.user, EventType: "credential-change",
+		JTI: simulator.NewID(), IssuedAt: now}
+	if i%3 == 0 {
+		set.EventType, set.Fields = "account-disabled", map[string]any{"reason": "hijacking"}
+	}
+	claims, err := set.Claims()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.token, err = s.Key.Sign(claims); err != nil {
+		t.Fatal(err)
+	}
+	e.kind, e.key = set.EventType, ingress.SETKey(set.JTI)
+	return e
 }
 
 func chaosEmail(user string) string { return "u" + user + "@example.test" }
@@ -547,18 +555,8 @@ func newCRMStandIn(t *testing.T) *crmStandIn {
 func (c *crmStandIn) URL() string { return c.ts.URL }
 
 func (c *crmStandIn) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, "read", http.StatusBadRequest)
-		return
-	}
-	if err := crm.Verify(c.secret, r.Header.Get(crm.HeaderSignature), r.Header.Get(crm.HeaderTimestamp), body, 0); err != nil {
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var doc crm.Document
-	if err := json.Unmarshal(body, &doc); err != nil || doc.IdempotencyKey == "" || doc.IdempotencyKey != r.Header.Get(crm.HeaderIdempotencyKey) {
-		http.Error(w, "bad document", http.StatusBadRequest)
+	doc, ok := readCRMDocument(w, r, c.secret)
+	if !ok {
 		return
 	}
 	key := doc.IdempotencyKey

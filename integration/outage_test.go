@@ -31,7 +31,6 @@ package integration
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -58,9 +57,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/setflow/setflow/audit/auditdb"
-	"github.com/setflow/setflow/crm"
 	"github.com/setflow/setflow/inbox"
-	"github.com/setflow/setflow/ingress"
 	"github.com/setflow/setflow/internal/pgurl"
 	"github.com/setflow/setflow/internal/testenv"
 	"github.com/setflow/setflow/migrations"
@@ -967,18 +964,8 @@ func (c *outageCRM) waitOutage(t *testing.T) time.Time {
 }
 
 func (c *outageCRM) serve(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		http.Error(w, "read", http.StatusBadRequest)
-		return
-	}
-	if err := crm.Verify(c.secret, r.Header.Get(crm.HeaderSignature), r.Header.Get(crm.HeaderTimestamp), body, 0); err != nil {
-		http.Error(w, "bad signature", http.StatusUnauthorized)
-		return
-	}
-	var doc crm.Document
-	if err := json.Unmarshal(body, &doc); err != nil || doc.IdempotencyKey == "" || doc.IdempotencyKey != r.Header.Get(crm.HeaderIdempotencyKey) {
-		http.Error(w, "bad document", http.StatusBadRequest)
+	doc, ok := readCRMDocument(w, r, c.secret)
+	if !ok {
 		return
 	}
 	key := doc.IdempotencyKey
@@ -1027,34 +1014,7 @@ func outageEvents(t *testing.T, s *stack, n int) []chaosEvent {
 	now := time.Now()
 	events := make([]chaosEvent, n)
 	for i := range events {
-		e := chaosEvent{user: fmt.Sprintf("88%05d", i)}
-		switch i % 3 {
-		case 0, 1:
-			set := simulator.SET{Issuer: testIssuer, Audience: testAudience, UserID: e.user, EventType: "credential-change",
-				JTI: simulator.NewID(), IssuedAt: now}
-			if i%3 == 0 {
-				set.EventType, set.Fields = "account-disabled", map[string]any{"reason": "hijacking"}
-			}
-			claims, err := set.Claims()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if e.token, err = s.Key.Sign(claims); err != nil {
-				t.Fatal(err)
-			}
-			e.kind, e.key = set.EventType, ingress.SETKey(set.JTI)
-		case 2:
-			e.kind = "user-unlinked"
-			e.hook = simulator.Delivery{Path: ingress.PathUnlink, Encoding: simulator.EncodingForm, AdminKey: webhookAdminKey,
-				Fields: map[string]any{"app_id": webhookAppID, "user_id": e.user, "referrer_type": "UNLINK_FROM_APPS"}}
-			key, err := ingress.UnlinkKey(subjects.Key, ingress.Unlink{AppID: webhookAppID, UserID: e.user, ReferrerType: "UNLINK_FROM_APPS"},
-				now, chaosUnlinkWindow)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e.key = key
-		}
-		events[i] = e
+		events[i] = newChaosEvent(t, s, fmt.Sprintf("88%05d", i), i, now)
 	}
 	states := statedb.NewStore(s.DB)
 	seedTime := now.Add(-24 * time.Hour).UTC().Truncate(time.Microsecond)

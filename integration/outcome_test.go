@@ -1,8 +1,11 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +51,26 @@ func (l *crmLedger) applyOnce(doc crm.Document) {
 	l.applied[key] = true
 	l.writes[doc.Contact.ExternalID] = append(l.writes[doc.Contact.ExternalID], key)
 	applyCRMDocument(l.contacts, doc)
+}
+
+// readCRMDocument reads a signed CRM document as crm.Webhook's documented
+// receiver does; a request that is not one is answered here (4xx) and ok is
+// false.
+func readCRMDocument(w http.ResponseWriter, r *http.Request, secret []byte) (doc crm.Document, ok bool) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "read", http.StatusBadRequest)
+		return doc, false
+	}
+	if err := crm.Verify(secret, r.Header.Get(crm.HeaderSignature), r.Header.Get(crm.HeaderTimestamp), body, 0); err != nil {
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return doc, false
+	}
+	if err := json.Unmarshal(body, &doc); err != nil || doc.IdempotencyKey == "" || doc.IdempotencyKey != r.Header.Get(crm.HeaderIdempotencyKey) {
+		http.Error(w, "bad document", http.StatusBadRequest)
+		return doc, false
+	}
+	return doc, true
 }
 
 // crmRecord is a copy of a ledger, taken once the run is over.
