@@ -238,16 +238,7 @@ func runContract(t *testing.T, newStore func(t *testing.T) inbox.Store) {
 		if err := s.Requeue(ctx, "p"); err != nil {
 			t.Fatal(err)
 		}
-		var relayed []string
-		var mu sync.Mutex
-		mustRelay(t, s, func(_ context.Context, e inbox.Entry) (string, error) {
-			mu.Lock()
-			defer mu.Unlock()
-			relayed = append(relayed, e.Envelope.Key)
-			return "wf", nil
-		}, noBackoff)
-		slices.Sort(relayed)
-		if !slices.Equal(relayed, []string{"p", "q"}) {
+		if relayed := relayKeys(t, s); !slices.Equal(relayed, []string{"p", "q"}) {
 			t.Fatalf("relayed %v after requeue, want p and q", relayed)
 		}
 	})
@@ -421,6 +412,22 @@ func TestPostgresCountAndDeleteKeys(t *testing.T) {
 	}
 }
 
+// relayKeys runs one relay pass whose deliveries succeed and returns the
+// keys handed over, sorted.
+func relayKeys(t *testing.T, s inbox.Store) []string {
+	t.Helper()
+	var mu sync.Mutex
+	var keys []string
+	mustRelay(t, s, func(_ context.Context, e inbox.Entry) (string, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		keys = append(keys, e.Envelope.Key)
+		return "wf", nil
+	}, noBackoff)
+	slices.Sort(keys)
+	return keys
+}
+
 // mustRelay runs one relay pass of up to 10 entries; the store itself must
 // not fail (a delivery's failure is recorded, not returned).
 func mustRelay(t *testing.T, s inbox.Store, deliver inbox.Deliver, backoff inbox.Backoff) {
@@ -491,15 +498,7 @@ func TestPostgresUndecodableEntryStaysVisible(t *testing.T) {
 	if err != nil || got.Unreadable == "" || got.Status != inbox.StatusPending || string(got.Raw) != "raw-corrupt" {
 		t.Fatalf("Get = %+v, %v; want the pending entry with its raw body, marked unreadable", got, err)
 	}
-	var mu sync.Mutex
-	var delivered []string
-	mustRelay(t, s, func(_ context.Context, e inbox.Entry) (string, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		delivered = append(delivered, e.Envelope.Key)
-		return "wf", nil
-	}, noBackoff)
-	slices.Sort(delivered)
+	delivered := relayKeys(t, s)
 	if got, _ := s.Get(ctx, "corrupt"); !slices.Equal(delivered, []string{"a", "z"}) || got.Status != inbox.StatusParked ||
 		!strings.HasPrefix(got.LastError, "relay: ") {
 		t.Fatalf("delivered %v; corrupt entry %s, last error %q: want it parked by the relay", delivered, got.Status, got.LastError)
